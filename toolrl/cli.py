@@ -1,0 +1,216 @@
+"""The `toolrl` command line.
+
+Each subcommand parses its options here and hands over to the module that
+owns the feature, imported only when the command runs (so `toolrl plugins`
+does not load torch). Errors a user can fix print as one clear message and
+exit with status 2; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from toolrl import __version__
+from toolrl.errors import NotAvailableYetError, ToolrlError
+
+
+def _feature(module: str, func: str, command: str):
+    """Import `module.func`, or say that `command` is not available in this version."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            raise NotAvailableYetError(
+                f"`toolrl {command}` is not available yet in toolrl {__version__}",
+                fix="see the open issues / roadmap in docs/",
+            ) from None
+        raise
+    return getattr(mod, func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="toolrl")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Train tool-using language-model agents with RL, evaluate and serve them."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False, markup=False)])
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def train(config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Train a policy: toolrl train --config run.yaml [key.sub=value ...]."""
+    from toolrl.config import load_config
+
+    cfg = load_config(config_path, overrides)  # fails fast, before anything heavy loads
+    _feature("toolrl.trainer.api", "train", "train")(cfg)
+
+
+@cli.command(name="eval", context_settings={"ignore_unknown_options": True})
+@click.option("--model", "model", required=True, help="Checkpoint directory or model name.")
+@click.option("--tasks", "tasks", required=True, type=click.Path(dir_okay=False), help="JSONL task file.")
+@click.option("--n", "n", default=1, show_default=True, help="Samples per task (pass@k uses these).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config for rollout/reward settings.")
+@click.option("--out", "out", type=click.Path(), default=None, help="Write results (JSON) here.")
+@click.option("--label", "label", default=None, help="Name for this model in the results table.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def eval_(model: str, tasks: str, n: int, config_path: str | None, out: str | None, label: str | None,
+          overrides: tuple[str, ...]) -> None:
+    """Evaluate a model on a task file: accuracy, pass@k, mean reward, diversity."""
+    from toolrl.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    _feature("toolrl.evaluation.cli", "eval_command", "eval")(cfg, model=model, tasks=tasks, n=n, out=out,
+                                                                label=label)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--backend", default="hf", show_default=True, help="Rollout backend that generates: hf, vllm, sglang.")
+@click.option("--api-key-env", default=None, help="Name of an environment variable holding the API key(s), comma-separated.")
+@click.option("--tool-parser", default="auto", show_default=True, help="Tool-call parser (same as training).")
+@click.option("--max-batch-size", default=32, show_default=True, type=int)
+@click.option("--dtype", default="float32", show_default=True)
+def serve(model: str, host: str, port: int, backend: str, api_key_env: str | None, tool_parser: str,
+          max_batch_size: int, dtype: str) -> None:
+    """Serve a checkpoint or model name behind an OpenAI-compatible API."""
+    try:
+        run = importlib.import_module("toolrl_serving.cli").run_server
+    except ModuleNotFoundError as exc:
+        if exc.name in ("toolrl_serving", "fastapi", "uvicorn"):
+            raise ToolrlError(f"`toolrl serve` needs the toolrl-serving distribution ({exc.name} is missing)",
+                              fix="pip install -e ./serving  (or: pip install 'toolrl[serve]' toolrl-serving)") from None
+        raise
+    run(model=model, host=host, port=port, backend=backend, api_key_env=api_key_env, tool_parser=tool_parser,
+        max_batch_size=max_batch_size, dtype=dtype)
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Include built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(show_all: bool, as_json: bool) -> None:
+    """List installed plugins: distribution, version, hooks and what each registered."""
+    from toolrl import plugins as plugins_mod
+
+    infos = plugins_mod.get_manager().plugin_infos(include_builtins=show_all)
+    if as_json:
+        rows = [
+            {"name": i.name, "distribution": i.distribution, "version": i.version, "builtin": i.builtin,
+             "hooks": i.hooks, "registered": i.registered, "error": i.error}
+            for i in infos
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="toolrl plugins" + (" (including built-ins)" if show_all else ""))
+    for col in ("plugin", "distribution", "version", "hooks", "registered", "status"):
+        table.add_column(col, overflow="fold")
+    for i in infos:
+        reg = "\n".join(f"{k}: {', '.join(v)}" for k, v in i.registered.items())
+        status = f"[red]BROKEN: {i.error}[/]" if i.error else "[green]ok[/]"
+        table.add_row(i.name, i.distribution or "-", i.version or "-", "\n".join(i.hooks), reg, status)
+    Console().print(table)
+    if not infos:
+        click.echo("No third-party plugins installed. `toolrl plugins --all` lists the built-ins.")
+
+
+@cli.group()
+def config() -> None:
+    """Show the resolved configuration or the generated reference."""
+
+
+@config.command("show", context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def config_show(config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Print the config after defaults and overrides are applied."""
+    from toolrl.config import dump_yaml, load_config
+
+    click.echo(dump_yaml(load_config(config_path, overrides)), nl=False)
+
+
+@config.command("reference")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write Markdown here (default: stdout).")
+def config_reference(out: str | None) -> None:
+    """Generate the config reference (docs/config.md) from the config types."""
+    from toolrl.config_reference import render_reference
+
+    text = render_reference()
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.option("--model", "model", default=None, help="Also check this model's chat template and tool parsers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(model: str | None, as_json: bool) -> None:
+    """Report versions and which engines, GPUs, Docker and model packages are usable."""
+    from toolrl.doctor import print_report, run_checks
+
+    report = run_checks(model=model)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        print_report(report)
+
+
+@cli.group()
+def data() -> None:
+    """Make task files."""
+
+
+@data.command("make", context_settings={"ignore_unknown_options": True})
+@click.argument("suite")
+@click.option("--n", "n", default=100, show_default=True, help="Number of tasks.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL file.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def data_make(suite: str, n: int, seed: int, out: str, args: tuple[str, ...]) -> None:
+    """Write N tasks of a registered suite (arith-tool, memory, bfcl, code, ...) to a JSONL file."""
+    _feature("toolrl.data", "make_command", "data make")(suite, n=n, seed=seed, out=out, args=args)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", default=None, help="Folder for the PNGs (default: RUN_DIR/plots).")
+def plot(run_dir: str, out: str | None) -> None:
+    """Plot a run's curves (reward, KL, length, accuracy) as PNG files."""
+    _feature("toolrl.metrics.plot", "plot_command", "plot")(run_dir, out=out)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ToolrlError as exc:
+        from rich.console import Console
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("Error: ", style="bold red") + Text(str(exc)), highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""The typed configuration of a run.
+
+Loaded from YAML with dotted overrides (`trainer.lr=1e-6 rollout.n=8`).
+Unknown keys, wrong types and impossible combinations fail here, before any
+model or engine loads, with one message per problem naming the key, the value,
+the reason and the fix. docs/config.md is generated from these classes
+(`toolrl config reference`), and a test keeps it in sync.
+
+This module must stay light: it imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from toolrl.errors import ConfigProblem
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (PEFT). rank 0 means full fine-tuning."""
+
+    rank: int = Field(0, ge=0, description="LoRA rank; 0 turns LoRA off (all weights train).")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / rank).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Names of the linear layers that get adapters.",
+    )
+    save_merged: bool = Field(False, description="Also save the merged model (base + adapters) as a normal HF folder.")
+
+
+class ModelConfig(Section):
+    """The policy model."""
+
+    name_or_path: str = Field(
+        "smollm2-135m-instruct",
+        description="A model name from `toolrl.models` (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct, "
+        "qwen2.5-coder-1.5b-instruct), a local HF folder, or a checkpoint directory.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Parameter dtype for training and the hf backend."
+    )
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N'.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+
+
+class RolloutConfig(Section):
+    """How trajectories are generated."""
+
+    backend: str = Field("hf", description="Registered rollout backend: hf (CPU/GPU), vllm, sglang.")
+    n: int = Field(4, ge=1, description="Samples per prompt (the GRPO group size).")
+    max_turns: int = Field(4, ge=1, description="Most assistant turns per episode.")
+    max_new_tokens: int = Field(256, ge=1, description="Most tokens sampled in one assistant turn.")
+    max_total_tokens: int = Field(
+        1024, ge=1, description="Token budget for the whole response (sampled + tool tokens)."
+    )
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling; 0 = off.")
+    stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+    tool_parser: str = Field("auto", description="Registered tool-call parser, or 'auto' (hermes tags and JSON blocks).")
+    max_batch_size: int = Field(32, ge=1, description="Most sequences the backend decodes together.")
+    env_timeout: float = Field(30.0, gt=0, description="Seconds an environment step may take before it is abandoned.")
+    max_tool_result_chars: int = Field(2000, ge=100, description="Tool output beyond this is truncated with a marker.")
+    debug: bool = Field(False, description="Log prompt, response, tool calls, results and logprobs per sample.")
+    backend_args: dict[str, Any] = Field(
+        default_factory=dict, description="Backend-specific options (e.g. vllm gpu_memory_utilization)."
+    )
+
+
+class AlgorithmConfig(Section):
+    """Advantage estimation and the policy loss."""
+
+    advantage: str = Field("grpo", description="Registered advantage estimator: grpo, rloo, ppo (critic + GAE).")
+    norm_adv_by_std: bool = Field(True, description="GRPO: divide group-centred rewards by the group std.")
+    gamma: float = Field(1.0, ge=0, le=1, description="PPO: discount.")
+    lam: float = Field(1.0, ge=0, le=1, description="PPO: GAE lambda.")
+    clip_ratio: float = Field(0.2, gt=0, description="PPO clip range (lower side, and upper when clip_ratio_high is unset).")
+    clip_ratio_high: float | None = Field(None, gt=0, description="Upper clip range (DAPO clip-higher); None = clip_ratio.")
+    loss_agg: Literal["token-mean", "seq-mean"] = Field(
+        "token-mean", description="Average the loss over all tokens of the batch, or per sequence then over sequences."
+    )
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator (Schulman's k1/k2/k3).")
+    kl_coef: float = Field(0.0, ge=0, description="Initial KL coefficient; 0 disables the reference policy.")
+    kl_in: Literal["auto", "loss", "reward"] = Field(
+        "auto", description="Where the KL penalty goes: the loss (GRPO default) or the reward (PPO default)."
+    )
+    kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="Keep kl_coef, or adapt it toward target_kl.")
+    target_kl: float = Field(0.1, gt=0, description="Adaptive controller target.")
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive controller horizon (in samples).")
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient (entropy is always logged).")
+    vf_coef: float = Field(0.5, ge=0, description="PPO: value-loss weight.")
+    value_clip: float = Field(0.2, gt=0, description="PPO: value clipping range.")
+
+
+class RewardSpec(Section):
+    """One reward component."""
+
+    name: str = Field(description="Registered reward name (see `toolrl plugins --all`).")
+    weight: float = Field(1.0, description="Weight in the sum of components.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments passed to the reward.")
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="On a bad value or exception: stop the run, or exclude the sample and count it."
+    )
+
+
+class DataConfig(Section):
+    """Where tasks come from."""
+
+    train_file: str | None = Field(None, description="JSONL task file for training (`toolrl data make`).")
+    eval_file: str | None = Field(None, description="JSONL task file for evaluation during training.")
+    prompts_per_step: int = Field(4, ge=1, description="Tasks sampled per step; the batch is prompts_per_step * rollout.n.")
+    shuffle: bool = Field(True, description="Shuffle task order each epoch (seeded by trainer.seed).")
+
+
+class TrainerConfig(Section):
+    """The optimisation loop, checkpoints and logging."""
+
+    total_steps: int = Field(20, ge=1, description="Training steps (one rollout batch each).")
+    lr: float = Field(1e-6, gt=0, description="Peak learning rate.")
+    critic_lr: float = Field(1e-5, gt=0, description="PPO critic learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="LR decay after warm-up.")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
+    mini_batch_size: int | None = Field(
+        None, ge=1, description="Trajectories per optimizer step; None = the whole batch (one step per epoch)."
+    )
+    micro_batch_size: int = Field(4, ge=1, description="Trajectories per forward/backward (gradient accumulation).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    output_dir: str = Field("runs/default", description="Run directory: checkpoints, metrics, logs.")
+    save_freq: int = Field(0, ge=0, description="Save a checkpoint every N steps (0 = only at the end).")
+    eval_freq: int = Field(0, ge=0, description="Evaluate on data.eval_file every N steps (0 = never during training).")
+    eval_n: int = Field(1, ge=1, description="Samples per eval task (pass@k uses these).")
+    resume: str = Field("none", description="'none', 'auto' (latest checkpoint in output_dir), or a checkpoint path.")
+    seed: int = Field(0, description="Seed for sampling, data order and initialisation.")
+    metric_sinks: list[str] = Field(
+        default_factory=lambda: ["console", "jsonl", "csv", "tensorboard"], description="Registered metric sinks."
+    )
+    evaluators: list[str] = Field(default_factory=list, description="Registered evaluators run at eval time.")
+
+
+class WorkerResources(Section):
+    num_cpus: float = Field(1, ge=0, description="CPUs reserved for this Ray actor.")
+    num_gpus: float = Field(0, ge=0, description="GPUs reserved for this Ray actor.")
+
+
+class RayConfig(Section):
+    """Where the workers run."""
+
+    address: str | None = Field(None, description="Ray cluster address; None starts a local Ray instance.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance (None = all).")
+    policy: WorkerResources = Field(default_factory=WorkerResources, description="Policy + rollout actor.")
+    reference: WorkerResources = Field(
+        default_factory=lambda: WorkerResources(num_cpus=0), description="Reference-policy actor."
+    )
+    critic: WorkerResources = Field(default_factory=lambda: WorkerResources(num_cpus=0), description="PPO critic actor.")
+
+
+class Config(Section):
+    """A whole run."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    rewards: list[RewardSpec] = Field(default_factory=list, description="Reward components, summed by weight.")
+    envs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Default arguments per environment name (e.g. envs.python.pool_size)."
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @property
+    def batch_size(self) -> int:
+        """Trajectories per step."""
+        return self.data.prompts_per_step * self.rollout.n
+
+    @property
+    def kl_in(self) -> str:
+        if self.algorithm.kl_in != "auto":
+            return self.algorithm.kl_in
+        return "reward" if self.algorithm.advantage == "ppo" else "loss"
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Config:
+        problems = combination_problems(self)
+        if problems:
+            raise _CombinationError(problems)
+        return self
+
+
+class _CombinationError(ValueError):
+    def __init__(self, problems: list[ConfigProblem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+def combination_problems(cfg: Config) -> list[ConfigProblem]:
+    """Checks that need several keys at once."""
+    out: list[ConfigProblem] = []
+    batch = cfg.batch_size
+    mini = cfg.trainer.mini_batch_size or batch
+    if mini > batch or batch % mini:
+        out.append(ConfigProblem(
+            "trainer.mini_batch_size", cfg.trainer.mini_batch_size,
+            f"the batch of {batch} trajectories (data.prompts_per_step={cfg.data.prompts_per_step} x "
+            f"rollout.n={cfg.rollout.n}) must split into whole mini-batches",
+            f"use a divisor of {batch}, e.g. trainer.mini_batch_size={_divisor_at_most(batch, mini)}",
+        ))
+    if mini % cfg.rollout.n and cfg.algorithm.advantage in ("grpo", "rloo"):
+        out.append(ConfigProblem(
+            "trainer.mini_batch_size", mini,
+            f"it is not a multiple of the group size rollout.n={cfg.rollout.n}, so groups would be split "
+            "across optimizer steps",
+            f"use a multiple of {cfg.rollout.n}, e.g. trainer.mini_batch_size={cfg.rollout.n * max(1, mini // cfg.rollout.n)}",
+        ))
+    if cfg.trainer.micro_batch_size > mini or mini % cfg.trainer.micro_batch_size:
+        out.append(ConfigProblem(
+            "trainer.micro_batch_size", cfg.trainer.micro_batch_size,
+            f"it must divide the mini-batch of {mini} trajectories",
+            f"use a divisor of {mini}, e.g. trainer.micro_batch_size={_divisor_at_most(mini, cfg.trainer.micro_batch_size)}",
+        ))
+    if cfg.algorithm.advantage in ("grpo", "rloo") and cfg.rollout.n < 2:
+        out.append(ConfigProblem(
+            "rollout.n", cfg.rollout.n,
+            f"{cfg.algorithm.advantage} compares samples within a group, which needs at least 2 per prompt",
+            "set rollout.n=4 (or more), or use algorithm.advantage=ppo",
+        ))
+    if cfg.rollout.max_new_tokens > cfg.rollout.max_total_tokens:
+        out.append(ConfigProblem(
+            "rollout.max_new_tokens", cfg.rollout.max_new_tokens,
+            f"it exceeds rollout.max_total_tokens={cfg.rollout.max_total_tokens}",
+            "raise rollout.max_total_tokens or lower rollout.max_new_tokens",
+        ))
+    if cfg.algorithm.kl_controller == "adaptive" and cfg.algorithm.kl_coef == 0:
+        out.append(ConfigProblem(
+            "algorithm.kl_coef", 0.0,
+            "the adaptive KL controller multiplies the coefficient, so it can never move from 0",
+            "set algorithm.kl_coef to a positive start value, e.g. 0.05",
+        ))
+    if cfg.trainer.eval_freq and not cfg.data.eval_file:
+        out.append(ConfigProblem(
+            "trainer.eval_freq", cfg.trainer.eval_freq,
+            "evaluation during training needs a held-out task file",
+            "set data.eval_file=PATH or trainer.eval_freq=0",
+        ))
+    names = [r.name for r in cfg.rewards]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        out.append(ConfigProblem("rewards", dupes, "a reward is listed twice", "list each reward once and set its weight"))
+    if cfg.model.lora.rank and cfg.model.lora.rank > 0 and not cfg.model.lora.target_modules:
+        out.append(ConfigProblem("model.lora.target_modules", [], "LoRA needs at least one target module",
+                                 "e.g. model.lora.target_modules=[q_proj,v_proj]"))
+    return out
+
+
+def _divisor_at_most(n: int, k: int) -> int:
+    for d in range(min(n, max(k, 1)), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+# --------------------------------------------------------------------------
+# Loading: YAML file + dotted overrides -> Config, or ConfigError
+# --------------------------------------------------------------------------
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                data: dict[str, Any] | None = None) -> Config:
+    """Build a Config from a YAML file and `key.sub=value` overrides.
+
+    Raises ConfigError listing every problem (key, value, reason, fix, and
+    whether it came from the file or the command line).
+    """
+    import copy
+
+    from toolrl.errors import ConfigError
+
+    raw: dict[str, Any] = copy.deepcopy(data) if data else {}
+    sources: dict[str, str] = {}
+    if path is not None:
+        raw = _read_yaml(path)
+        _record_sources(raw, "", str(path), sources)
+    problems: list[ConfigProblem] = []
+    for ov in overrides:
+        try:
+            key, value = parse_override(ov)
+            set_dotted(raw, key, value)
+            sources[key] = f"command line: {ov}"
+        except _OverrideError as exc:
+            problems.append(exc.problem)
+    if problems:
+        raise ConfigError(problems)
+    return validate(raw, sources)
+
+
+def validate(raw: dict[str, Any], sources: dict[str, str] | None = None) -> Config:
+    from pydantic import ValidationError
+
+    from toolrl.errors import ConfigError
+
+    sources = sources or {}
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems: list[ConfigProblem] = []
+        for err in exc.errors(include_url=False):
+            problems.extend(_problems_from_error(err, raw, sources))
+        raise ConfigError(problems) from None
+
+
+class _OverrideError(Exception):
+    def __init__(self, problem: ConfigProblem):
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`trainer.lr=1e-6` -> ("trainer.lr", 1e-06). Values are parsed as YAML."""
+    import yaml
+
+    if "=" not in text:
+        raise _OverrideError(ConfigProblem(
+            text, None, "an override must have the form key.subkey=value",
+            f"write e.g. {text}=VALUE (no spaces around '=')", source="command line"))
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise _OverrideError(ConfigProblem(text, None, "the key is empty or has an empty part",
+                                           "write e.g. trainer.lr=1e-6", source="command line"))
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise _OverrideError(ConfigProblem(key, value_text, f"not valid YAML ({exc.__class__.__name__})",
+                                           "quote the value", source=f"command line: {text}")) from None
+    if isinstance(value, str):
+        value = _maybe_number(value)
+    return key, value
+
+
+def _maybe_number(s: str) -> Any:
+    # YAML 1.1 reads "1e-6" as a string; people mean a float
+    try:
+        return float(s) if any(c in s for c in "eE.") and s.strip().lstrip("+-")[:1].isdigit() else s
+    except ValueError:
+        return s
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise _OverrideError(ConfigProblem(
+                    key, value, f"'{'.'.join(parts[:i])}' is a list of {len(node)} item(s); '{part}' is not a valid index",
+                    f"use an index from 0 to {len(node) - 1}", source="command line"))
+            idx = int(part)
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+            continue
+        if not isinstance(node, dict):
+            raise _OverrideError(ConfigProblem(
+                key, value, f"'{'.'.join(parts[:i])}' is not a section", "override the whole value instead",
+                source="command line"))
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    from pathlib import Path
+
+    import yaml
+
+    from toolrl.errors import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([ConfigProblem("--config", str(p), "the file does not exist",
+                                         "pass the path of a YAML config, e.g. examples/arith_tool_demo.yaml")])
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([ConfigProblem("--config", str(p), f"not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+                                         "fix the YAML syntax (indentation, colons, quotes)")]) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError([ConfigProblem("--config", str(p), f"the top level must be a mapping, got {type(raw).__name__}",
+                                         "start the file with sections such as 'model:' and 'trainer:'")])
+    return raw
+
+
+def _record_sources(node: Any, prefix: str, source: str, out: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out[key] = source
+            _record_sources(v, key, source, out)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _record_sources(v, f"{prefix}.{i}", source, out)
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the field at `loc` (to list valid keys)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    node = raw
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _problems_from_error(err: dict[str, Any], raw: dict[str, Any], sources: dict[str, str]) -> list[ConfigProblem]:
+    import difflib
+
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, _CombinationError):
+        for p in inner.problems:
+            p.source = p.source or sources.get(p.key)
+        return inner.problems
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    value = err.get("input")
+    source = sources.get(key)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        section = _section_model(loc)
+        valid = sorted(section.model_fields) if section else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        fix = (f"did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'? " if close else "") + (
+            f"valid keys in {parent}: {', '.join(valid)}" if valid else "remove it")
+        return [ConfigProblem(key, value, "unknown key", fix, source)]
+    if kind == "missing":
+        return [ConfigProblem(key, None, "this key is required", f"set {key}=...", source)]
+    section = _section_model(loc)
+    field = section.model_fields.get(str(loc[-1])) if section else None
+    hint = ""
+    if field is not None:
+        ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        default = field.get_default(call_default_factory=True)
+        hint = f"set {key} to a value of type {ann}"
+        if default not in (None, [], {}, ""):
+            hint += f" (default: {default!r})"
+        if field.description:
+            hint += f" — {field.description}"
+    else:
+        hint = f"check the type of {key}"
+    value = _lookup(raw, loc) if value is None else value
+    return [ConfigProblem(key, value, err["msg"].rstrip("."), hint, source)]
+
+
+def dump_yaml(cfg: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,111 @@
+"""The RolloutBackend protocol: token ids in, token ids and logprobs out.
+
+A backend never sees text. The agent loop renders prompts with the chat
+template, hands over token ids, and appends exactly the ids it gets back.
+Backends are registered through `register_rollout_backends`; their factory
+receives a `BackendSettings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+GenFinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one request.
+
+    Attributes:
+        temperature: 0 means greedy.
+        top_p: nucleus sampling mass (1.0 = off).
+        top_k: keep the k most likely tokens (0 = off).
+        max_tokens: most new tokens to generate.
+        stop_token_ids: extra ids that end generation (EOS always does); the stop id is kept in the output.
+        stop: strings that end generation; the output is cut after the token that completes one.
+        seed: per-request seed for reproducible sampling (None = from the backend's generator).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 256
+    stop_token_ids: tuple[int, ...] = ()
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What was sampled: ids, the log-probability of each under the sampling policy, why it stopped."""
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: GenFinishReason
+    request_id: str = ""
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """What a backend factory receives.
+
+    Attributes:
+        model_path: a local HF folder (already resolved by `toolrl.models.resolve`).
+        dtype: "float32" | "bfloat16" | "float16".
+        device: "cpu", "cuda", "cuda:0" … or "auto".
+        max_batch_size: most sequences decoded together.
+        module: an in-process torch module to generate with (colocated policy: the
+            hf backend then uses the live training weights, no copy).
+        tokenizer: an already-loaded tokenizer, if the caller has one.
+        extra: backend-specific options from `rollout.backend_args`.
+    """
+
+    model_path: str
+    dtype: str = "float32"
+    device: str = "auto"
+    max_batch_size: int = 32
+    module: Any = None
+    tokenizer: Any = None
+    seed: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class RolloutBackend(Protocol):
+    """Where tokens are generated (hf, vllm, sglang, …)."""
+
+    name: str
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Generate for a batch of requests; results are in request order."""
+        ...
+
+    async def agenerate(self, request: GenerationRequest) -> GenerationResult:
+        """Generate one request; concurrent calls are batched together by the backend."""
+        ...
+
+    def update_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Load new policy weights (names as in the HF model's state_dict)."""
+        ...
+
+    def sleep(self) -> None:
+        """Free accelerator memory between rollouts where the engine can (no-op otherwise)."""
+        ...
+
+    def wake(self) -> None:
+        """Undo `sleep()`."""
+        ...
+
+    def close(self) -> None:
+        ...
