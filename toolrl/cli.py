@@ -40,9 +40,11 @@ def _feature(module: str, func: str, command: str):
 def cli(verbose: int) -> None:
     """Train tool-using language-model agents with RL, evaluate and serve them."""
     level = logging.WARNING - 10 * min(verbose, 2)
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False, markup=False)])
+    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> Any:
         from rich.console import Console
         from rich.text import Text
 
-        Console(stderr=True).print(Text("Error: ", style="bold red") + Text(str(exc)), highlight=False)
+        Console(stderr=True).print(Text("Error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

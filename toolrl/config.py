@@ -377,6 +377,10 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
                 source="command line"))
         if last:
             node[part] = value
+        elif part not in node and parts[i + 1].isdigit():
+            raise _OverrideError(ConfigProblem(
+                key, value, f"'{'.'.join(parts[:i + 1])}' is not set, so it has no item {parts[i + 1]}, not a valid index",
+                f"give the whole list, e.g. {'.'.join(parts[:i + 1])}='[{{name: math_equiv}}]'", source="command line"))
         else:
             node = node.setdefault(part, {})
 

