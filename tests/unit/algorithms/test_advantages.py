@@ -1,0 +1,119 @@
+"""Advantage estimators against values computed by hand (plain tensors)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from toolrl.algorithms.advantages import AdvantageInput, gae, grpo, last_token_rewards, rloo, uses_critic
+
+
+def _batch(scores, groups, mask=None, valid=None, values=None, token_rewards=None):
+    scores = torch.tensor(scores, dtype=torch.float32)
+    B = len(scores)
+    mask = torch.ones(B, 3) if mask is None else torch.tensor(mask, dtype=torch.float32)
+    valid = torch.ones(B, dtype=torch.bool) if valid is None else torch.tensor(valid)
+    return AdvantageInput(scores, mask, groups, valid, token_rewards=token_rewards, values=values)
+
+
+CFG = SimpleNamespace(norm_adv_by_std=True, gamma=1.0, lam=1.0)
+
+
+def test_grpo_group_normalised_by_hand():
+    b = _batch([1, 0, 0, 1, 2, 2, 2, 2], ["a"] * 4 + ["b"] * 4)
+    adv = grpo(b, CFG).advantages
+    # group a: mean 0.5, unbiased std sqrt(1/3); (1 - 0.5) / 0.57735 = 0.866025
+    expected = torch.tensor([0.866025, -0.866025, -0.866025, 0.866025, 0, 0, 0, 0])
+    assert torch.allclose(adv[:, 0], expected, atol=1e-4)
+    assert torch.allclose(adv, adv[:, :1].expand_as(adv))  # same value on every token
+
+
+def test_grpo_without_std_is_mean_centred():
+    b = _batch([1, 0, 0, 1], ["a"] * 4)
+    adv = grpo(b, SimpleNamespace(norm_adv_by_std=False)).advantages
+    assert torch.allclose(adv[:, 0], torch.tensor([0.5, -0.5, -0.5, 0.5]))
+
+
+def test_grpo_leaves_out_invalid_samples():
+    b = _batch([1, 0, 5, 1], ["a"] * 4, valid=[True, True, False, True])
+    adv = grpo(b, CFG).advantages[:, 0]
+    # valid rewards 1, 0, 1: mean 2/3, unbiased std sqrt(1/3)
+    assert adv[2] == 0
+    assert torch.allclose(adv[[0, 1, 3]], torch.tensor([0.57735, -1.154700, 0.57735]), atol=1e-4)
+
+
+def test_grpo_single_valid_sample_gets_zero():
+    b = _batch([3.0, 1.0], ["a", "a"], valid=[True, False])
+    assert torch.equal(grpo(b, CFG).advantages, torch.zeros(2, 3))
+
+
+def test_grpo_respects_mask():
+    b = _batch([1, 0], ["a", "a"], mask=[[1, 0, 1], [1, 1, 0]])
+    adv = grpo(b, CFG).advantages
+    assert adv[0, 1] == 0 and adv[1, 2] == 0
+    assert adv[0, 0] > 0 and adv[1, 0] < 0
+
+
+def test_rloo_by_hand():
+    b = _batch([1, 0, 0, 1, 3, 0], ["a"] * 4 + ["b"] * 2)
+    adv = rloo(b, CFG).advantages[:, 0]
+    two_thirds = 2 / 3
+    assert torch.allclose(adv, torch.tensor([two_thirds, -two_thirds, -two_thirds, two_thirds, 3.0, -3.0]), atol=1e-6)
+
+
+def test_token_rewards_add_to_score():
+    # per-token KL penalty summed over masked tokens joins the score
+    tr = torch.tensor([[-0.1, -0.1, -5.0], [0.0, 0.0, 0.0]])
+    b = _batch([1.0, 1.0], ["a", "a"], mask=[[1, 1, 0], [1, 1, 1]], token_rewards=tr)
+    adv = rloo(b, CFG).advantages[:, 0]
+    assert torch.allclose(adv, torch.tensor([-0.2, 0.2]), atol=1e-6)
+
+
+def test_last_token_rewards_places_score_on_last_sampled_token():
+    out = last_token_rewards(torch.tensor([2.0, 3.0, 4.0]), torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]))
+    assert torch.equal(out, torch.tensor([[0, 2.0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 0]]))
+
+
+def test_gae_by_hand_skips_tool_tokens():
+    # gamma 0.9, lambda 0.8; token 2 is a tool-result token (mask 0, value ignored)
+    values = torch.tensor([[0.5, 0.4, 99.0, 0.2], [0.1, 0.1, 0.1, 0.1]])
+    b = _batch([1.0, 0.0], ["a", "b"], mask=[[1, 1, 0, 1], [1, 1, 1, 1]], values=values)
+    out = gae(b, SimpleNamespace(gamma=0.9, lam=0.8))
+    # t3: delta = 1 - 0.2 = 0.8
+    # t1: delta = 0.9*0.2 - 0.4 = -0.22; gae = -0.22 + 0.72*0.8 = 0.356
+    # t0: delta = 0.9*0.4 - 0.5 = -0.14; gae = -0.14 + 0.72*0.356 = 0.11632
+    raw0 = torch.tensor([0.11632, 0.356, 0.0, 0.8])
+    assert torch.allclose(out.returns[0], raw0 + torch.tensor([0.5, 0.4, 0.0, 0.2]), atol=1e-5)
+    assert out.returns[0, 2] == 0 and out.advantages[0, 2] == 0
+    # second sample: reward 0 everywhere, values 0.1: deltas -0.01 at t3, -0.01 at others
+    d = 0.9 * 0.1 - 0.1
+    g3 = -0.1
+    g2 = d + 0.72 * g3
+    g1 = d + 0.72 * g2
+    g0 = d + 0.72 * g1
+    assert torch.allclose(out.returns[1], torch.tensor([g0, g1, g2, g3]) + 0.1, atol=1e-6)
+    # advantages are the raw GAE values whitened over the masked tokens
+    raw = torch.cat([raw0[[0, 1, 3]], torch.tensor([g0, g1, g2, g3])])
+    whitened = (raw - raw.mean()) / raw.std()
+    assert torch.allclose(out.advantages[out.advantages != 0], whitened, atol=1e-4)
+
+
+def test_gae_with_kl_in_reward_and_gamma_one_is_reward_to_go_minus_value():
+    values = torch.zeros(1, 3)
+    tr = torch.tensor([[-0.1, -0.2, -0.3]])
+    b = _batch([1.0], ["a"], values=values, token_rewards=tr)
+    out = gae(b, SimpleNamespace(gamma=1.0, lam=1.0))
+    assert torch.allclose(out.returns[0], torch.tensor([0.4, 0.5, 0.7]), atol=1e-6)
+
+
+def test_gae_needs_values():
+    with pytest.raises(ValueError, match="critic values"):
+        gae(_batch([1.0], ["a"]), CFG)
+
+
+def test_registered_estimators(plugin_manager):
+    reg = plugin_manager.registry("advantage_estimators")
+    assert {"grpo", "rloo", "ppo"} <= set(reg.names())
+    assert uses_critic(reg.get("ppo")) and not uses_critic(reg.get("grpo"))
+    b = _batch([1, 0], ["a", "a"])
+    assert torch.allclose(reg.get("grpo")(b, CFG).advantages, grpo(b, CFG).advantages)

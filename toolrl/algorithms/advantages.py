@@ -1,0 +1,187 @@
+"""Advantage estimators: grpo, rloo and ppo (GAE with a critic).
+
+An estimator is a function `fn(batch: AdvantageInput, config) -> AdvantageOutput`
+registered through the `register_advantage_estimators` hook, where `config` is
+the run's `AlgorithmConfig` (`norm_adv_by_std`, `gamma`, `lam`, ...). Mark one
+that needs a value model with `@needs_critic`: the trainer then starts the
+critic worker and fills `batch.values`.
+
+    from toolrl import hookimpl
+    from toolrl.algorithms.advantages import AdvantageOutput, broadcast_to_tokens
+
+    def best_of_group(batch, config):
+        ...  # scores -> one advantage per sample
+        return AdvantageOutput(broadcast_to_tokens(adv, batch.response_mask))
+
+    @hookimpl
+    def register_advantage_estimators(register):
+        register("best_of_group", best_of_group)
+
+Excluded samples (reward None, infrastructure failure) have `valid = False`:
+they are left out of group statistics and get advantage 0; the trainer also
+drops them from the loss mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import torch
+
+from toolrl.algorithms.losses import masked_whiten
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class AdvantageInput:
+    """One step's batch, as an estimator sees it.
+
+    Attributes:
+        scores: `[B]` sequence-level reward of each sample (0 where invalid).
+        response_mask: `[B, T]` 1 on sampled response tokens.
+        group_ids: `B` ids; samples of the same prompt share one (GRPO/RLOO groups).
+        valid: `[B]` bool, False for excluded samples.
+        token_rewards: `[B, T]` per-token rewards added to the score (the KL
+            penalty when `algorithm.kl_in=reward`), or None.
+        values: `[B, T]` critic values at each response position (PPO), or None.
+    """
+
+    scores: torch.Tensor
+    response_mask: torch.Tensor
+    group_ids: Sequence[str]
+    valid: torch.Tensor
+    token_rewards: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class AdvantageOutput:
+    """`advantages` `[B, T]` (0 off the mask); `returns` `[B, T]` value targets when a critic is used."""
+
+    advantages: torch.Tensor
+    returns: torch.Tensor | None = None
+
+
+class AdvantageEstimator(Protocol):
+    def __call__(self, batch: AdvantageInput, config: Any) -> AdvantageOutput: ...
+
+
+F = TypeVar("F", bound=Callable[..., AdvantageOutput])
+
+
+def needs_critic(fn: F) -> F:
+    """Mark an estimator that needs critic values (the trainer starts the critic worker)."""
+    fn.needs_critic = True  # type: ignore[attr-defined]
+    return fn
+
+
+def uses_critic(fn: Callable[..., Any]) -> bool:
+    return bool(getattr(fn, "needs_critic", False))
+
+
+def broadcast_to_tokens(per_sample: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """`[B]` -> `[B, T]`: each sample's value on its masked tokens, 0 elsewhere."""
+    return per_sample.unsqueeze(-1) * response_mask.to(per_sample.dtype)
+
+
+def sequence_scores(batch: AdvantageInput) -> torch.Tensor:
+    """Score plus the sum of per-token rewards over the sample's masked tokens."""
+    scores = batch.scores.to(torch.float32)
+    if batch.token_rewards is not None:
+        scores = scores + (batch.token_rewards * batch.response_mask).sum(-1)
+    return scores
+
+
+def _groups(group_ids: Sequence[str], valid: torch.Tensor) -> list[list[int]]:
+    """Indices of valid samples, grouped by id (in first-seen order)."""
+    out: dict[str, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        if bool(valid[i]):
+            out.setdefault(g, []).append(i)
+    return list(out.values())
+
+
+def grpo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
+    """Group-normalised advantage: `(r_i - mean_g) / (std_g + eps)`.
+
+    `std_g` is the unbiased standard deviation of the group's valid rewards;
+    with `config.norm_adv_by_std = False` only the mean is subtracted (Dr.
+    GRPO). A group with a single valid sample gets advantage 0, and a group
+    whose rewards are all equal gets 0 (nothing to learn from it).
+    """
+    scores = sequence_scores(batch)
+    adv = torch.zeros_like(scores)
+    norm = bool(getattr(config, "norm_adv_by_std", True))
+    for idx in _groups(batch.group_ids, batch.valid):
+        if len(idx) < 2:
+            continue
+        g = scores[idx]
+        centred = g - g.mean()
+        adv[idx] = centred / (g.std() + EPS) if norm else centred
+    return AdvantageOutput(broadcast_to_tokens(adv, batch.response_mask))
+
+
+def rloo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
+    """Leave-one-out baseline: `r_i - mean_{j != i} r_j` over the group's valid samples."""
+    scores = sequence_scores(batch)
+    adv = torch.zeros_like(scores)
+    for idx in _groups(batch.group_ids, batch.valid):
+        k = len(idx)
+        if k < 2:
+            continue
+        g = scores[idx]
+        adv[idx] = g - (g.sum() - g) / (k - 1)
+    return AdvantageOutput(broadcast_to_tokens(adv, batch.response_mask))
+
+
+def last_token_rewards(scores: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """`[B]` -> `[B, T]`: each score placed on its sample's last masked token."""
+    mask = response_mask.to(scores.dtype)
+    T = mask.shape[-1]
+    positions = torch.arange(T, device=mask.device).expand_as(mask)
+    last = torch.where(mask > 0, positions, torch.full_like(positions, -1)).max(-1).values
+    out = torch.zeros_like(mask)
+    rows = torch.nonzero(last >= 0).squeeze(-1)
+    out[rows, last[rows]] = scores[rows]
+    return out
+
+
+@needs_critic
+def gae(batch: AdvantageInput, config: Any) -> AdvantageOutput:
+    """Generalised advantage estimation over the sampled tokens (PPO).
+
+    Rewards: the per-token rewards (KL penalty) on every sampled token, plus
+    the score on the last sampled token. Tool-result tokens (mask 0) are not
+    actions: the recursion steps over them, so the token before a tool result
+    bootstraps from the value of the first token after it. Advantages are then
+    whitened over the valid masked tokens; returns = advantages (before
+    whitening) + values.
+    """
+    if batch.values is None:
+        raise ValueError("the gae/ppo estimator needs critic values (batch.values is None)")
+    gamma = float(getattr(config, "gamma", 1.0))
+    lam = float(getattr(config, "lam", 1.0))
+    mask = batch.response_mask.to(torch.float32) * batch.valid.to(torch.float32).unsqueeze(-1)
+    values = batch.values.to(torch.float32) * mask
+    rewards = last_token_rewards(batch.scores.to(torch.float32), mask)
+    if batch.token_rewards is not None:
+        rewards = rewards + batch.token_rewards.to(torch.float32) * mask
+    B, T = mask.shape
+    adv = torch.zeros_like(mask)
+    last_gae = torch.zeros(B)
+    next_value = torch.zeros(B)
+    for t in reversed(range(T)):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        g = delta + gamma * lam * last_gae
+        adv[:, t] = g * m
+        last_gae = m * g + (1 - m) * last_gae
+        next_value = m * values[:, t] + (1 - m) * next_value
+    returns = adv + values
+    return AdvantageOutput(masked_whiten(adv, mask), returns * mask)
+
+
+BUILTIN: dict[str, Callable[..., AdvantageOutput]] = {"grpo": grpo, "rloo": rloo, "ppo": gae}
