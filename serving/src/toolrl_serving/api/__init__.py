@@ -1,0 +1,1 @@
+"""The HTTP endpoints, one module each (schemas next to their route)."""

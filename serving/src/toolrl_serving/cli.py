@@ -1,0 +1,82 @@
+"""Start a server: `toolrl serve CKPT_OR_NAME` (toolrl's CLI) or `toolrl-serve` / `python -m toolrl_serving`."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+import click
+
+from toolrl_serving.settings import Limits, ServerSettings, api_keys_from_env
+
+logger = logging.getLogger(__name__)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_settings(*, model: str, backend: str = "hf", api_key_env: str | None = None, tool_parser: str = "auto",
+                   max_batch_size: int = 32, dtype: str = "float32", **options: Any) -> ServerSettings:
+    """ServerSettings from CLI options; `options` may hold any ServerSettings or Limits field."""
+    limit_fields = set(Limits.model_fields)
+    limits = {k: options.pop(k) for k in list(options) if k in limit_fields and options[k] is not None}
+    rest = {k: v for k, v in options.items() if v is not None}
+    return ServerSettings(model=model, backend=backend, tool_parser=tool_parser, max_batch_size=max_batch_size,
+                          dtype=dtype, api_keys=api_keys_from_env(api_key_env), limits=Limits(**limits), **rest)
+
+
+def run_server(*, model: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "hf",
+               api_key_env: str | None = None, tool_parser: str = "auto", max_batch_size: int = 32,
+               dtype: str = "float32", log_level: str = "info", **options: Any) -> None:
+    """Serve `model` with uvicorn until interrupted. Binds to loopback unless `host` says otherwise."""
+    import uvicorn
+
+    from toolrl_serving.app import create_app
+    from toolrl_serving.loading import check_names
+
+    settings = build_settings(model=model, backend=backend, api_key_env=api_key_env, tool_parser=tool_parser,
+                              max_batch_size=max_batch_size, dtype=dtype, **options)
+    check_names(settings)  # a typo in --backend / --tool-parser fails before the weights load
+    if not _is_loopback(host) and not settings.api_keys:
+        logger.warning("binding to %s without an API key: anyone who can reach this port can use the model "
+                       "(set --api-key-env)", host)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--backend", default="hf", show_default=True, help="Rollout backend: hf, vllm, sglang.")
+@click.option("--api-key-env", default=None, help="Environment variable holding the API key(s), comma-separated.")
+@click.option("--tool-parser", default="auto", show_default=True, help="Tool-call parser (same as training).")
+@click.option("--max-batch-size", default=32, show_default=True, type=int)
+@click.option("--max-queue", default=256, show_default=True, type=int, help="Waiting requests before 503.")
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--served-model-name", default=None, help="Model id clients send (default: MODEL as given).")
+@click.option("--max-tokens", "max_tokens", default=None, type=int, help="Largest max_tokens a request may ask.")
+@click.option("--max-prompt-tokens", default=None, type=int, help="Longest prompt in tokens.")
+@click.option("--max-n", default=None, type=int, help="Largest n.")
+@click.option("--max-body-bytes", default=None, type=int, help="Largest request body.")
+@click.option("--log-level", default="info", show_default=True)
+def main(model: str, **kw: Any) -> None:
+    """Serve MODEL (checkpoint, HF folder or offline model name) behind an OpenAI-compatible API."""
+    from toolrl.errors import ToolrlError
+
+    logging.basicConfig(level=kw["log_level"].upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run_server(model=model, **kw)
+    except ToolrlError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":
+    main()
