@@ -324,7 +324,8 @@ def _child(req: dict, fds: tuple, warm_path: list) -> None:
         try:
             import traceback
 
-            traceback.print_exc()
+            etype, value, tb = sys.exc_info()
+            traceback.print_exception(etype, value, tb.tb_next if tb is not None else None)
         except BaseException:  # noqa: BLE001
             os.write(2, b"MemoryError\n" if sys.exc_info()[0] is MemoryError else b"error\n")
     try:
