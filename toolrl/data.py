@@ -120,7 +120,7 @@ def check_args(suite: str, fn: Callable[..., Any], args: Mapping[str, Any]) -> N
     if unknown:
         import difflib
 
-        hints = [f"{u!r} -> {difflib.get_close_matches(u, names, n=1)[0]!r}" for u in unknown
+        hints = [f"{difflib.get_close_matches(u, names, n=1)[0]} instead of {u}" for u in unknown
                  if difflib.get_close_matches(u, names, n=1)]
         raise SuiteArgsError(
             f"suite {suite!r} has no argument(s) {', '.join(repr(u) for u in unknown)}",

@@ -1,0 +1,74 @@
+"""The arith-tool suite: deterministic, schema-valid, knobs, errors."""
+
+import json
+import re
+
+import pytest
+
+from toolrl.errors import ToolrlError
+from toolrl.types import Task
+from toolrl_env_code.arith import DIFFICULTIES, GENERATORS, make_arith_tasks
+
+
+def _dump(tasks):
+    return [json.dumps(t.to_dict(), sort_keys=True) for t in tasks]
+
+
+def test_same_seed_same_tasks():
+    a = _dump(make_arith_tasks(50, seed=7, difficulty="medium"))
+    assert a == _dump(make_arith_tasks(50, seed=7, difficulty="medium"))
+    assert a != _dump(make_arith_tasks(50, seed=8, difficulty="medium"))
+    assert a[:20] == _dump(make_arith_tasks(20, seed=7, difficulty="medium"))
+
+
+@pytest.mark.parametrize("difficulty", list(DIFFICULTIES))
+def test_tasks_follow_the_schema(difficulty):
+    tasks = list(make_arith_tasks(60, seed=0, difficulty=difficulty))
+    assert len({t.id for t in tasks}) == 60
+    sources = set()
+    for t in tasks:
+        assert Task.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+        assert t.env == "python" and [tool["function"]["name"] for tool in t.tools] == ["python"]
+        assert "<tool_call>" in t.messages[0]["content"] and "<answer>" in t.messages[0]["content"]
+        assert t.metadata["answer"].strip() and t.metadata["answer_format"] == "answer_tag"
+        sources.add(t.metadata["source"])
+    assert sources == {f"reasoning_gym/{g}" for g in DIFFICULTIES[difficulty]}
+
+
+def test_easy_is_multiplication_of_3_to_4_digit_numbers():
+    for t in make_arith_tasks(40, seed=1, difficulty="easy"):
+        a, b = map(int, re.search(r"(\d+) \* (\d+)", t.messages[1]["content"]).groups())
+        assert 100 <= a <= 9999 and 100 <= b <= 9999
+        assert int(t.metadata["answer"]) == a * b
+
+
+def test_generators_and_range_knobs():
+    tasks = list(make_arith_tasks(30, seed=0, generators="chain_sum,gcd", min_terms=5, max_terms=5))
+    assert {t.metadata["source"] for t in tasks} == {"reasoning_gym/chain_sum", "reasoning_gym/gcd"}
+    for t in tasks:
+        if t.metadata["source"].endswith("chain_sum"):
+            expr = t.messages[1]["content"].split(":")[1].rstrip("= ")
+            assert len(re.findall(r"\d+", expr)) == 5
+            assert eval(expr) == int(t.metadata["answer"])  # noqa: S307 - our own generated arithmetic
+    (t,) = make_arith_tasks(1, seed=0, tool=False)
+    assert t.tools == () and t.env is None and "<tool_call>" not in t.messages[0]["content"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"difficulty": "insane"}, "unknown difficulty"),
+    ({"generators": "products,sudoku"}, "sudoku"),
+    ({"generators": ""}, "empty"),
+    ({"generators": "gsm_symbolic", "max_digits": 3}, "apply to none"),
+    ({"min_digits": 0}, "min_digits"),
+    ({"min_digits": 5, "max_digits": 3}, "rejected"),
+    ({"tool": "maybe"}, "tool must be"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ToolrlError, match=match):
+        list(make_arith_tasks(3, seed=0, **kwargs))
+
+
+def test_every_listed_generator_produces_numeric_answers():
+    for g in GENERATORS:
+        for t in make_arith_tasks(5, seed=0, generators=g):
+            assert re.fullmatch(r"-?\d+(\.\d+)?", t.metadata["answer"]), (g, t.metadata["answer"])
