@@ -1,0 +1,129 @@
+"""CLI commands, gc of orphaned containers, and clean-up on signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import docker
+import pytest
+
+from toolrl_sandbox import gc as sandbox_gc
+from toolrl_sandbox.engine import (
+    LABEL_PID,
+    LABEL_POOL,
+    ContainerLimits,
+    create_container,
+    create_spec,
+    list_labelled,
+    owner_labels,
+    wait_gone,
+)
+
+CLI = [sys.executable, "-m", "toolrl_sandbox.cli"]
+
+
+def test_cli_run(tmp_path: Path, image: str) -> None:
+    script = tmp_path / "snippet.py"
+    script.write_text("import sys\nprint('from file', sum(range(10)))\nprint('warn', file=sys.stderr)\n")
+    proc = subprocess.run(CLI + ["run", str(script), "--timeout", "3"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "from file 45\n"
+    assert "warn" in proc.stderr and "status=ok" in proc.stderr
+
+
+def test_cli_run_timeout_and_json(tmp_path: Path, image: str) -> None:
+    script = tmp_path / "loop.py"
+    script.write_text("while True:\n    pass\n")
+    proc = subprocess.run(CLI + ["run", str(script), "--timeout", "0.5", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and '"status": "timeout"' in proc.stdout
+
+
+def test_cli_build_is_a_cached_noop(image: str) -> None:
+    proc = subprocess.run(CLI + ["build"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_cli_help_lists_commands() -> None:
+    out = subprocess.run(CLI + ["--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("build", "run", "bench", "gc"):
+        assert cmd in out
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _orphan(client: docker.DockerClient, image: str, pool_id: str, pid: int) -> str:
+    labels = owner_labels(pool_id, "reuse")
+    labels[LABEL_PID] = str(pid)
+    spec = create_spec(client, image, labels, ContainerLimits())
+    cid = create_container(client, spec)
+    client.api.start(cid)
+    return cid
+
+
+def test_gc_removes_orphans_only(client: docker.DockerClient, image: str) -> None:
+    orphan = _orphan(client, image, "gc-test-orphan", _dead_pid())
+    owned = _orphan(client, image, "gc-test-owned", os.getpid())
+    try:
+        report = sandbox_gc.collect(client)
+        assert orphan in report.removed and owned in report.kept
+        assert wait_gone(client, "gc-test-orphan", timeout=5)
+        assert list_labelled(client, **{LABEL_POOL: "gc-test-owned"})
+        report = sandbox_gc.collect(client, all_containers=True)
+        assert owned in report.removed
+        assert wait_gone(client, "gc-test-owned", timeout=5)
+    finally:
+        for cid in (orphan, owned):
+            try:
+                client.api.remove_container(cid, force=True)
+            except docker.errors.APIError:
+                pass  # already gone, as it should be
+
+
+def test_cli_gc(client: docker.DockerClient, image: str) -> None:
+    _orphan(client, image, "gc-test-cli", _dead_pid())
+    proc = subprocess.run(CLI + ["gc"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "removed" in proc.stdout
+    assert wait_gone(client, "gc-test-cli", timeout=5)
+
+
+OWNER = textwrap.dedent("""
+    import asyncio, sys
+    from toolrl_sandbox import SandboxPool
+
+    async def main():
+        async with SandboxPool(size=2, image=sys.argv[1]) as pool:
+            r = await pool.run("print('up')")
+            print(pool.pool_id, r.stdout.strip(), flush=True)
+            await asyncio.sleep(60)
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_containers_go_away_when_the_owner_is_signalled(client: docker.DockerClient, image: str,
+                                                         sig: signal.Signals) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", OWNER, image], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().split() if proc.stdout else []
+        assert len(line) == 2 and line[1] == "up", line
+        pool_id = line[0]
+        assert len(list_labelled(client, **{LABEL_POOL: pool_id})) == 2
+        proc.send_signal(sig)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # SIGTERM/SIGINT: the pool removes them; SIGKILL: stdin closes, the
+    # executors exit and AutoRemove deletes the containers.
+    assert wait_gone(client, pool_id, timeout=15), f"containers of {pool_id} survived {sig.name}"
