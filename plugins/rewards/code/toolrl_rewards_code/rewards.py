@@ -1,0 +1,120 @@
+"""`code_pass_rate`: run the model's code against the task's tests in the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from toolrl.errors import RewardError
+
+from toolrl_rewards_code.extract import extract_code
+from toolrl_rewards_code.pools import get_pool
+
+
+async def code_pass_rate(
+    trajectories: Sequence[Any],
+    *,
+    completions: Sequence[str],
+    metadata: Sequence[Mapping[str, Any]],
+    tasks: Sequence[Any],
+    pool_size: int = 2,
+    mode: str = "reuse",
+    timeout: float = 10.0,
+    memory_mb: int = 256,
+    all_or_nothing: bool = False,
+    blocks: str = "all",
+    tests_key: str = "tests",
+    entry_point_key: str = "entry_point",
+) -> list[float | None]:
+    """The fraction of the task's tests that the model's code passes, run in the toolrl sandbox.
+
+    The code is the final answer's ```` ```python ```` block(s) (see
+    `toolrl_rewards_code.extract_code`: all Python blocks joined, `if __name__ ==
+    "__main__":` demos removed). The tests are `metadata["tests"]` in any form
+    `SandboxPool.run_tests` accepts: a list of assert statements (each one test), or
+    one source string — HumanEval style with `metadata["entry_point"]` naming the
+    function its `check(candidate)` receives, `unittest.TestCase` classes, or a
+    plain script. When the sandbox itself fails (`status == "infra_error"`: a
+    container died, the engine errored) the sample is masked with None instead of
+    scored 0 — the model did nothing wrong. A timeout, a crash or too much memory is
+    the code's fault and scores the tests passed before it.
+
+    The sandbox pool is started on first use and shared by every later call in the
+    process (one per event loop and `pool_size`/`mode`); it is closed at exit, or by
+    `await toolrl_rewards_code.close_pools()`.
+
+    Args:
+        trajectories: the batch (toolrl passes it positionally).
+        completions: the final assistant message of each trajectory (passed by toolrl).
+        metadata: each task's metadata with the tests (passed by toolrl).
+        tasks: each trajectory's task, to name it in errors (passed by toolrl).
+        pool_size: containers kept warm (runs beyond that wait in the pool's queue).
+        mode: `"reuse"` (a container is reset between runs; fast) or `"fresh"` (a new container per run).
+        timeout: seconds one solution + its tests may run.
+        memory_mb: address-space limit of the solution's process.
+        all_or_nothing: 1.0 only when every test passes, else 0.0 (instead of the fraction).
+        blocks: `"all"` joins every Python block of the answer, `"last"` takes the last one.
+        tests_key: the metadata key of the tests.
+        entry_point_key: the metadata key of the HumanEval entry point (used with tests given as one string).
+
+    Returns:
+        One value per trajectory: passed / total in [0, 1], 0.0 when the answer has
+        no Python block, or None when the sandbox infrastructure failed.
+
+    Example:
+        ```yaml
+        rewards:
+          - {name: code_pass_rate, weight: 1.0, args: {pool_size: 4, timeout: 5}}
+        ```
+        For a task with `metadata: {tests: ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]}`,
+        an answer ```` ```python\\ndef add(a, b):\\n    return a + b\\n``` ```` scores 1.0.
+    """
+    if int(pool_size) < 1 or mode not in ("reuse", "fresh") or float(timeout) <= 0 or int(memory_mb) < 16:
+        raise RewardError(
+            f"code_pass_rate: bad arguments pool_size={pool_size!r}, mode={mode!r}, timeout={timeout!r}, "
+            f"memory_mb={memory_mb!r}",
+            where="rewards[].args", fix="use pool_size >= 1, mode reuse|fresh, timeout > 0, memory_mb >= 16",
+        )
+    jobs: list[tuple[str, Any, str | None] | None] = []
+    for text, meta, task in zip(completions, metadata, tasks):
+        tests, entry_point = _tests_of(meta, task, tests_key, entry_point_key)
+        code = extract_code(text, blocks=blocks)
+        jobs.append(None if code is None else (code, tests, entry_point))
+    if all(job is None for job in jobs):
+        return [0.0] * len(jobs)
+    pool = await get_pool(int(pool_size), mode)
+
+    async def score(job: tuple[str, Any, str | None] | None) -> float | None:
+        if job is None:
+            return 0.0
+        code, tests, entry_point = job
+        try:
+            report = await pool.run_tests(code, tests, entry_point, timeout=float(timeout), memory_mb=int(memory_mb))
+        except ValueError as exc:  # the harness rejects the test format
+            raise RewardError(f"code_pass_rate: the tests cannot be run: {exc}",
+                              fix="see the run_tests formats in docs/rewards.md") from exc
+        if report.result.status == "infra_error":
+            return None
+        if all_or_nothing:
+            return 1.0 if report.all_passed else 0.0
+        return report.fraction
+
+    return list(await asyncio.gather(*(score(job) for job in jobs)))
+
+
+def _tests_of(meta: Mapping[str, Any], task: Any, tests_key: str, entry_key: str) -> tuple[Any, str | None]:
+    tests = meta.get(tests_key) if isinstance(meta, Mapping) else None
+    ok = (isinstance(tests, str) and tests.strip()) or (
+        isinstance(tests, Sequence) and not isinstance(tests, str) and tests and all(isinstance(t, str) for t in tests))
+    if not ok:
+        raise RewardError(
+            f"code_pass_rate: the task has no tests in metadata[{tests_key!r}] (got {tests!r})",
+            where=f"task {getattr(task, 'id', '?')!r}",
+            fix=f'add "metadata": {{"{tests_key}": ["assert f(1) == 2", ...]}} '
+                f'(or a HumanEval check() source with "{entry_key}")',
+        )
+    entry = meta.get(entry_key)
+    if isinstance(tests, str):
+        return tests, (str(entry) if entry else None)
+    return list(tests), None
