@@ -145,6 +145,15 @@ class TrainerConfig(Section):
         default_factory=lambda: ["console", "jsonl", "csv", "tensorboard"], description="Registered metric sinks."
     )
     evaluators: list[str] = Field(default_factory=list, description="Registered evaluators run at eval time.")
+    eval_temperature: float | None = Field(
+        None, ge=0, description="Sampling temperature for evaluation; None = greedy when eval_n is 1, "
+        "rollout.temperature otherwise (pass@k needs varied samples).")
+    accuracy_reward: str | None = Field(
+        None, description="Reward component that measures correctness (for reward/accuracy, eval/accuracy and "
+        "pass@k); None = the total reward.")
+    success_threshold: float = Field(
+        1.0, description="A sample counts as correct when that reward (or the total) is >= this value.")
+    keep_checkpoints: int = Field(2, ge=0, description="Keep the newest N checkpoints (0 = keep all).")
 
 
 class WorkerResources(Section):
@@ -162,6 +171,13 @@ class RayConfig(Section):
         default_factory=lambda: WorkerResources(num_cpus=0), description="Reference-policy actor."
     )
     critic: WorkerResources = Field(default_factory=lambda: WorkerResources(num_cpus=0), description="PPO critic actor.")
+    colocate: bool = Field(
+        False, description="Run the reference policy and the critic inside the policy actor instead of their own "
+        "actors (one process, no batch transfer; often faster on a single CPU machine). With LoRA the reference "
+        "is always the policy with adapters disabled.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch CPU threads per worker; None = all cores for CPU workers (the phases of a "
+        "step run one after another), num_cpus for GPU workers.")
 
 
 class Config(Section):
@@ -256,6 +272,10 @@ def combination_problems(cfg: Config) -> list[ConfigProblem]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         out.append(ConfigProblem("rewards", dupes, "a reward is listed twice", "list each reward once and set its weight"))
+    if cfg.trainer.accuracy_reward is not None and names and cfg.trainer.accuracy_reward not in names:
+        out.append(ConfigProblem(
+            "trainer.accuracy_reward", cfg.trainer.accuracy_reward, "it is not one of the configured rewards",
+            f"use one of {names}, or leave it unset to judge correctness by the total reward"))
     if cfg.model.lora.rank and cfg.model.lora.rank > 0 and not cfg.model.lora.target_modules:
         out.append(ConfigProblem("model.lora.target_modules", [], "LoRA needs at least one target module",
                                  "e.g. model.lora.target_modules=[q_proj,v_proj]"))

@@ -1,0 +1,139 @@
+"""The batch layout, and the loss mask: tool-result tokens get exactly zero gradient (real tiny model)."""
+
+import torch
+
+from toolrl.algorithms.losses import entropy_from_logits, logprobs_from_logits
+from toolrl.trainer.batch import build_batch
+from toolrl.trainer.forward import response_logits, response_logprobs
+from toolrl.trainer.step import loss_terms, update_critic, update_policy
+
+
+def test_build_batch_layout(make_traj):
+    trajs = [make_traj("a", [5, 6, 7], [8, 9, 10, 11], [1, 0, 0, 1]), make_traj("b", [5], [12, 13], [1, 1])]
+    b = build_batch(trajs, ["0", "1"], [True, False], pad_token_id=0)
+    assert b.prompt_width == 3 and b.response_width == 4
+    assert b.input_ids.tolist() == [[5, 6, 7, 8, 9, 10, 11], [0, 0, 5, 12, 13, 0, 0]]
+    assert b.attention_mask.tolist() == [[1] * 7, [0, 0, 1, 1, 1, 0, 0]]
+    assert b.position_ids[1].tolist()[2:5] == [0, 1, 2]  # positions count real tokens only
+    assert b.response_mask.tolist() == [[1, 0, 0, 1], [0, 0, 0, 0]]  # excluded sample: all 0
+    t = b.select([1]).trimmed()
+    assert t.input_ids.tolist() == [[5, 12, 13]] and t.prompt_width == 1 and t.response_width == 2
+
+
+def test_padding_does_not_change_logprobs(tiny_llama, make_traj):
+    model = tiny_llama()
+    a = make_traj("a", [5, 6, 7], [8, 9, 10], [1, 1, 1])
+    alone = build_batch([a], ["0"], [True], 0)
+    padded = build_batch([a, make_traj("b", [1, 2, 3, 4, 5, 6], [7] * 9, [1] * 9)], ["0", "1"], [True, True], 0)
+    lp_alone, _ = response_logprobs(model, alone)
+    lp_padded, _ = response_logprobs(model, padded)
+    assert torch.allclose(lp_alone[0], lp_padded[0, :3], atol=1e-5)
+
+
+def _tool_batch(make_traj, advantages_at_tool=0.0):
+    # response: 3 sampled tokens, 3 tool-result tokens (mask 0), 2 sampled tokens
+    mask = [1, 1, 1, 0, 0, 0, 1, 1]
+    trajs = [make_traj("a", [3, 4, 5], [10, 11, 12, 40, 41, 42, 13, 14], mask),
+             make_traj("a", [3, 4, 5], [20, 21, 22, 40, 41, 42, 23, 2], mask, sample=1)]
+    b = build_batch(trajs, ["0", "0"], [True, True], 0)
+    m = torch.tensor(mask, dtype=torch.float32)
+    adv = torch.tensor([[1.0], [-1.0]]) * m + advantages_at_tool * (1 - m)
+    b.extras["advantages"] = adv
+    b.extras["ref_logprobs"] = torch.full((2, 8), -3.0) + (1 - m) * 17.0  # garbage on tool tokens
+    b.extras["old_logprobs"] = torch.full((2, 8), -4.0) * m + (1 - m) * 9.0
+    return b
+
+
+def test_loss_mask_gives_zero_gradient_on_tool_tokens(tiny_llama, make_traj, make_config):
+    cfg = make_config(**{"algorithm.kl_coef": 0.1, "algorithm.entropy_coef": 0.01, "algorithm.kl_estimator": "k3"})
+    model = tiny_llama()
+    b = _tool_batch(make_traj)
+    logits = response_logits(model, b)
+    logits.retain_grad()
+    logprobs = logprobs_from_logits(logits, b.response_ids)
+    entropy = entropy_from_logits(logits)
+    loss, stats = loss_terms(logprobs, entropy, b, cfg.algorithm, "loss", 0.1, float(b.response_mask.sum()))
+    assert "loss/kl" in stats and "loss/entropy" in stats  # every term is active
+    loss.backward()
+    g = logits.grad.abs().sum(-1)  # [B, T]: gradient reaching each position's logits
+    tool = b.response_mask == 0
+    assert torch.all(g[tool] == 0), "tool-result tokens must receive no gradient"
+    assert torch.all(g[~tool] > 0), "every sampled token must receive gradient"
+
+
+def test_values_on_tool_tokens_do_not_change_parameter_gradients(tiny_llama, make_traj, make_config):
+    cfg = make_config(**{"algorithm.kl_coef": 0.1, "algorithm.entropy_coef": 0.01})
+    grads = []
+    for at_tool in (0.0, 123.0):
+        model = tiny_llama()
+        b = _tool_batch(make_traj, advantages_at_tool=at_tool)
+        lp, ent = response_logprobs(model, b, with_entropy=True, entropy_grad=True)
+        loss, _ = loss_terms(lp, ent, b, cfg.algorithm, "loss", 0.1, float(b.response_mask.sum()))
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.equal(grads[0], grads[1])
+
+
+def _sgd_delta(model_fn, batch, cfg, micro):
+    model = model_fn()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    cfg.trainer.micro_batch_size = micro
+    update_policy(model, opt, batch, cfg, kl_coef=0.0, seed=0)
+    return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+
+
+def test_gradient_accumulation_equals_full_batch(tiny_llama, make_traj, make_config):
+    trajs = [make_traj("a", [3, 4, 5], [10 + i, 11, 12 + i, 13][: 2 + i % 3], [1] * (2 + i % 3), sample=i)
+             for i in range(4)]
+    for agg in ("token-mean", "seq-mean"):
+        cfg = make_config(**{"rollout.n": 4, "data.prompts_per_step": 1, "trainer.max_grad_norm": 1e9,
+                             "algorithm.loss_agg": agg})
+        b = build_batch(trajs, ["0"] * 4, [True] * 4, 0)
+        b.extras["advantages"] = torch.tensor([[1.0], [-0.5], [0.25], [-0.75]]) * b.response_mask
+        full = _sgd_delta(tiny_llama, b, cfg, micro=4)
+        accumulated = _sgd_delta(tiny_llama, b, cfg, micro=1)
+        assert full.abs().sum() > 0
+        assert torch.allclose(full, accumulated, atol=1e-6), agg
+
+
+def test_update_policy_raises_logprob_of_advantaged_samples(tiny_llama, make_traj, make_config):
+    cfg = make_config(**{"rollout.n": 2, "data.prompts_per_step": 1, "trainer.lr": 1e-2, "trainer.ppo_epochs": 2,
+                         "trainer.micro_batch_size": 2})
+    model = tiny_llama()
+    good = make_traj("a", [3, 4], [30, 31, 32], [1, 1, 1])
+    bad = make_traj("a", [3, 4], [50, 51, 52], [1, 1, 1], sample=1)
+    b = build_batch([good, bad], ["0", "0"], [True, True], 0)
+    b.extras["advantages"] = torch.tensor([[1.0], [-1.0]]) * b.response_mask
+    with torch.no_grad():
+        b.extras["old_logprobs"] = response_logprobs(model, b)[0]
+    before = b["old_logprobs"].sum(-1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    stats = update_policy(model, opt, b, cfg, kl_coef=0.0, seed=0)
+    with torch.no_grad():
+        after = response_logprobs(model, b)[0].sum(-1)
+    assert after[0] > before[0] and after[1] < before[1]
+    assert stats["actor/clip_frac"] >= 0 and stats["actor/grad_norm"] > 0 and "loss/policy" in stats
+
+
+def test_update_critic_lowers_value_loss(tiny_llama, make_traj, make_config):
+    from transformers import LlamaModel
+
+    from toolrl.trainer.forward import batched_values
+    from toolrl.trainer.modeling import CriticModel
+
+    cfg = make_config(**{"algorithm.advantage": "ppo", "rollout.n": 1, "data.prompts_per_step": 2,
+                         "trainer.micro_batch_size": 2, "trainer.ppo_epochs": 4})
+    torch.manual_seed(0)
+    backbone = LlamaModel(tiny_llama().config)
+    critic = CriticModel(backbone, 32)
+    b = build_batch([make_traj("a", [3, 4], [30, 31, 32], [1, 1, 1]), make_traj("b", [3], [50, 51], [1, 1])],
+                    ["0", "1"], [True, True], 0)
+    b.extras["values"] = batched_values(critic, b, 2)
+    b.extras["returns"] = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]) * b.response_mask
+    opt = torch.optim.AdamW(critic.parameters(), lr=1e-2)
+    first = update_critic(critic, opt, b, cfg, seed=0)["loss/value"]
+    for _ in range(5):
+        b.extras["values"] = batched_values(critic, b, 2)
+        last = update_critic(critic, opt, b, cfg, seed=0)["loss/value"]
+    assert last < first * 0.5

@@ -1,0 +1,152 @@
+"""The training batch: trajectories as padded tensors.
+
+Layout (verl's): prompts left-padded to a common width P, responses
+right-padded to a common width T, so every sample's response starts at the same
+column and one slice `[:, P-1 : P+T-1]` of the model's output predicts all
+response tokens. Position ids count real tokens only, so padding changes
+nothing for the model.
+
+    input_ids       [B, P+T]   pad.. prompt | response ..pad
+    attention_mask  [B, P+T]
+    position_ids    [B, P+T]
+    response_ids    [B, T]
+    response_mask   [B, T]     1 on sampled tokens of included samples (tool
+                               tokens, padding and excluded samples are 0)
+
+Per-token tensors computed along the way (`old_logprobs`, `ref_logprobs`,
+`values`, `advantages`, `returns`, `rollout_logprobs`) live in `extras`, all `[B, T]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from toolrl.types import Trajectory
+
+
+@dataclass
+class TrainBatch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    prompt_width: int
+    group_ids: list[str]
+    valid: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def response_width(self) -> int:
+        return int(self.response_ids.shape[1])
+
+    @property
+    def num_tokens(self) -> int:
+        """Masked (trained-on) tokens."""
+        return int(self.response_mask.sum())
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.extras[key]
+
+    def get(self, key: str) -> torch.Tensor | None:
+        return self.extras.get(key)
+
+    def select(self, index: Sequence[int] | torch.Tensor) -> TrainBatch:
+        """The samples at `index`, in that order (padding columns are kept)."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return replace(
+            self,
+            input_ids=self.input_ids[idx],
+            attention_mask=self.attention_mask[idx],
+            position_ids=self.position_ids[idx],
+            response_ids=self.response_ids[idx],
+            response_mask=self.response_mask[idx],
+            group_ids=[self.group_ids[i] for i in idx.tolist()],
+            valid=self.valid[idx],
+            extras={k: v[idx] for k, v in self.extras.items()},
+        )
+
+    def split(self, size: int) -> list[TrainBatch]:
+        return [self.select(range(i, min(i + size, len(self)))) for i in range(0, len(self), size)]
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            position_ids=self.position_ids.to(device),
+            response_ids=self.response_ids.to(device),
+            response_mask=self.response_mask.to(device),
+            valid=self.valid.to(device),
+            extras={k: v.to(device) for k, v in self.extras.items()},
+        )
+
+    def trimmed(self) -> TrainBatch:
+        """Drop padding columns that no sample uses (after `select`, a micro-batch is often narrower)."""
+        prompt_len = (self.attention_mask[:, : self.prompt_width]).sum(-1)
+        resp_len = (self.attention_mask[:, self.prompt_width :]).sum(-1)
+        p = int(prompt_len.max()) if len(self) else 0
+        t = max(int(resp_len.max()) if len(self) else 0, 1)
+        lo, hi = self.prompt_width - p, self.prompt_width + t
+        return replace(
+            self,
+            input_ids=self.input_ids[:, lo:hi],
+            attention_mask=self.attention_mask[:, lo:hi],
+            position_ids=self.position_ids[:, lo:hi],
+            response_ids=self.response_ids[:, :t],
+            response_mask=self.response_mask[:, :t],
+            prompt_width=p,
+            extras={k: v[:, :t] for k, v in self.extras.items()},
+        )
+
+
+def build_batch(
+    trajectories: Sequence[Trajectory],
+    group_ids: Sequence[str],
+    valid: Sequence[bool],
+    pad_token_id: int,
+) -> TrainBatch:
+    """Pad trajectories into a TrainBatch.
+
+    Args:
+        trajectories: the step's samples.
+        group_ids: one id per sample; samples of one prompt share it.
+        valid: False for excluded samples (reward None, infrastructure error):
+            their mask is all 0, so they add nothing to the loss.
+        pad_token_id: id used for padding (never attended, never trained on).
+    """
+    B = len(trajectories)
+    P = max((len(t.prompt_ids) for t in trajectories), default=0)
+    T = max(max((len(t.response_ids) for t in trajectories), default=0), 1)
+    input_ids = torch.full((B, P + T), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((B, P + T), dtype=torch.long)
+    response_mask = torch.zeros((B, T), dtype=torch.float32)
+    rollout_lp = torch.zeros((B, T), dtype=torch.float32)
+    for i, t in enumerate(trajectories):
+        p, r = len(t.prompt_ids), len(t.response_ids)
+        input_ids[i, P - p : P] = torch.tensor(t.prompt_ids, dtype=torch.long)
+        attention[i, P - p : P] = 1
+        if r:
+            input_ids[i, P : P + r] = torch.tensor(t.response_ids, dtype=torch.long)
+            attention[i, P : P + r] = 1
+            rollout_lp[i, :r] = torch.tensor(t.logprobs, dtype=torch.float32)
+            if valid[i]:
+                response_mask[i, :r] = torch.tensor(t.loss_mask, dtype=torch.float32)
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    return TrainBatch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        position_ids=position_ids,
+        response_ids=input_ids[:, P:].clone(),
+        response_mask=response_mask,
+        prompt_width=P,
+        group_ids=list(group_ids),
+        valid=torch.tensor(list(valid), dtype=torch.bool),
+        extras={"rollout_logprobs": rollout_lp},
+    )

@@ -1,0 +1,179 @@
+"""Checkpoint directories: atomic writes, discovery for `trainer.resume`, pruning.
+
+Layout of `<output_dir>/checkpoints/step_000010/`:
+
+    policy/              the policy as a normal HF folder (model + tokenizer + chat
+                         template); with LoRA, the PEFT adapter folder
+    merged/              LoRA with model.lora.save_merged: base + adapters, plain HF folder
+    optimizer.pt         policy optimizer state
+    scheduler.pt         LR scheduler state
+    critic/              PPO: critic backbone, value_head.safetensors, optimizer.pt, scheduler.pt
+    trainer_state.json   step, data order, KL coefficient, seed, config
+    rng.pt               the driver's Python / NumPy / torch RNG states
+    COMPLETE             written last
+
+A checkpoint is written into a hidden temporary folder next to the final one
+and renamed into place when complete (a rename is atomic on one filesystem), so
+a run killed mid-save leaves the previous checkpoint intact and no half
+folder that looks finished. `checkpoints/latest` is a symlink to the newest
+one, swapped atomically as well.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from toolrl.errors import ToolrlError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+COMPLETE = "COMPLETE"
+STATE_FILE = "trainer_state.json"
+RNG_FILE = "rng.pt"
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first."""
+    root = checkpoints_dir(run_dir)
+    out = []
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_symlink() or not d.is_dir() or not d.name.startswith("step_"):
+                continue
+            if not (d / COMPLETE).exists():
+                continue
+            try:
+                out.append((int(d.name.split("_", 1)[1]), d))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
+    """The checkpoint `trainer.resume` points at: None for 'none' (or 'auto' with none saved yet)."""
+    if resume in ("none", "", None):
+        return None
+    if resume == "auto":
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            logger.info("trainer.resume=auto: no checkpoint in %s yet, starting from step 1", checkpoints_dir(run_dir))
+        return ckpt
+    p = Path(resume).expanduser()
+    if p.is_dir() and not (p / COMPLETE).exists() and (p / CHECKPOINTS).is_dir():
+        p = latest_checkpoint(p) or p  # a run directory: its latest checkpoint
+    if not p.is_dir() or not (p / COMPLETE).exists() or not (p / STATE_FILE).exists():
+        raise ToolrlError(
+            f"trainer.resume={resume!r} is not a complete toolrl checkpoint (no {COMPLETE} / {STATE_FILE})",
+            where="trainer.resume",
+            fix="pass a folder like runs/NAME/checkpoints/step_000010, a run directory, 'auto' or 'none'",
+        )
+    return p.resolve()
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def clean_partial(run_dir: str | Path) -> None:
+    """Remove temporary folders left by a run killed while saving."""
+    root = checkpoints_dir(run_dir)
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.name.startswith(".tmp-") and d.is_dir():
+                logger.info("removing unfinished checkpoint %s (the run was stopped while saving)", d.name)
+                shutil.rmtree(d, ignore_errors=True)
+
+
+@contextmanager
+def atomic_checkpoint(run_dir: str | Path, step: int, keep: int = 0) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success rename it to `step_NNNNNN` and point `latest` at it."""
+    root = checkpoints_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{step_name(step)}-", dir=root))
+    try:
+        yield tmp
+        (tmp / COMPLETE).write_text(f"{step}\n")
+        _fsync_tree(tmp)
+        if final.exists():  # re-saving the same step (e.g. after a resume): replace it
+            old = root / f".tmp-old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _point_latest(root, final.name)
+    if keep:
+        prune(run_dir, keep)
+
+
+def _point_latest(root: Path, name: str) -> None:
+    link = root / LATEST
+    tmp_link = root / f".tmp-link-{os.getpid()}"
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    tmp_link.symlink_to(name)
+    os.replace(tmp_link, link)
+
+
+def _fsync_tree(d: Path) -> None:
+    for p in d.rglob("*"):
+        if p.is_file():
+            try:
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
+
+
+def prune(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints."""
+    found = list_checkpoints(run_dir)
+    for _, d in found[:-keep] if keep else []:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def capture_rng() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
