@@ -127,3 +127,19 @@ def test_containers_go_away_when_the_owner_is_signalled(client: docker.DockerCli
     # SIGTERM/SIGINT: the pool removes them; SIGKILL: stdin closes, the
     # executors exit and AutoRemove deletes the containers.
     assert wait_gone(client, pool_id, timeout=15), f"containers of {pool_id} survived {sig.name}"
+
+
+def test_engine_down_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from toolrl_sandbox import EngineUnavailableError
+    from toolrl_sandbox.engine import connect
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    with pytest.raises(EngineUnavailableError, match="ensure_docker.sh"):
+        connect(timeout=2)
+
+
+def test_ensure_docker_script_is_idempotent() -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "ensure_docker.sh"
+    for _ in range(2):
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "docker engine is up" in proc.stderr, proc.stderr

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import statistics
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -191,7 +190,3 @@ def markdown(rows: list[Row]) -> str:
         out.append(f"| {r.method} | {r.snippet} | {r.concurrency} | {r.n} | {r.ok} | {r.p50_ms:.1f} | "
                    f"{r.p95_ms:.1f} | {r.per_s:.1f} |")
     return "\n".join(out)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
