@@ -8,9 +8,11 @@ receives a `BackendSettings`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from toolrl.errors import ToolrlError
 
 GenFinishReason = Literal["stop", "length", "abort"]
 
@@ -47,13 +49,39 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """What was sampled: ids, the log-probability of each under the sampling policy, why it stopped."""
+    """What was sampled: ids, the log-probability of each, why it stopped.
+
+    `logprobs[i]` is log softmax(logits / T)[token_ids[i]] with T the request's temperature
+    (T = 1 for greedy requests): the model's distribution at the sampling temperature, before
+    top-k/top-p truncation. A trainer's teacher-forced recompute with the same T matches it
+    (docs/rollout.md, "Logprobs").
+    """
 
     token_ids: tuple[int, ...]
     logprobs: tuple[float, ...]
     finish_reason: GenFinishReason
     request_id: str = ""
     prompt_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """A piece of a streamed generation: the tokens sampled since the last chunk.
+
+    The last chunk of a stream has `finish_reason` set (it may carry no tokens).
+    """
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: GenFinishReason | None = None
+
+
+class QueueFullError(ToolrlError):
+    """The backend's request queue is full; the caller should retry later (HTTP 503/429)."""
+
+
+class PromptTooLongError(ToolrlError):
+    """A prompt does not fit the model's context window."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +123,17 @@ class RolloutBackend(Protocol):
         """Generate one request; concurrent calls are batched together by the backend."""
         ...
 
+    def astream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        """Generate one request, yielding tokens as they are sampled; closing the iterator
+        (or cancelling the task that consumes it) aborts the request."""
+        ...
+
     def update_weights(self, state_dict: Mapping[str, Any]) -> None:
         """Load new policy weights (names as in the HF model's state_dict)."""
+        ...
+
+    def stats(self) -> Mapping[str, float]:
+        """Gauges and counters for metrics: at least `queue_depth` and `batch_size`."""
         ...
 
     def sleep(self) -> None:

@@ -1,0 +1,366 @@
+"""The hf backend's engine: continuous batching over a plain Hugging Face causal LM.
+
+One background thread owns the model. Requests wait in a bounded queue; each
+loop of the thread
+
+1. admits waiting requests into free row slots (up to `max_batch_size`) and
+   prefills them together (left-padded; identical prompts — the n samples of
+   a GRPO group — are prefilled once and their cache rows copied),
+2. runs one decode step for every running row through `SlotKVCache`
+   (in-place K/V writes, explicit 4-D masks and per-row positions),
+3. samples each row with its own parameters and generator, emits the token
+   to the request's stream callback, and retires finished rows at once, so a
+   finished sequence stops costing compute and its slot is refilled on the
+   next loop.
+
+Callers get a `concurrent.futures.Future` per request (`submit`), which the
+backend wraps for asyncio. A request is cancelled by `Sequence.cancel()`;
+the thread drops it before its next step.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from toolrl.rollout.base import (
+    GenerationRequest,
+    GenerationResult,
+    PromptTooLongError,
+    QueueFullError,
+    StreamChunk,
+)
+from toolrl.rollout.hf_cache import SlotKVCache
+from toolrl.rollout.sampling import RowSampler, make_generator, sample_rows
+
+logger = logging.getLogger(__name__)
+
+StreamCallback = Callable[[StreamChunk], None]
+
+
+class EngineClosedError(RuntimeError):
+    """The engine was closed while the request waited or ran."""
+
+
+@dataclass(eq=False)
+class Sequence_:
+    """One request in flight (named with a trailing underscore to keep `typing.Sequence` usable)."""
+
+    request: GenerationRequest
+    sampler: RowSampler
+    stop_ids: frozenset[int]
+    max_tokens: int
+    on_token: StreamCallback | None = None
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    cancelled: bool = False
+    pending: int | None = None  # last sampled token, not yet in the KV cache
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        """Abort: the engine drops the request before its next step (the future gets finish_reason 'abort')."""
+        self.cancelled = True
+
+
+class HFEngine:
+    """Continuous-batching generation over one model, driven by a background thread."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        eos_token_ids: Sequence[int] = (),
+        max_batch_size: int = 32,
+        max_queue: int = 4096,
+        max_prefill_tokens: int = 8192,
+        seed: int = 0,
+        tokenizer: Any = None,
+        device: torch.device | str | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+        kinds = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+        if kinds != {"full_attention"}:
+            from toolrl.errors import ToolrlError
+
+            raise ToolrlError(
+                f"the hf backend supports full-attention models only; this one has layer types {sorted(kinds)}",
+                where=type(model).__name__,
+                fix="use rollout.backend=vllm or sglang for sliding-window / hybrid models",
+            )
+        self.num_layers = int(cfg.num_hidden_layers)
+        self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 1 << 30)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.max_prefill_tokens = max_prefill_tokens
+        self._seed = seed
+        self._counter = 0
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[Sequence_] = collections.deque()
+        self._active: list[Sequence_] = []
+        self._cache = SlotKVCache(self.num_layers, max_batch_size, self.device, self.dtype)
+        self.model_lock = threading.RLock()  # held during every forward; update_weights takes it too
+        self._closed = False
+        self._counters = collections.Counter()
+        self._thread = threading.Thread(target=self._run, name="toolrl-hf-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+    def submit(self, request: GenerationRequest, on_token: StreamCallback | None = None, *,
+               block: bool = True) -> Sequence_:
+        """Queue a request; its result arrives on `seq.future`.
+
+        With `block=False` a full queue raises `QueueFullError` at once (serving uses
+        this to answer 503); with `block=True` the caller waits for room.
+        """
+        sp = request.sampling
+        plen = len(request.prompt_ids)
+        if plen == 0:
+            raise ValueError("a generation request needs at least one prompt token")
+        if plen >= self.max_positions:
+            raise PromptTooLongError(
+                f"the prompt has {plen} tokens; the model's context window is {self.max_positions}",
+                where=f"request {request.request_id or '?'}",
+                fix="shorten the prompt (fewer or shorter messages/tools), or use a model with a longer context",
+            )
+        with self._cond:
+            if self._closed:
+                raise EngineClosedError("the hf engine is closed")
+            if not block and len(self._waiting) >= self.max_queue:
+                self._counters["rejected"] += 1
+                raise QueueFullError(
+                    f"the generation queue is full ({len(self._waiting)} requests waiting)",
+                    where="hf backend",
+                    fix="retry later, or raise rollout.backend_args.max_queue",
+                )
+            while block and len(self._waiting) >= self.max_queue and not self._closed:
+                self._cond.wait(0.05)
+            seed = sp.seed if sp.seed is not None else hash((self._seed, self._counter)) & 0x7FFFFFFF
+            self._counter += 1
+            sampler = RowSampler(sp.temperature, sp.top_p, sp.top_k,
+                                 make_generator(seed, "cpu" if self.device.type == "cpu" else self.device))
+            seq = Sequence_(
+                request=request,
+                sampler=sampler,
+                stop_ids=self.eos_token_ids | frozenset(int(i) for i in sp.stop_token_ids),
+                max_tokens=max(0, min(sp.max_tokens, self.max_positions - plen)),
+                on_token=on_token,
+            )
+            if seq.max_tokens == 0:
+                self._finish(seq, "length")
+                return seq
+            self._waiting.append(seq)
+            self._counters["requests"] += 1
+            self._cond.notify_all()
+        return seq
+
+    def stats(self) -> dict[str, float]:
+        with self._cond:
+            return {
+                "queue_depth": float(len(self._waiting)),
+                "batch_size": float(len(self._active)),
+                "max_batch_size": float(self.max_batch_size),
+                "requests_total": float(self._counters["requests"]),
+                "rejected_total": float(self._counters["rejected"]),
+                "generated_tokens_total": float(self._counters["generated"]),
+                "prefill_tokens_total": float(self._counters["prefill"]),
+                "decode_steps_total": float(self._counters["steps"]),
+                "kv_cache_bytes": float(self._cache.nbytes()),
+            }
+
+    def release_cache(self) -> None:
+        """Free the KV buffers if no request is running (they are reallocated on demand)."""
+        with self._cond, self.model_lock:
+            if not self._active:
+                self._cache.reset()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------------ worker
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._waiting and not self._active:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                self._drop_cancelled_waiting()
+                new: list[Sequence_] = []
+                free = self.max_batch_size - len(self._active)
+                budget = self.max_prefill_tokens
+                while self._waiting and len(new) < free:
+                    nxt = self._waiting[0]
+                    if new and len(nxt.request.prompt_ids) > budget:
+                        break
+                    budget -= len(nxt.request.prompt_ids)
+                    new.append(self._waiting.popleft())
+                if new:
+                    self._cond.notify_all()  # room in the queue for blocked submitters
+            try:
+                with self.model_lock, torch.inference_mode(), _eval_mode(self.model):
+                    if new:
+                        self._prefill(new)
+                    self._retire()
+                    if self._active:
+                        self._decode_step()
+                        self._retire()
+            except Exception as exc:  # a failing step must not leave callers waiting forever
+                logger.exception("hf engine step failed; failing %d running request(s)", len(self._active) + len(new))
+                for seq in {*self._active, *new}:
+                    if not seq.future.done():
+                        seq.future.set_exception(exc)
+                self._active = []
+                self._cache.reset()
+        self._fail_all(EngineClosedError("the hf engine was closed"))
+
+    def _drop_cancelled_waiting(self) -> None:
+        if any(s.cancelled for s in self._waiting):
+            keep = collections.deque()
+            for s in self._waiting:
+                if s.cancelled:
+                    self._finish(s, "abort")
+                else:
+                    keep.append(s)
+            self._waiting = keep
+
+    def _prefill(self, new: list[Sequence_]) -> None:
+        """Prefill new requests (identical prompts once) and add them to the running rows."""
+        uniq: dict[tuple[int, ...], int] = {}
+        for s in new:
+            uniq.setdefault(tuple(s.request.prompt_ids), len(uniq))
+        prompts = list(uniq)
+        p = max(len(x) for x in prompts)
+        pad = 0
+        ids = torch.full((len(prompts), p), pad, dtype=torch.long)
+        attn = torch.zeros((len(prompts), p), dtype=torch.long)
+        for i, x in enumerate(prompts):
+            ids[i, p - len(x):] = torch.tensor(x, dtype=torch.long)
+            attn[i, p - len(x):] = 1
+        pos = (attn.cumsum(-1) - 1).clamp_min(0)
+        ids, attn, pos = ids.to(self.device), attn.to(self.device), pos.to(self.device)
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+        self._counters["prefill"] += int(attn.sum())
+        cache = out.past_key_values
+        layers = getattr(cache, "layers", None)
+        if layers is not None:
+            keys = [layer.keys for layer in layers]
+            values = [layer.values for layer in layers]
+        else:  # older transformers
+            keys, values = list(cache.key_cache), list(cache.value_cache)
+        rows = torch.tensor([uniq[tuple(s.request.prompt_ids)] for s in new], device=self.device)
+        if len(prompts) != len(new) or len(prompts) > 1:
+            keys = [k.index_select(0, rows) for k in keys]
+            values = [v.index_select(0, rows) for v in values]
+        self._cache.add_rows(keys, values, [len(s.request.prompt_ids) for s in new])
+        logits = out.logits[:, -1, :].index_select(0, rows)
+        self._active.extend(new)
+        self._accept(new, logits)
+
+    def _decode_step(self) -> None:
+        rows = self._active
+        mask, pos = self._cache.prepare_decode()
+        inp = torch.tensor([[s.pending] for s in rows], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=self._cache,
+                         use_cache=True, logits_to_keep=1)
+        self._cache.advance()
+        self._counters["steps"] += 1
+        self._accept(rows, out.logits[:, -1, :])
+
+    def _accept(self, rows: list[Sequence_], logits: torch.Tensor) -> None:
+        """Sample one token per row, record it, stream it, and mark finished rows."""
+        tokens, logprobs = sample_rows(logits, [s.sampler for s in rows])
+        toks, lps = tokens.tolist(), logprobs.tolist()
+        self._counters["generated"] += len(rows)
+        for s, t, lp in zip(rows, toks, lps):
+            s.tokens.append(t)
+            s.logprobs.append(lp)
+            s.pending = t
+            reason = None
+            if t in s.stop_ids or self._hit_stop_string(s):
+                reason = "stop"
+            elif len(s.tokens) >= s.max_tokens:
+                reason = "length"
+            if s.on_token is not None:
+                try:
+                    s.on_token(StreamChunk((t,), (lp,), reason))
+                except Exception:  # a broken consumer must not stop the batch
+                    logger.exception("stream callback failed; cancelling request %s", s.request.request_id)
+                    s.cancelled = True
+            if reason is not None:
+                self._finish(s, reason)
+
+    def _hit_stop_string(self, s: Sequence_) -> bool:
+        stops = s.request.sampling.stop
+        if not stops or self.tokenizer is None:
+            return False
+        window = max(len(x) for x in stops) + 8
+        tail = self.tokenizer.decode(s.tokens[-window:], skip_special_tokens=False)
+        return any(x in tail for x in stops)
+
+    def _retire(self) -> None:
+        """Drop finished and cancelled rows from the batch and the cache."""
+        keep = []
+        for i, s in enumerate(self._active):
+            if s.cancelled and not s.future.done():
+                self._finish(s, "abort")
+            if not s.future.done():
+                keep.append(i)
+        if len(keep) != len(self._active):
+            self._cache.keep_rows(keep)
+            self._active = [self._active[i] for i in keep]
+
+    def _finish(self, s: Sequence_, reason: str) -> None:
+        if s.future.done():
+            return
+        if reason == "abort" and s.on_token is not None:
+            try:
+                s.on_token(StreamChunk((), (), "abort"))
+            except Exception:
+                logger.exception("stream callback failed")
+        s.future.set_result(GenerationResult(
+            token_ids=tuple(s.tokens), logprobs=tuple(s.logprobs), finish_reason=reason,  # type: ignore[arg-type]
+            request_id=s.request.request_id, prompt_tokens=len(s.request.prompt_ids),
+        ))
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._cond:
+            pending = [*self._waiting, *self._active]
+            self._waiting.clear()
+            self._active = []
+        for s in pending:
+            if not s.future.done():
+                s.future.set_exception(exc)
+
+
+class _eval_mode:
+    """Run in eval mode (no dropout, KV cache on) and restore the caller's mode afterwards."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.was_training = False
+
+    def __enter__(self) -> None:
+        self.was_training = bool(getattr(self.model, "training", False))
+        if self.was_training:
+            self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_training:
+            self.model.train()

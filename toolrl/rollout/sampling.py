@@ -1,0 +1,87 @@
+"""Next-token sampling for a batch of rows with per-row parameters and generators.
+
+The logprob recorded for a sampled token is log softmax(logits / T)[token], with
+T the row's temperature (1 for greedy rows), taken *before* top-k / top-p
+truncation. That is the distribution a trainer recomputes with a
+teacher-forced forward (divide the logits by the same T), so rollout and
+training logprobs compare like with like; truncation only decides which
+tokens can be drawn. verl and vLLM (`logprobs_mode="processed_logprobs"` with
+top_p=1, top_k=0) record the same quantity.
+
+Each row draws from its own `torch.Generator`, so a seeded request samples
+the same tokens whatever else is in the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RowSampler:
+    """Sampling state of one sequence: its parameters and its random generator."""
+
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    generator: torch.Generator | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    @property
+    def truncates(self) -> bool:
+        return not self.greedy and (self.top_k > 0 or self.top_p < 1.0)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    return g
+
+
+def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampler]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row and return (tokens [B] long, logprobs [B] float32).
+
+    `logits` is [B, V] (any float dtype); the maths is done in float32.
+    """
+    logits = logits.float()
+    device = logits.device
+    temps = torch.tensor([r.temperature if r.temperature > 0 else 1.0 for r in rows], device=device)
+    scaled = logits / temps[:, None] if bool((temps != 1.0).any()) else logits
+    tokens = scaled.argmax(dim=-1)
+    sampled = [i for i, r in enumerate(rows) if not r.greedy]
+    if sampled:
+        plain = [i for i in sampled if not rows[i].truncates]
+        if plain:
+            idx = torch.tensor(plain, device=device)
+            probs = torch.softmax(scaled.index_select(0, idx), dim=-1)
+            for j, i in enumerate(plain):
+                tokens[i] = torch.multinomial(probs[j], 1, generator=rows[i].generator)[0]
+        for i in sampled:
+            if rows[i].truncates:
+                tokens[i] = _sample_truncated(scaled[i], rows[i])
+    lse = torch.logsumexp(scaled, dim=-1)
+    logprobs = scaled.gather(1, tokens[:, None]).squeeze(1) - lse
+    return tokens, logprobs
+
+
+def _sample_truncated(scaled: torch.Tensor, row: RowSampler) -> torch.Tensor:
+    """Top-k then top-p (nucleus) filtering of one row, then a draw from what is left."""
+    x = scaled
+    if row.top_k > 0 and row.top_k < x.numel():
+        kth = torch.topk(x, row.top_k).values[-1]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if row.top_p < 1.0:
+        sorted_x, order = torch.sort(x, descending=True)
+        probs = torch.softmax(sorted_x, dim=-1)
+        # drop a token when the mass before it already reaches top_p (the first token always stays)
+        drop = (probs.cumsum(-1) - probs) >= row.top_p
+        sorted_x = sorted_x.masked_fill(drop, float("-inf"))
+        x = torch.full_like(x, float("-inf")).scatter(0, order, sorted_x)
+    probs = torch.softmax(x, dim=-1)
+    return torch.multinomial(probs, 1, generator=row.generator)[0]
