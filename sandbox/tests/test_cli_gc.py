@@ -24,6 +24,7 @@ from toolrl_sandbox.engine import (
     wait_gone,
 )
 
+pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "toolrl_sandbox.cli"]
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from toolrl_sandbox import ExecResult, SyncSandboxPool
 
-from .conftest import CANARY
+pytestmark = pytest.mark.integration
+CANARY = os.environ["TOOLRL_SANDBOX_TEST_CANARY"]  # set by conftest before any pool starts
 
 
 def timed(pool: SyncSandboxPool, code: str, timeout: float, **kwargs: object) -> ExecResult:

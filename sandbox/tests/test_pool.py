@@ -19,6 +19,8 @@ from toolrl_sandbox import (
 )
 from toolrl_sandbox.engine import LABEL_POOL, list_labelled
 
+pytestmark = pytest.mark.integration
+
 
 def test_ok_result(reuse_pool: SyncSandboxPool) -> None:
     r = reuse_pool.run("print('hello')")

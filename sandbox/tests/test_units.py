@@ -1,0 +1,89 @@
+"""Tests that need no Docker engine: harness format, probing, packaging rules."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import threading
+import time
+
+import docker
+import pytest
+
+from toolrl_sandbox import ExecResult, harness, image as image_mod, rootfs
+from toolrl_sandbox.bench import Row, markdown, percentile, render
+
+
+class _HangingImages:
+    """A client whose pull never returns: probing must give up on time."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def get(self, name: str) -> None:
+        raise docker.errors.ImageNotFound(name)
+
+    def pull(self, repo: str, tag: str) -> None:
+        self.release.wait(30)
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.images = _HangingImages()
+
+
+def test_base_probe_gives_up_quickly() -> None:
+    fake = _FakeClient()
+    t0 = time.monotonic()
+    assert image_mod._base_available(fake, "python:3.12-slim", pull_timeout=1.0) is False  # type: ignore[arg-type]
+    assert time.monotonic() - t0 < 2.0
+    fake.images.release.set()
+
+
+def test_mirror_and_suite_come_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = rootfs.host_suite()
+    assert suite and rootfs.host_mirror(suite).startswith(("http://", "https://", "file:/"))
+    monkeypatch.setenv("TOOLRL_SANDBOX_MIRROR", "http://mirror.invalid/debian")
+    assert rootfs.host_mirror(suite) == "http://mirror.invalid/debian"
+
+
+def test_package_does_not_import_toolrl() -> None:
+    code = ("import sys, toolrl_sandbox, toolrl_sandbox.cli, toolrl_sandbox.bench; "
+            "bad = [m for m in sys.modules if m == 'toolrl' or m.startswith('toolrl.')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_executor_is_stdlib_only() -> None:
+    tree = ast.parse(image_mod._asset("executor.py"))
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    names |= set(ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                                       and getattr(n.targets[0], "id", "") == "WARM_MODULES")))
+    assert names and all(name.split(".")[0] in sys.stdlib_module_names for name in names), names
+
+
+def test_harness_rejects_ambiguous_formats() -> None:
+    with pytest.raises(ValueError, match="entry_point"):
+        harness.build_program("x = 1", "def check(candidate):\n    pass\n", None)
+    with pytest.raises(ValueError, match="entry_point"):
+        harness.build_program("x = 1", ["assert x == 1"], "f")
+    program = harness.build_program("x = 1", ["assert x == 1"], None)
+    compile(program, "<harness>", "exec")
+
+
+def test_parse_report_counts_side_channel_lines() -> None:
+    ok = ExecResult("ok", "", "", 0, 1.0)
+    side = '{"total": 3}\n{"i": 0, "ok": true}\n{"i": 1, "ok": false, "msg": "boom"}\nnot json\n{"i": 2, "ok": true}\n'
+    rep = harness.parse_report(ok, side, ["a", "b", "c"])
+    assert (rep.passed, rep.total, rep.failures) == (2, 3, ("boom",))
+    timeout = ExecResult("timeout", "", "", -9, 1.0)
+    rep = harness.parse_report(timeout, "", ["a", "b"])
+    assert (rep.passed, rep.total) == (0, 2) and "timeout" in rep.failures[0]
+
+
+def test_bench_helpers() -> None:
+    assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0
+    rows = [Row("pool reuse", "trivial", 8, 10, 10, 3.0, 5.0, 250.0)]
+    assert "pool reuse" in render(rows) and "| pool reuse | trivial | 8 |" in markdown(rows)
