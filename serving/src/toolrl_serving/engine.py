@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from toolrl.rollout.base import GenerationRequest, GenerationResult, SamplingParams
+from toolrl.rollout.base import (
+    GenerationRequest,
+    GenerationResult,
+    PromptTooLongError,
+    QueueFullError,
+    SamplingParams,
+    StreamChunk,
+)
 
 from toolrl_serving.errors import APIError
 from toolrl_serving.settings import ServerSettings
@@ -76,7 +83,6 @@ class ServingEngine:
         self.parser = parser
         self.settings = settings
         self.context_length = context_length
-        self.eos_token_ids = _eos_ids(tokenizer)
 
     # ---------------------------------------------------------------- prompts
 
@@ -84,9 +90,17 @@ class ServingEngine:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None) -> list[int]:
+        """Prompt ids through toolrl.chat (the training rendering, tools included)."""
         from toolrl_serving.rendering import render_chat
 
         return render_chat(self.tokenizer, messages, tools)
+
+    def chat_sampling(self, sampling: SamplingParams) -> SamplingParams:
+        """A chat answer also ends at the template's end-of-turn token (as in training)."""
+        from toolrl_serving.rendering import end_of_turn_ids
+
+        ids = tuple(dict.fromkeys([*sampling.stop_token_ids, *end_of_turn_ids(self.tokenizer)]))
+        return replace(sampling, stop_token_ids=ids)
 
     def check_prompt(self, prompt_ids: Sequence[int], max_tokens: int, param: str) -> None:
         limit = self.settings.limits.max_prompt_tokens
@@ -162,8 +176,9 @@ class ServingEngine:
         async with _backend_errors(self.settings):
             agen = self.backend.astream(request)
             try:
-                async for item in agen:
-                    ids, reason = _stream_item(item)
+                chunk: StreamChunk
+                async for chunk in agen:
+                    ids, reason = chunk.token_ids, chunk.finish_reason
                     delta = text.push(ids)
                     if delta or ids:
                         yield StreamEvent(index, delta, tuple(ids))
@@ -177,11 +192,9 @@ class ServingEngine:
                 with contextlib.suppress(Exception):
                     await agen.aclose()
         full = text.finish()
-        if finish is None:
-            finish = _length_or_stop(len(text.ids), sampling, text.ids, self.eos_token_ids)
         if text.stopped:
-            finish = "stop"
-        yield StreamEvent(index, "", (), finish, full, text)
+            finish = "stop"  # the server saw the stop string first (the engine checks a token window)
+        yield StreamEvent(index, "", (), finish or "abort", full, text)
 
     def stats(self) -> EngineStats:
         fn = getattr(self.backend, "stats", None)
@@ -189,10 +202,11 @@ class ServingEngine:
             return EngineStats()
         raw = fn()
         raw = raw if isinstance(raw, Mapping) else getattr(raw, "__dict__", {})
+        queue, batch = int(raw.get("queue_depth", 0) or 0), int(raw.get("batch_size", 0) or 0)
         return EngineStats(
-            queue_depth=int(raw.get("queue_depth", 0) or 0),
-            batch_size=int(raw.get("batch_size", 0) or 0),
-            active=int(raw.get("active", raw.get("running", 0)) or 0),
+            queue_depth=queue,
+            batch_size=batch,
+            active=queue + batch,
             extra={k: float(v) for k, v in raw.items() if isinstance(v, (int, float))},
         )
 
@@ -200,32 +214,6 @@ class ServingEngine:
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
-
-
-def _stream_item(item: Any) -> tuple[Sequence[int], str | None]:
-    """A backend stream item -> (new token ids, finish reason or None)."""
-    if isinstance(item, int):
-        return (item,), None
-    if isinstance(item, Sequence):
-        return item, None
-    ids = getattr(item, "token_ids", ())
-    return (ids if isinstance(ids, Sequence) else (ids,)), getattr(item, "finish_reason", None)
-
-
-def _length_or_stop(count: int, sampling: SamplingParams, ids: Sequence[int], eos: set[int]) -> str:
-    if ids and (ids[-1] in eos or ids[-1] in sampling.stop_token_ids):
-        return "stop"
-    return "length" if count >= sampling.max_tokens else "stop"
-
-
-def _eos_ids(tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, (list, tuple)):
-        ids.update(int(i) for i in eos)
-    return ids
 
 
 async def _gather_cancelling(coros: list[Any]) -> list[Any]:
@@ -248,18 +236,10 @@ def queue_full_error(settings: ServerSettings) -> APIError:
 
 @contextlib.asynccontextmanager
 async def _backend_errors(settings: ServerSettings) -> AsyncIterator[None]:
-    """The backend's 'queue full' becomes a 503 with Retry-After."""
+    """The backend's 'queue full' becomes a 503 with Retry-After, 'prompt too long' a 400."""
     try:
         yield
-    except APIError:
-        raise
-    except Exception as exc:
-        if _is_queue_full(exc):
-            raise queue_full_error(settings) from exc
-        raise
-
-
-def _is_queue_full(exc: BaseException) -> bool:
-    from toolrl_serving.backend_adapter import QUEUE_FULL_ERRORS
-
-    return isinstance(exc, QUEUE_FULL_ERRORS)
+    except QueueFullError as exc:
+        raise queue_full_error(settings) from exc
+    except PromptTooLongError as exc:
+        raise APIError(400, exc.what, param="messages", code="context_length_exceeded") from exc

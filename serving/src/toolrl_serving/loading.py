@@ -24,6 +24,7 @@ def load_engine(settings: ServerSettings) -> ServingEngine:
     from transformers import AutoConfig, AutoTokenizer
 
     from toolrl import models, plugins
+    from toolrl.chat.parsers import get_parser
     from toolrl.rollout.base import BackendSettings
 
     check_names(settings)
@@ -36,7 +37,7 @@ def load_engine(settings: ServerSettings) -> ServingEngine:
     backend = plugins.registry("rollout_backends").get(settings.backend)(BackendSettings(
         model_path=str(path), dtype=settings.dtype, device=settings.device, max_batch_size=settings.max_batch_size,
         tokenizer=tokenizer, seed=settings.seed, extra=extra))
-    parser = plugins.registry("tool_parsers").get(settings.tool_parser)
+    parser = get_parser(settings.tool_parser)
     logger.info("loaded %s (%s backend) in %.1f s", path, settings.backend, time.perf_counter() - t0)
     return ServingEngine(backend=backend, tokenizer=tokenizer, parser=parser, settings=settings,
                          context_length=int(context) if context else None)

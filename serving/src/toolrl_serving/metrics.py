@@ -20,6 +20,11 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80,
 KNOWN_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/generate", "/health", "/metrics")
 
 
+def _metric_name(key: str) -> str:
+    name = "".join(c if c.isalnum() else "_" for c in key.lower())
+    return name[:-6] if name.endswith("_total") else name  # gauges must not end in _total
+
+
 class _EngineCollector(Collector):
     def __init__(self, stats: Callable[[], Any]):
         self._stats = stats
@@ -29,7 +34,10 @@ class _EngineCollector(Collector):
             s = self._stats()
         except Exception:  # no engine yet (starting) or it is shutting down
             return []
-        return [
+        extra = [GaugeMetricFamily(f"toolrl_serving_engine_{_metric_name(k)}", f"The backend's '{k}' statistic.",
+                                   value=v) for k, v in sorted((s.extra or {}).items())
+                 if k not in ("queue_depth", "batch_size")]
+        return extra + [
             GaugeMetricFamily("toolrl_serving_queue_depth", "Requests waiting for a batch slot.", value=s.queue_depth),
             GaugeMetricFamily("toolrl_serving_batch_size", "Sequences in the batch being decoded.", value=s.batch_size),
             GaugeMetricFamily("toolrl_serving_active_sequences", "Sequences queued or being generated.",

@@ -93,7 +93,7 @@ class TextStream:
                 safe = min(safe, len(self.sent))  # only whitespace so far: the reply may still open with JSON
             elif stripped.startswith(self.hold_leading):
                 self.holding = True
-                safe = min(safe, len(text) - len(stripped))
+                safe = min(safe, len(self.sent))
         if self.hold_markers:
             for m in self.hold_markers:
                 i = text.find(m)

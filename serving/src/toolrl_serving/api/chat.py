@@ -257,7 +257,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     prompt_ids = engine.render_chat(template_messages(body.messages), tools)
     engine.check_prompt(prompt_ids, max_tokens, "messages")
-    sampling = body.sampling(max_tokens)
+    sampling = engine.chat_sampling(body.sampling(max_tokens))
     parser = ToolCallParser(engine.parser) if tools and body.tool_choice != "none" else None
     rid = new_id("chatcmpl")
     if body.stream:

@@ -52,6 +52,8 @@ async def generate(body: GenerateRequest, request: Request, engine: EngineDep, s
     engine.check_prompt(ids, body.max_tokens, "prompt")
     sampling = SamplingParams(temperature=body.temperature, top_p=body.top_p, max_tokens=body.max_tokens,
                               seed=body.seed)
+    if body.chat:
+        sampling = engine.chat_sampling(sampling)
     (choice,) = await unless_disconnected(request, engine.generate([ids], sampling, 1))
     metrics.count_tokens(len(ids), len(choice.token_ids))
     return GenerateResponse(response=choice.text, finish_reason=choice.finish_reason, prompt_tokens=len(ids),
