@@ -152,6 +152,7 @@ def main() -> int:
         "rows": [r.as_dict() for r in rows],
         "markdown": markdown(rows),
         "bench_seconds": round(time.perf_counter() - t_start, 1),
+        "loadavg_at_end": os.getloadavg(),
     }
     if not args.no_correctness:
         print("HumanEval correctness check (2 x 164 programs) ...", flush=True)

@@ -85,6 +85,7 @@ class ContainerLimits:
     disk_mb: int = 64
     tmp_mb: int = 16
     shm_mb: int = 16
+    runtime: str | None = None  # e.g. "runsc" (gVisor) where installed; default runc
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -129,6 +130,7 @@ def create_spec(client: docker.DockerClient, image: str, labels: dict[str, str],
         auto_remove=True,
         oom_score_adj=500,
         ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)],
+        runtime=limits.runtime,
     )
     return {
         "image": image,

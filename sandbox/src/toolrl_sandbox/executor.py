@@ -298,8 +298,7 @@ def _child(req: dict, fds: tuple, warm_path: list) -> None:
         sys.stdout = sys.__stdout__ = stream(1, "w", errors="backslashreplace")
         sys.stderr = sys.__stderr__ = stream(2, "w", errors="backslashreplace", line_buffering=True)
         sys.argv = ["-c"]
-        sys.path[:] = [WORKDIR] + warm_path
-        sys.path_importer_cache.clear()
+        sys.path[:] = [WORKDIR] + warm_path  # keep the zygote's finder caches of the read-only stdlib
         sys.dont_write_bytecode = True
         if "random" in sys.modules:
             sys.modules["random"].seed()  # do not share the zygote's state
