@@ -338,3 +338,20 @@ def test_files_do_not_survive_to_the_next_run(any_pool: SyncSandboxPool) -> None
     assert r.status == "ok", r
     r = timed(any_pool, FIND, timeout=5)
     assert (r.status, r.stdout) == ("ok", "[] 0\n"), r
+
+
+def test_locked_directories_are_still_wiped(single_pool: SyncSandboxPool) -> None:
+    code = """
+import os
+for d in ('/tmp', '.'):
+    os.makedirs(d + '/inner', exist_ok=True)
+    open(d + '/inner/loot.txt', 'w').write('secret')
+    os.chmod(d + '/inner', 0o000)
+    os.chmod(d, 0o000)
+print('locked')
+"""
+    r = timed(single_pool, code, timeout=5)
+    assert (r.status, r.stdout) == ("ok", "locked\n"), r
+    r = timed(single_pool, FIND, timeout=5)
+    assert (r.status, r.stdout) == ("ok", "[] 0\n"), r
+    assert single_pool.pool is not None and single_pool.pool.stats["tainted"] == 0

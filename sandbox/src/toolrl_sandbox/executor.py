@@ -40,8 +40,9 @@ import time
 
 PROTOCOL = 1
 WORKDIR = os.environ.get("TOOLRL_SANDBOX_WORKDIR", "/sandbox")
-# Writable places besides the work directory; wiped after every run.
-SCRATCH_DIRS = ("/tmp", "/dev/shm", "/dev/mqueue")
+# Writable places, wiped after every run, with the mode to restore (None:
+# not ours to chmod; the engine made them).
+SCRATCH_DIRS = ((WORKDIR, 0o700), ("/tmp", 0o700), ("/dev/shm", None), ("/dev/mqueue", None))
 MAX_FRAME = 256 * 1024 * 1024
 SIDE_CHANNEL_CAP = 1024 * 1024
 CHILD_SETUP_FAILED = 125
@@ -182,15 +183,24 @@ def _fix_and_retry(func, path, _exc):
 
 
 def wipe(path: str, mode: int | None = None) -> bool:
-    """Delete everything below ``path``; True when it ends up empty."""
-    try:
-        if mode is not None:
+    """Delete everything below ``path``; True when it ends up empty.
+
+    ``mode`` restores the directory's permissions first (a snippet may have
+    chmod-ed its own tmpfs to 000 to hide files from the cleanup).  A
+    directory we neither own nor can write to (root's /dev/shm on some
+    set-ups) cannot hold the snippet's files either, and counts as clean.
+    """
+    if mode is not None:
+        try:
             os.chmod(path, mode)
+        except OSError:
+            pass
+    try:
         names = os.listdir(path)
     except FileNotFoundError:
         return True
     except PermissionError:
-        return not os.access(path, os.W_OK)  # not ours to clean: not writable either
+        return not os.access(path, os.W_OK) and os.stat(path).st_uid != os.getuid()
     if not names:
         return True
     for name in names:
@@ -235,9 +245,8 @@ def _wipe_sysv_ipc() -> None:
 def cleanup(statuses: dict) -> bool:
     """Return the container to its pristine state; False means 'tainted'."""
     clean = kill_all(statuses)
-    clean = wipe(WORKDIR, 0o700) and clean
-    for path in SCRATCH_DIRS:
-        clean = wipe(path) and clean
+    for path, mode in SCRATCH_DIRS:
+        clean = wipe(path, mode) and clean
     _wipe_sysv_ipc()
     return clean
 
