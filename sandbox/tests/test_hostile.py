@@ -355,3 +355,17 @@ print('locked')
     r = timed(single_pool, FIND, timeout=5)
     assert (r.status, r.stdout) == ("ok", "[] 0\n"), r
     assert single_pool.pool is not None and single_pool.pool.stats["tainted"] == 0
+
+
+def test_uncleanable_container_is_replaced(single_pool: SyncSandboxPool) -> None:
+    """A tree too deep for the wipe: the executor reports itself tainted and the
+    pool swaps the container; the next run sees a clean one."""
+    pool = single_pool.pool
+    assert pool is not None
+    tainted = pool.stats["tainted"]
+    code = "import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\nopen('loot.txt', 'w').write('x')\n"
+    r = timed(single_pool, code, timeout=10)
+    assert r.status == "ok", r
+    assert pool.stats["tainted"] == tainted + 1
+    r = timed(single_pool, FIND, timeout=10)
+    assert (r.status, r.stdout) == ("ok", "[] 0\n"), r
