@@ -3,7 +3,7 @@
 `pip install ./plugins/rewards/math` must be all it takes for `math_equiv` to
 show up in `toolrl plugins --json` and work from a config. The main .venv
 cannot show that, because `make` already installed every plugin there in
-editable mode. So each test makes a new venv:
+editable mode. So this module makes a new venv:
 
 1. `python -m venv --without-pip` (pip runs from the main venv with `--python`);
 2. a `.pth` file puts a *view* of the main venv's site-packages on its path:
@@ -11,7 +11,7 @@ editable mode. So each test makes a new venv:
    without editable-install hooks, so nothing toolrl-related leaks in (the test
    checks that no `toolrl` entry point is visible before installing);
 3. `pip install --no-deps` of toolrl itself from a copy of the repository's sources;
-4. `toolrl plugins --json` without the plugin (absent), then
+4. per test: `toolrl plugins --json` without its plugin (absent), then
    `pip install --no-deps <plugin>` (a real wheel build and install), then
    `toolrl plugins --json` and a config using the reward, through
    `toolrl.rewards.compute_rewards_sync`, in that venv's own Python with
@@ -114,9 +114,10 @@ class FreshVenv:
             "import json; from toolrl import plugins; print(json.dumps(plugins.names('rewards')))")  # type: ignore
 
 
-@pytest.fixture
-def venv(tmp_path):
-    v = FreshVenv(tmp_path)
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    """One fresh venv for this module; each test checks that its plugin is absent before installing it."""
+    v = FreshVenv(tmp_path_factory.mktemp("fresh"))
     visible = v.python_json(
         "import json, importlib.metadata as md; "
         "print(json.dumps(sorted(f'{e.dist.name}:{e.name}' for e in md.entry_points(group='toolrl'))))")
@@ -164,3 +165,26 @@ def test_pip_install_math_plugin_registers_math_equiv_and_it_works_from_a_config
     assert out["metrics"]["reward/math_equiv"] == 0.5
     assert Path(out["module"]).is_relative_to(venv.site), "the plugin must come from the fresh venv's install"
 
+
+
+def test_plugin_guide_example_installs_registers_and_its_tests_pass(venv, tmp_path):
+    """The files shown in docs/plugin-guide.md, extracted from the guide itself, make a working plugin."""
+    text = (ROOT / "docs" / "plugin-guide.md").read_text()
+    files = re.findall(r"<!-- file: examples/plugin_tutorial/(\S+) -->\n```\w*\n(.*?)^```[ \t]*$", text,
+                       flags=re.S | re.M)
+    assert {name for name, _ in files} >= {"pyproject.toml", "toolrl_tool_budget/__init__.py",
+                                           "tests/test_tool_budget.py"}
+    dist = tmp_path / "toolrl-tool-budget"
+    for name, body in files:
+        (dist / name).parent.mkdir(parents=True, exist_ok=True)
+        (dist / name).write_text(body)
+    assert "tool_budget" not in venv.plugins()
+
+    venv.pip_install(dist)
+
+    row = venv.plugins()["tool_budget"]
+    assert row["distribution"] == "toolrl-tool-budget" and row["version"] == "0.1.0"
+    assert row["registered"] == {"rewards": ["tool_budget"]} and row["error"] is None
+    out = run([str(venv.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(dist),
+               str(dist / "tests")], env=venv.env)
+    assert "3 passed" in out

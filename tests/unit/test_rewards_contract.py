@@ -295,3 +295,55 @@ async def test_config_rewards_section_drives_the_composition(tmp_path):
                                              registry={"length": length_reward, "const": constant})
     assert [r.total for r in results] == [pytest.approx(0.6 + 0.8)] * 3
     assert set(metrics) >= {"reward/length", "reward/const", "reward/total"}
+
+
+def guide_files() -> dict[str, str]:
+    """The files docs/plugin-guide.md shows, by path: blocks preceded by `<!-- file: PATH -->`."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "plugin-guide.md").read_text()
+    return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)^```[ \t]*$", text, flags=re.S | re.M))
+
+
+def test_plugin_guide_shows_the_tutorial_files_verbatim():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shown = guide_files()
+    on_disk = {str(p.relative_to(root)) for p in (root / "examples" / "plugin_tutorial").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.name != "README.md"}
+    assert set(shown) == on_disk
+    for path, text in shown.items():
+        assert (root / path).read_text() == text, f"docs/plugin-guide.md shows an outdated {path}"
+
+
+def test_rewards_doc_example_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "rewards.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```[ \t]*$", text, flags=re.S | re.M)
+    assert blocks
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/rewards.md block {i + 1}", "exec"), {"__name__": f"rewards_doc_{i}"})
+
+
+@pytest.mark.parametrize("module", ["toolrl_rewards_math.plugin", "toolrl_rewards_text.plugin",
+                                    "toolrl_rewards_code.plugin"])
+def test_every_shipped_reward_and_argument_is_documented(module):
+    import inspect
+    import re
+    from pathlib import Path
+
+    plugin = pytest.importorskip(module)
+    registered: dict[str, object] = {}
+    plugin.register_rewards(register=lambda name, fn: registered.__setitem__(name, fn))
+    text = (Path(__file__).resolve().parents[2] / "docs" / "rewards.md").read_text()
+    assert registered
+    for name, fn in registered.items():
+        assert f"\n### {name}\n" in text, f"docs/rewards.md has no section for {name}"
+        section = text.split(f"\n### {name}\n", 1)[1].split("\n#", 1)[0]
+        args = [p for p in inspect.signature(fn).parameters if p != "trajectories" and p not in REWARD_KEYWORDS]
+        for arg in args:
+            assert re.search(rf"^\| `{arg}` \|", section, flags=re.M), f"docs/rewards.md: {name} lacks `{arg}`"
