@@ -37,6 +37,7 @@ from toolrl_sandbox.bench import (
     bench_pool,
     markdown,
     render,
+    reuse_sizes,
 )
 from toolrl_sandbox.engine import connect
 
@@ -86,15 +87,16 @@ async def correctness(image: str, problems: dict[str, dict[str, Any]], size: int
 
 
 async def pool_rows(image: str, snippets: list[tuple[str, str, str]], n_reuse: int, n_fresh: int,
-                    size: int) -> list[Row]:
+                    fresh_size: int) -> list[Row]:
     rows: list[Row] = []
-    async with SandboxPool(size=size, mode="reuse", image=image) as pool:
-        for label, code, expect in snippets:
-            for conc in (1, 8):
-                rows.append(await bench_pool(pool, code, expect, n_reuse, conc, label))
+    for size in reuse_sizes():
+        async with SandboxPool(size=size, mode="reuse", image=image) as pool:
+            for label, code, expect in snippets:
+                for conc in (1, 8):
+                    rows.append(await bench_pool(pool, code, expect, n_reuse, conc, label))
     for label, code, expect in snippets:
         for conc in (1, 8):
-            async with SandboxPool(size=size, mode="fresh", image=image) as pool:
+            async with SandboxPool(size=fresh_size, mode="fresh", image=image) as pool:
                 rows.append(await bench_pool(pool, code, expect, n_fresh, conc, label))
     return rows
 
@@ -114,7 +116,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller samples")
     parser.add_argument("--no-baselines", action="store_true", help="skip docker run / docker exec")
     parser.add_argument("--no-correctness", action="store_true", help="skip the 2 x 164 HumanEval check")
-    parser.add_argument("--size", type=int, default=8, help="pool size (default 8)")
+    parser.add_argument("--size", type=int, default=8,
+                        help="fresh pool size and correctness-check pool size (default 8); reuse pools are "
+                             "measured with one container per core and with 8")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     scale = 0.3 if args.quick else 1.0
@@ -139,7 +143,13 @@ def main() -> int:
     print("pool reuse / fresh ...", flush=True)
     rows += asyncio.run(pool_rows(build.image, snippets, n["reuse"], n["fresh"], args.size))
     order = ["docker run --rm", "docker exec", "pool reuse", "pool fresh"]
-    rows.sort(key=lambda r: (r.snippet != "trivial", order.index(r.method), r.concurrency))
+
+    def key(r: Row) -> tuple[bool, int, int, int]:
+        kind = next(i for i, name in enumerate(order) if r.method.startswith(name))
+        size = int(r.method.rsplit("x", 1)[1]) if r.method.startswith("pool") else 0
+        return (r.snippet != "trivial", kind, size, r.concurrency)
+
+    rows.sort(key=key)
     print(render(rows, f"toolrl-sandbox {__version__}: latency at the host, {os.cpu_count()} cores"))
 
     result: dict[str, Any] = {
@@ -148,7 +158,7 @@ def main() -> int:
         "machine": machine_info(client),
         "image": {"tag": build.image, "method": client.images.get(build.image).labels.get(
             "toolrl-sandbox.build-method"), "size_mb": round(build.size_bytes / 1e6, 1)},
-        "pool_size": args.size,
+        "pool_sizes": {"reuse": list(reuse_sizes()), "fresh": args.size, "correctness": args.size},
         "rows": [r.as_dict() for r in rows],
         "markdown": markdown(rows),
         "bench_seconds": round(time.perf_counter() - t_start, 1),
