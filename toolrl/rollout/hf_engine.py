@@ -100,6 +100,7 @@ class HFEngine:
             )
         self.num_layers = int(cfg.num_hidden_layers)
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 1 << 30)
+        self.vocab_size = int(getattr(cfg, "vocab_size", 0) or 1 << 62)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
@@ -130,6 +131,9 @@ class HFEngine:
         plen = len(request.prompt_ids)
         if plen == 0:
             raise ValueError("a generation request needs at least one prompt token")
+        bad = [t for t in request.prompt_ids if not 0 <= int(t) < self.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token ids {bad[:5]} are outside the model's vocabulary (size {self.vocab_size})")
         if plen >= self.max_positions:
             raise PromptTooLongError(
                 f"the prompt has {plen} tokens; the model's context window is {self.max_positions}",
@@ -171,7 +175,7 @@ class HFEngine:
         with self._cond:
             return {
                 "queue_depth": float(len(self._waiting)),
-                "batch_size": float(len(self._active)),
+                "batch_size": float(sum(not s.future.done() for s in list(self._active))),
                 "max_batch_size": float(self.max_batch_size),
                 "requests_total": float(self._counters["requests"]),
                 "rejected_total": float(self._counters["rejected"]),
