@@ -107,7 +107,6 @@ def machine_info(client: docker.DockerClient) -> dict[str, Any]:
         "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
         "docker": client.version().get("Version"), "cgroup": info.get("CgroupVersion"),
         "runtime": info.get("DefaultRuntime"), "storage": info.get("Driver"),
-        "loadavg_at_start": os.getloadavg(),
     }
 
 
@@ -125,6 +124,7 @@ def main() -> int:
     n = {k: max(4, int(v * scale)) for k, v in
          {"reuse": 400, "fresh": 48, "run1": 12, "run8": 24, "exec1": 40, "exec8": 64}.items()}
 
+    load_at_start = os.getloadavg()
     client = connect()
     build = build_image(client)
     print(build.describe(), flush=True)
@@ -162,7 +162,8 @@ def main() -> int:
         "rows": [r.as_dict() for r in rows],
         "markdown": markdown(rows),
         "bench_seconds": round(time.perf_counter() - t_start, 1),
-        "loadavg_at_end": os.getloadavg(),
+        "loadavg_at_start": [round(x, 2) for x in load_at_start],
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     if not args.no_correctness:
         print("HumanEval correctness check (2 x 164 programs) ...", flush=True)

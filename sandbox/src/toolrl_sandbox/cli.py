@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except SandboxError as exc:
+    except (SandboxError, OSError) as exc:
         print(f"toolrl-sandbox: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
