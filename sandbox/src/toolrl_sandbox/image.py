@@ -45,6 +45,11 @@ def default_image() -> str:
     return os.environ.get("TOOLRL_SANDBOX_IMAGE", f"{REPOSITORY}:{__version__}")
 
 
+def image_tag() -> str:
+    """Alias of :func:`default_image` (the tag ``toolrl doctor`` checks)."""
+    return default_image()
+
+
 def _asset(name: str) -> bytes:
     return resources.files("toolrl_sandbox").joinpath(name).read_bytes()
 
