@@ -1,7 +1,7 @@
 """`toolrl data make`: write a task suite to a JSONL file.
 
 Suites are registered by plugins through `register_task_suites` as
-`fn(n: int, seed: int, **args) -> Iterable[Task]`. This module finds the
+`fn(n: int, seed: int, **args) -> Iterable[Task | dict]`. This module finds the
 suite, checks the user's `key=value` arguments against the function's
 signature, consumes what it yields (with a progress bar for large N), checks
 every task against the documented schema (docs/tasks.md) and writes the file
@@ -99,7 +99,8 @@ def get_suite(name: str) -> Callable[..., Iterable[Task]]:
     available = ", ".join(reg.names()) or "none"
     if name in KNOWN_SUITES:
         dist, path = KNOWN_SUITES[name]
-        fix = f"install the plugin that provides it: pip install -e {path}  (distribution {dist}), then check `toolrl plugins`"
+        fix = (f"install the plugin that provides it: pip install -e {path}  (distribution {dist}), "
+               "then check `toolrl plugins`")
     else:
         import difflib
 
@@ -153,9 +154,15 @@ def make_tasks(suite: str, n: int, seed: int = 0, *, progress: bool | None = Non
     seen: dict[str, int] = {}
     for i, task in enumerate(tasks):
         where = f"task #{i} of suite {suite!r} (plugin {owner})"
+        if isinstance(task, Mapping):  # a dict in the JSONL task format is fine too
+            try:
+                task = tasks[i] = Task.from_dict(task, where=where)
+            except TaskFormatError as exc:
+                raise PluginError(f"the suite wrote a task that breaks the schema: {exc.what}", where=where,
+                                  fix=exc.fix or "see docs/tasks.md") from None
         if not isinstance(task, Task):
-            raise PluginError(f"the suite yielded {type(task).__name__}, not toolrl.types.Task", where=where,
-                              fix="yield Task objects from the suite function")
+            raise PluginError(f"the suite yielded {type(task).__name__}, not a toolrl.types.Task or dict",
+                              where=where, fix="yield Task objects (or task dicts) from the suite function")
         data = task.to_dict()
         try:
             json.dumps(data, ensure_ascii=False, allow_nan=False)

@@ -37,7 +37,10 @@ class CountingSuites:
         register("anything", anything)
         register("short", lambda n, seed: [_task(0)])
         register("dupes", lambda n, seed: [_task(i, id="same") for i in range(n)])
-        register("not-tasks", lambda n, seed: [{"id": "x"}] * n)
+        register("not-tasks", lambda n, seed: ["task"] * n)
+        register("bad-dicts", lambda n, seed: [{"id": f"d{i}"} for i in range(n)])
+        register("dicts", lambda n, seed: [{"id": f"d{i}", "messages": [{"role": "user", "content": "q"}]}
+                                           for i in range(n)])
         register("bad-json", lambda n, seed: [_task(i, metadata={"x": {1, 2}}) for i in range(n)])
         register("bad-role", lambda n, seed: [Task(id=f"r{i}", messages=({"role": "robot"},)) for i in range(n)])
         register("rejects", self.rejects)
@@ -70,6 +73,7 @@ def test_make_tasks_passes_args_and_checks_count(suites):
     tasks = make_tasks("counting", 5, seed=2, start=10, word="w")
     assert [t.messages[0]["content"] for t in tasks] == ["w 12", "w 13", "w 14", "w 15", "w 16"]
     assert make_tasks("anything", 2, 0, free="form")[0].metadata == {"free": "form"}
+    assert make_tasks("dicts", 2, 0)[1] == Task(id="d1", messages=({"role": "user", "content": "q"},))
     with pytest.raises(ToolrlError, match="produced 1 tasks, 3 were asked for"):
         make_tasks("short", 3, 0)
     with pytest.raises(ToolrlError, match="at least 1"):
@@ -96,7 +100,8 @@ def test_unknown_or_rejected_arguments(suites):
 
 @pytest.mark.parametrize("suite, match", [
     ("dupes", "duplicate task id 'same'"),
-    ("not-tasks", "not toolrl.types.Task"),
+    ("not-tasks", "not a toolrl.types.Task or dict"),
+    ("bad-dicts", "'messages' must be a non-empty list"),
     ("bad-json", "not JSON-serialisable"),
     ("bad-role", "breaks the schema"),
 ])

@@ -43,7 +43,8 @@ class BfclEnv:
                  initial_config: Any = None, replay: Sequence[str] = (), functions: Sequence[str] | None = None,
                  max_calls: int = 32, ast_done: bool = True):
         if mode not in ("ast", "multi_turn"):
-            raise ToolrlError(f"bfcl env: unknown mode {mode!r}", where="env_args.mode", fix="use 'ast' or 'multi_turn'")
+            raise ToolrlError(f"bfcl env: unknown mode {mode!r}", where="env_args.mode",
+                              fix="use 'ast' or 'multi_turn'")
         if mode == "multi_turn" and not involved_classes:
             raise ToolrlError("bfcl env: multi_turn mode needs involved_classes", where="env_args",
                               fix="make tasks with `toolrl data make bfcl categories=multi_turn`")
@@ -78,7 +79,7 @@ class BfclEnv:
     async def step(self, call: ToolCall) -> ToolResult:
         if len(self._calls) >= self.max_calls:
             return ToolResult(f"Call limit reached ({self.max_calls} calls); answer the user now.",
-                              info={"status": "call_limit"})
+                              info={"status": "call_limit", "error": True})
         record: dict[str, Any] = {"name": call.name, "arguments": dict(call.arguments)}
         self._calls.append(record)
         if self.mode == "ast":
@@ -86,7 +87,7 @@ class BfclEnv:
             record["status"] = "recorded" if known else "unknown_function"
             text = f"{call.name} was called." if known else \
                 f"There is no function {call.name!r}. Available: {', '.join(sorted(self._offered))}."
-            return ToolResult(text, done=self.ast_done, info={"status": record["status"]})
+            return ToolResult(text, done=self.ast_done, info={"status": record["status"], "error": not known})
         assert self.world is not None
         try:
             result = self.world.call(call.name, (), call.arguments)

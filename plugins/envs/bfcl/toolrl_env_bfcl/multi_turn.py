@@ -109,7 +109,7 @@ class World:
         return sorted(self._methods)
 
     def call(self, name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
-        """Run one call; a bad name or argument raises (ValueError/TypeError), the API's own errors come back as data."""
+        """Run one call. A bad name or argument raises ValueError/TypeError; the API's own errors are its result."""
         method = self._methods.get(name)
         if method is None:
             raise ValueError(f"unknown function {name!r}; available: {', '.join(self.functions)}")

@@ -110,10 +110,12 @@ def bfcl_state(trajectories: Sequence[Any], *, tasks: Sequence[Any], metadata: S
         gt = meta.get("ground_truth")
         if not isinstance(gt, list) or not all(isinstance(c, str) for c in gt):
             raise RewardError("bfcl_state needs metadata.ground_truth as a list of call strings",
-                              where=f"task {task.id}", fix="make tasks with `toolrl data make bfcl categories=multi_turn`")
+                              where=f"task {task.id}",
+                              fix="make tasks with `toolrl data make bfcl categories=multi_turn`")
         if not isinstance(state, Mapping) or "instances" not in state:
             raise RewardError("bfcl_state needs the bfcl environment's multi-turn state (env_states[i]['instances'])",
-                              where=f"task {task.id}", fix='run the task with "env": "bfcl" and env_args.mode "multi_turn"')
+                              where=f"task {task.id}",
+                              fix='run the task with "env": "bfcl" and env_args.mode "multi_turn"')
         expected, want = _expected(task, gt)
         got = state["instances"]
         same = [got.get(name) == snap for name, snap in expected.items()]

@@ -52,6 +52,10 @@ def test_generators_and_range_knobs():
             assert eval(expr) == int(t.metadata["answer"])  # noqa: S307 - our own generated arithmetic
     (t,) = make_arith_tasks(1, seed=0, tool=False)
     assert t.tools == () and t.env is None and "<tool_call>" not in t.messages[0]["content"]
+    assert "<answer>7006652</answer>" in t.messages[0]["content"]
+    (t,) = make_arith_tasks(1, seed=0, answer_format="hash")
+    assert "#### 7006652" in t.messages[0]["content"] and "<answer>" not in t.messages[0]["content"]
+    assert t.metadata["answer_format"] == "hash" and "<tool_call>" in t.messages[0]["content"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -62,6 +66,7 @@ def test_generators_and_range_knobs():
     ({"min_digits": 0}, "min_digits"),
     ({"min_digits": 5, "max_digits": 3}, "rejected"),
     ({"tool": "maybe"}, "tool must be"),
+    ({"answer_format": "boxed"}, "answer_format"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ToolrlError, match=match):

@@ -2,7 +2,8 @@
 
 Problems come from reasoning-gym's seeded generators; the ground truth is
 `metadata.answer`, and the model answers `<answer>N</answer>` (see
-prompts.py), which `math_equiv` / `gsm8k_exact` score.
+prompts.py), which `math_equiv` scores (or `#### N` with `answer_format=hash`,
+for `gsm8k_exact`).
 
 Difficulty presets (every generator's reasoning-gym config):
 
@@ -26,7 +27,7 @@ from toolrl.errors import ToolrlError
 from toolrl.types import Task
 
 from toolrl_env_code.env import ENV_NAME, PYTHON_TOOL
-from toolrl_env_code.prompts import ARITH_SYSTEM, ARITH_SYSTEM_NO_TOOL
+from toolrl_env_code.prompts import ANSWER_FORMS, ARITH_SYSTEM, ARITH_SYSTEM_NO_TOOL
 
 GENERATORS: tuple[str, ...] = (
     "basic_arithmetic", "chain_sum", "products", "gsm_symbolic", "decimal_arithmetic", "decimal_chain_sum",
@@ -115,7 +116,7 @@ def _configs(difficulty: str, generators: Any, overrides: dict[str, int]) -> dic
 
 def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generators: Any = None,
                      min_digits: int | None = None, max_digits: int | None = None, min_terms: int | None = None,
-                     max_terms: int | None = None, tool: bool = True) -> Iterator[Task]:
+                     max_terms: int | None = None, tool: bool = True, answer_format: str = "tag") -> Iterator[Task]:
     """Yield `n` arithmetic tasks for the `python` environment.
 
     Args:
@@ -123,6 +124,7 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
         generators: comma-separated reasoning-gym generators to mix uniformly (default: the difficulty's).
         min_digits, max_digits, min_terms, max_terms: override the ranges of the generators that have them.
         tool: False writes the same problems without the tool (a no-tool baseline for evaluation).
+        answer_format: "tag" asks for `<answer>N</answer>` (math_equiv), "hash" for `#### N` (gsm8k_exact).
     """
     import reasoning_gym
 
@@ -133,6 +135,9 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
             raise _error(f"{k} must be a whole number >= 1, got {v!r}", f"e.g. {k}=3")
     if not isinstance(tool, bool):
         raise _error(f"tool must be true or false, got {tool!r}", "write tool=false")
+    if answer_format not in ANSWER_FORMS:
+        raise _error(f"unknown answer_format {answer_format!r}",
+                     "use tag (<answer>N</answer>, for math_equiv) or hash (#### N, for gsm8k_exact)")
     configs = _configs(difficulty, generators, overrides)
     datasets = {}
     for g, cfg in configs.items():
@@ -144,7 +149,7 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
     rng = random.Random(f"toolrl-arith-tool-{seed}")
     names = list(configs)
     taken = dict.fromkeys(names, 0)
-    system = ARITH_SYSTEM if tool else ARITH_SYSTEM_NO_TOOL
+    system = (ARITH_SYSTEM if tool else ARITH_SYSTEM_NO_TOOL).format(answer_form=ANSWER_FORMS[answer_format])
     for i in range(n):
         g = names[rng.randrange(len(names))]
         j = taken[g]
@@ -157,7 +162,7 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
             env=ENV_NAME if tool else None,
             metadata={
                 "answer": str(item["answer"]),
-                "answer_format": "answer_tag",
+                "answer_format": {"tag": "answer_tag", "hash": "hash"}[answer_format],
                 "source": f"reasoning_gym/{g}",
                 "source_index": j,
                 "difficulty": difficulty,

@@ -166,14 +166,14 @@ class PythonEnv:
     async def step(self, call: ToolCall) -> ToolResult:
         if call.name != "python":
             return ToolResult(f"Unknown tool {call.name!r}. The only tool is python(code).",
-                              info={"status": "unknown_tool"})
+                              info={"status": "unknown_tool", "error": True})
         code = call.arguments.get("code")
         if not isinstance(code, str) or not code.strip():
             return ToolResult('python needs a non-empty "code" string, e.g. {"code": "print(2 + 2)"}.',
-                              info={"status": "bad_arguments"})
+                              info={"status": "bad_arguments", "error": True})
         if len(self._runs) >= self.max_calls:
             return ToolResult(f"Call limit reached ({self.max_calls} python calls per task); give your answer now.",
-                              info={"status": "call_limit"})
+                              info={"status": "call_limit", "error": True})
         if self.pool is None:
             return ToolResult("The sandbox is not ready (reset was not called).", infra_error=True,
                               info={"status": "infra_error"})
@@ -186,7 +186,8 @@ class PythonEnv:
             self._runs.append({"status": "infra_error", "wall_ms": 0.0})
             return ToolResult(f"sandbox unavailable: {exc}", infra_error=True, info={"status": "infra_error"})
         self._runs.append({"status": result.status, "exit_code": result.exit_code, "wall_ms": result.wall_ms})
-        info: Mapping[str, Any] = {"status": result.status, "exit_code": result.exit_code, "wall_ms": result.wall_ms}
+        info: Mapping[str, Any] = {"status": result.status, "exit_code": result.exit_code, "wall_ms": result.wall_ms,
+                                   "error": result.status != "ok"}
         if result.status == "infra_error":
             return ToolResult(f"sandbox failure: {result.stderr.strip()}", infra_error=True, info=info)
         text = format_result(result, timeout=self.timeout, memory_mb=self.memory_mb, limit=self.max_output_chars)

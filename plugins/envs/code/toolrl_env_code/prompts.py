@@ -5,22 +5,29 @@ which toolrl's parsers read) because some chat templates (SmolLM2's) ignore
 the `tools` list. The final-answer form is fixed per suite and read by the
 reward plugins:
 
-* arith-tool: `<answer>N</answer>`, read by `math_equiv` / `gsm8k_exact`
-  (`methods: [answer_tag]`) against `metadata.answer`.
+* arith-tool: `<answer>N</answer>` (`answer_format=tag`, the default), read by
+  `math_equiv` (its first extraction method) against `metadata.answer`; or
+  `#### N` (`answer_format=hash`) for `gsm8k_exact`.
 * code: the function in a ```python block, run against `metadata.tests` by the
   code reward.
 """
 
+ANSWER_FORMS = {
+    # answer_format -> how the prompt asks for the final answer
+    "tag": "reply with the final answer alone inside answer tags, for example: <answer>7006652</answer>",
+    "hash": "reply with the final answer alone on the last line after four hashes, for example: #### 7006652",
+}
+
 ARITH_SYSTEM = """You are a careful assistant that solves math problems with a Python tool. To run code, write \
 exactly:
 <tool_call>
-{"name": "python", "arguments": {"code": "print(1234 * 5678)"}}
+{{"name": "python", "arguments": {{"code": "print(1234 * 5678)"}}}}
 </tool_call>
 The tool replies with what the code printed. Do every calculation with the tool instead of in your head. When you \
-have the result, reply with the final answer alone inside answer tags, for example: <answer>7006652</answer>"""
+have the result, {answer_form}"""
 
-ARITH_SYSTEM_NO_TOOL = """You are a careful assistant that solves math problems. Reply with the final answer alone \
-inside answer tags, for example: <answer>7006652</answer>"""
+ARITH_SYSTEM_NO_TOOL = """You are a careful assistant that solves math problems. When you have the result, \
+{answer_form}"""
 
 CODE_SYSTEM = """You are an expert Python programmer. You can test code with a Python tool; to run code, write \
 exactly:

@@ -65,7 +65,7 @@ _SAFE_USER = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def parse_sessions(sessions: Any, where: str) -> list[Memory]:
-    """`[{"date": "2024-03-02", "notes": ["...", ...]}, ...]` -> memories with ids `s<session>-<j>` (1-based session)."""
+    """`[{"date": "2024-03-02", "notes": ["...", ...]}, ...]` -> notes with ids `s<session>-<j>` (sessions from 1)."""
     if sessions is None:
         return []
     if not isinstance(sessions, Sequence) or isinstance(sessions, str):
@@ -148,7 +148,7 @@ class MemoryEnv:
             return await self._remember(call.arguments)
         self._errors += 1
         return ToolResult(f"Unknown tool {call.name!r}. The tools are recall(query, k) and remember(text).",
-                          info={"status": "unknown_tool"})
+                          info={"status": "unknown_tool", "error": True})
 
     def state(self) -> dict[str, Any]:
         recalled: list[str] = []
@@ -173,13 +173,14 @@ class MemoryEnv:
         if not isinstance(query, str) or not query.strip():
             self._errors += 1
             return ToolResult('recall needs a non-empty "query" string, e.g. {"query": "the user\'s phone model"}.',
-                              info={"status": "bad_arguments"})
+                              info={"status": "bad_arguments", "error": True})
         k = args.get("k", self.k)
         try:
             k = int(k)
         except (TypeError, ValueError):
             self._errors += 1
-            return ToolResult(f'recall: "k" must be a whole number, got {k!r}.', info={"status": "bad_arguments"})
+            return ToolResult(f'recall: "k" must be a whole number, got {k!r}.',
+                              info={"status": "bad_arguments", "error": True})
         k = max(1, min(k, self.max_k))
         assert self.store is not None and self.embedder is not None
         try:
@@ -206,12 +207,13 @@ class MemoryEnv:
         text = args.get("text")
         if not isinstance(text, str) or not text.strip():
             self._errors += 1
-            return ToolResult('remember needs a non-empty "text" string.', info={"status": "bad_arguments"})
+            return ToolResult('remember needs a non-empty "text" string.',
+                              info={"status": "bad_arguments", "error": True})
         text = text.strip()
         if len(text) > self.max_note_chars:
             self._errors += 1
             return ToolResult(f"remember: the note has {len(text)} characters; keep it under {self.max_note_chars}.",
-                              info={"status": "bad_arguments"})
+                              info={"status": "bad_arguments", "error": True})
         assert self.store is not None and self.embedder is not None
         try:
             vec = await self.embedder.aencode([text])
