@@ -63,9 +63,12 @@ class ForcedTurnsBackend:
         if text is None:
             return None
         ids = list(self.tokenizer.encode(text, add_special_tokens=False)) + [self.end_of_turn_id]
+        finish = "stop"
+        if len(ids) > request.sampling.max_tokens:  # cut like a real backend would
+            ids, finish = ids[: request.sampling.max_tokens], "length"
         lps = teacher_forced_logprobs(self.backend.model, request.prompt_ids, ids, request.sampling.temperature)
         self.forced_requests.append(request.request_id)
-        return GenerationResult(tuple(ids), tuple(lps), "stop", request.request_id, len(request.prompt_ids))
+        return GenerationResult(tuple(ids), tuple(lps), finish, request.request_id, len(request.prompt_ids))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return [self._forced(r) or self.backend.generate([r])[0] for r in requests]
