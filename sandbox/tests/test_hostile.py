@@ -21,7 +21,17 @@ pytestmark = pytest.mark.integration
 CANARY = os.environ["TOOLRL_SANDBOX_TEST_CANARY"]  # set by conftest before any pool starts
 
 
+def wait_ready(pool: SyncSandboxPool, within: float = 60.0) -> None:
+    """Wait until a container is idle, so that timing covers the run, not a
+    fresh-mode refill (which the engine may make slow on a loaded machine)."""
+    assert pool.pool is not None
+    end = time.monotonic() + within
+    while pool.pool.idle == 0 and time.monotonic() < end:
+        time.sleep(0.02)
+
+
 def timed(pool: SyncSandboxPool, code: str, timeout: float, **kwargs: object) -> ExecResult:
+    wait_ready(pool)
     t0 = time.monotonic()
     result = pool.run(code, timeout=timeout, **kwargs)
     elapsed = time.monotonic() - t0
