@@ -13,7 +13,8 @@ MODEL_ID = "smollm2-135m-instruct"
 API_KEYS = ("sk-test-alpha", "sk-test-beta")
 KEY_ENV = "TOOLRL_SERVING_TEST_KEYS"
 # small limits, so limit errors and fuzzing stay fast
-LIMITS = ("--max-tokens", "32", "--max-n", "4", "--max-prompt-tokens", "768", "--max-body-bytes", "65536")
+LIMITS = ("--max-tokens", "32", "--max-n", "4", "--max-prompt-tokens", "768", "--max-body-bytes", "65536",
+          "--num-threads", "1")
 
 
 def serve(model, *args: str, keys: tuple[str, ...] = ()) -> ServerProcess:

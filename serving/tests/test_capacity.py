@@ -19,7 +19,7 @@ def tight_server(smollm2_path):
     from toolrl_serving.process import start_server
 
     s = start_server(smollm2_path, "--served-model-name", "smollm2-135m-instruct", "--log-level", "warning",
-                     "--max-batch-size", "1", "--max-queue", "1", "--max-tokens", "512")
+                     "--max-batch-size", "1", "--max-queue", "1", "--max-tokens", "512", "--num-threads", "1")
     yield s
     s.stop()
 
@@ -44,7 +44,7 @@ async def test_queue_full_gives_503_with_retry_after(tight_server):
     async with httpx.AsyncClient(base_url=tight_server.base_url, timeout=120) as c:
         rs = await asyncio.gather(*[c.post("/v1/completions", json=body) for _ in range(6)])
     codes = sorted(r.status_code for r in rs)
-    assert codes.count(200) >= 2, codes  # one running + one waiting always fit
+    assert codes.count(200) >= 1, codes  # the first one always gets the queue place
     assert 503 in codes, codes
     for r in rs:
         if r.status_code == 503:

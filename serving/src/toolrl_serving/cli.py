@@ -27,6 +27,9 @@ def build_settings(*, model: str, backend: str = "hf", api_key_env: str | None =
     """ServerSettings from CLI options; `options` may hold any ServerSettings or Limits field."""
     limit_fields = set(Limits.model_fields)
     limits = {k: options.pop(k) for k in list(options) if k in limit_fields and options[k] is not None}
+    threads = options.pop("num_threads", None)
+    if threads is not None:
+        options["backend_args"] = {**(options.get("backend_args") or {}), "num_threads": threads}
     rest = {k: v for k, v in options.items() if v is not None}
     return ServerSettings(model=model, backend=backend, tool_parser=tool_parser, max_batch_size=max_batch_size,
                           dtype=dtype, api_keys=api_keys_from_env(api_key_env), limits=Limits(**limits), **rest)
@@ -61,6 +64,8 @@ def run_server(*, model: str, host: str = "127.0.0.1", port: int = 8000, backend
 @click.option("--max-queue", default=256, show_default=True, type=int, help="Waiting requests before 503.")
 @click.option("--dtype", default="float32", show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--num-threads", default=None, type=int,
+              help="torch CPU threads for the hf backend (1 is faster on a busy machine).")
 @click.option("--served-model-name", default=None, help="Model id clients send (default: MODEL as given).")
 @click.option("--max-tokens", "max_tokens", default=None, type=int, help="Largest max_tokens a request may ask.")
 @click.option("--max-prompt-tokens", default=None, type=int, help="Longest prompt in tokens.")

@@ -77,8 +77,18 @@ _STATUS_TYPES = {
 }
 
 
+_MESSAGE_TAGS = {"system", "developer", "user", "assistant", "tool"}
+
+
 def _loc_to_param(loc: Sequence[Any]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    kept: list[Any] = []
+    for p in loc:
+        if p in ("body", "query", "path", "header"):
+            continue
+        if kept and isinstance(kept[-1], int) and p in _MESSAGE_TAGS:
+            continue  # the discriminator tag of a message union: messages[0].user.content -> messages[0].content
+        kept.append(p)
+    parts = [str(p) for p in kept]
     # pydantic names union members (`str`, `list[...]`, function-after[...]); they are not fields
     parts = [p for p in parts if not (p.startswith(("function-", "list[", "tagged-union[")) or p in (
         "str", "int", "float", "bool", "dict", "list", "none"))]
@@ -88,6 +98,15 @@ def _loc_to_param(loc: Sequence[Any]) -> str | None:
     for p in parts[1:]:
         out += f"[{p}]" if p.isdigit() else f".{p}"
     return out
+
+
+def _error_param(e: Any) -> str | None:
+    param = _loc_to_param(e.get("loc", ()))
+    if e.get("type") in ("union_tag_invalid", "union_tag_not_found"):  # the tag field itself is at fault
+        tag = str((e.get("ctx") or {}).get("discriminator", "")).strip("'\"")
+        if tag:
+            param = f"{param}.{tag}" if param else tag
+    return param
 
 
 def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
@@ -100,11 +119,11 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
         detail = ctx.get("error", "")
         return (f"the request body is not valid JSON ({detail}); send a JSON object with "
                 "Content-Type: application/json", None)
-    param = _loc_to_param(first.get("loc", ()))
+    param = _error_param(first)
     msgs = []
     seen: set[str] = set()
     for e in errors[:5]:
-        p = _loc_to_param(e.get("loc", ())) or "body"
+        p = _error_param(e) or "body"
         text = f"{p}: {e.get('msg', 'invalid value')}"
         if text not in seen:
             seen.add(text)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from toolrl_serving.api.common import (
+    STRICT,
+    Int,
     FinishReason, SamplingRequest, Usage, check_model, new_id, now,
 )
 from toolrl_serving.api.streaming import EventStreamResponse, event_stream, prefetch, sse
@@ -32,56 +34,77 @@ router = APIRouter(tags=["openai"])
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     type: Literal["text"] = Field(description="Only text parts are supported.")
     text: str = Field(description="The text.")
 
 
 class FunctionCallIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     name: str = Field(description="The function the assistant called.")
     arguments: str = Field(description="Its arguments, a JSON object encoded as a string (OpenAI's format).")
 
 
 class ToolCallIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     id: str = Field(description="The call's id; tool messages answer it through tool_call_id.")
     type: Literal["function"] = Field("function", description="Always 'function'.")
     function: FunctionCallIn = Field(description="The called function and its arguments.")
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Content = str | list[TextPart]
 
-    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(description="Who speaks.")
-    content: str | list[TextPart] | None = Field(None, description="Text, or a list of text parts.")
+
+class _Message(BaseModel):
+    model_config = STRICT
+
     name: str | None = Field(None, description="Optional speaker name.")
-    tool_calls: list[ToolCallIn] | None = Field(None, description="Assistant messages: the calls it made.")
-    tool_call_id: str | None = Field(None, description="Tool messages: the call this result answers.")
-
-    @model_validator(mode="after")
-    def _shape(self) -> ChatMessage:
-        if self.role != "assistant" and self.content is None:
-            raise ValueError(f"a {self.role} message needs 'content'")
-        if self.role == "assistant" and self.content is None and not self.tool_calls:
-            raise ValueError("an assistant message needs 'content' or 'tool_calls'")
-        if self.tool_calls and self.role != "assistant":
-            raise ValueError("only assistant messages carry 'tool_calls'")
-        return self
 
     def text(self) -> str:
-        if self.content is None:
+        content = getattr(self, "content", None)
+        if content is None:
             return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "\n".join(p.text for p in self.content)
+        if isinstance(content, str):
+            return content
+        return "\n".join(p.text for p in content)
+
+
+class SystemMessage(_Message):
+    role: Literal["system", "developer"] = Field(description="Instructions ('developer' is read as 'system').")
+    content: Content = Field(description="Text, or a list of text parts.")
+
+
+class UserMessage(_Message):
+    role: Literal["user"] = Field(description="The user.")
+    content: Content = Field(description="Text, or a list of text parts.")
+
+
+class AssistantMessageIn(_Message):
+    role: Literal["assistant"] = Field(description="An earlier answer of the model.")
+    content: Content | None = Field(None, description="Its text (may be null when it only called tools).")
+    tool_calls: list[ToolCallIn] | None = Field(None, description="The calls it made.")
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> AssistantMessageIn:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs 'content' or 'tool_calls'")
+        return self
+
+
+class ToolMessage(_Message):
+    role: Literal["tool"] = Field(description="A tool's result.")
+    content: Content = Field(description="The result text.")
+    tool_call_id: str | None = Field(None, description="The call this result answers.")
+
+
+ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessageIn | ToolMessage, Field(discriminator="role")]
 
 
 class FunctionDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="Function name (letters, digits, _ . -).")
     description: str | None = Field(None, description="What the function does; shown to the model.")
@@ -90,17 +113,21 @@ class FunctionDefinition(BaseModel):
 
 
 class ToolDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     type: Literal["function"] = Field(description="Only function tools exist.")
     function: FunctionDefinition = Field(description="The function the model may call.")
 
 
 class NamedFunction(BaseModel):
+    model_config = STRICT
+
     name: str = Field(description="Function name.")
 
 
 class NamedToolChoice(BaseModel):
+    model_config = STRICT
+
     type: Literal["function"] = Field(description="Always 'function'.")
     function: NamedFunction = Field(description="The function the model must call.")
 
@@ -111,10 +138,10 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         None, description="'auto' (default with tools) or 'none'; forcing a call is not supported.")
     parallel_tool_calls: bool | None = Field(None, description="Accepted; the parser returns every call it finds.")
-    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (default: server setting).")
-    max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens (newer OpenAI name).")
+    max_tokens: Int | None = Field(None, ge=1, description="Most tokens to generate (default: server setting).")
+    max_completion_tokens: Int | None = Field(None, ge=1, description="Same as max_tokens (newer OpenAI name).")
     logprobs: bool | None = Field(False, description="Return the log-probability of each sampled token.")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Only 0 is supported (sampled tokens only).")
+    top_logprobs: Int | None = Field(None, ge=0, le=20, description="Only 0 is supported (sampled tokens only).")
     response_format: dict[str, Any] | None = Field(None, description="Only {'type': 'text'} is supported.")
 
 
@@ -199,9 +226,9 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
         d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
         if m.name:
             d["name"] = m.name
-        if m.tool_call_id:
+        if isinstance(m, ToolMessage) and m.tool_call_id:
             d["tool_call_id"] = m.tool_call_id
-        if m.tool_calls:
+        if isinstance(m, AssistantMessageIn) and m.tool_calls:
             calls = []
             for j, c in enumerate(m.tool_calls):
                 try:

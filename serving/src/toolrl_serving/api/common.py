@@ -10,12 +10,25 @@ import secrets
 import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from toolrl.rollout.base import SamplingParams
 
 from toolrl_serving.errors import APIError, invalid
 from toolrl_serving.settings import Limits
+
+# request bodies: unknown fields and wrong JSON types ("5" for an integer) are errors, as in OpenAI's API
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral(v: object) -> object:
+    """JSON Schema counts 2.0 as an integer; accept it as 2 (2.5 and "2" stay errors)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
 
 StopField = Annotated[
     str | list[Annotated[str, Field(min_length=1)]] | None,
@@ -24,7 +37,7 @@ StopField = Annotated[
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     include_usage: bool = Field(False, description="Send a last chunk with token usage before `data: [DONE]`.")
     continuous_usage_stats: bool = Field(False, description="Accepted for compatibility; ignored.")
@@ -33,15 +46,15 @@ class StreamOptions(BaseModel):
 class SamplingRequest(BaseModel):
     """Fields every generating endpoint accepts (OpenAI names, OpenAI ranges)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     model: str = Field(description="The served model's id (see GET /v1/models).")
     temperature: float | None = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
     top_p: float | None = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int | None = Field(None, ge=0, description="Keep the k most likely tokens (0 or null = off). Extension.")
-    n: int = Field(1, ge=1, description="Number of choices to generate.")
+    top_k: Int | None = Field(None, ge=0, description="Keep the k most likely tokens (0 or null = off). Extension.")
+    n: Int = Field(1, ge=1, description="Number of choices to generate.")
     stop: StopField = None
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="Seed for reproducible sampling.")
+    seed: Int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="Seed for reproducible sampling.")
     stream: bool | None = Field(False, description="Send the answer as server-sent events ending in `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Options for streaming (only with stream).")
     presence_penalty: float | None = Field(0.0, ge=-2.0, le=2.0, description="Only 0 is supported.")
@@ -83,14 +96,24 @@ class SamplingRequest(BaseModel):
             raise invalid("stream_options", "stream_options is only allowed with stream: true")
 
     def sampling(self, max_tokens: int) -> SamplingParams:
+        top_p = 1.0 if self.top_p is None else float(self.top_p)
         return SamplingParams(
-            temperature=1.0 if self.temperature is None else float(self.temperature),
-            top_p=1.0 if self.top_p is None else float(self.top_p),
+            temperature=effective_temperature(1.0 if self.temperature is None else float(self.temperature), top_p),
+            top_p=top_p,
             top_k=self.top_k or 0,
             max_tokens=max_tokens,
             stop=tuple(self.stop_list()),
             seed=self.seed,
         )
+
+
+# below this a temperature or top_p means greedy: dividing logits by ~0 overflows to inf/nan, and a top_p
+# that rounds to 0 in float32 would drop every token (vLLM draws the same line for temperature)
+GREEDY_BELOW = 1e-5
+
+
+def effective_temperature(temperature: float, top_p: float = 1.0) -> float:
+    return 0.0 if temperature < GREEDY_BELOW or top_p < GREEDY_BELOW else temperature
 
 
 class Usage(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from toolrl_serving.api.common import FinishReason, SamplingRequest, Usage, check_model, new_id, now
+from toolrl_serving.api.common import FinishReason, Int, SamplingRequest, Usage, check_model, new_id, now
 from toolrl_serving.api.streaming import EventStreamResponse, event_stream, prefetch, sse
 from toolrl_serving.deps import Authorized, EngineDep, MetricsDep, SettingsDep
 from toolrl_serving.engine import ServingEngine
@@ -21,13 +21,14 @@ router = APIRouter(tags=["openai"])
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+    prompt: str | list[str] | list[Int] | list[list[Int]] = Field(
         description="A prompt, a list of prompts, or token ids (one list per prompt).")
-    max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate per choice (OpenAI default 16).")
-    logprobs: int | None = Field(None, ge=0, le=5, description="0: log-probability of each sampled token; >0 unsupported.")
+    max_tokens: Int | None = Field(None, ge=1, description="Most tokens to generate per choice (default 16, as "
+                                   "OpenAI; capped by the server's limit).")
+    logprobs: Int | None = Field(None, ge=0, le=5, description="0: log-probability of each sampled token; >0 unsupported.")
     echo: bool | None = Field(False, description="Only false is supported.")
     suffix: str | None = Field(None, description="Not supported; leave it out.")
-    best_of: int | None = Field(None, ge=1, description="Only equal to n (or left out) is supported.")
+    best_of: Int | None = Field(None, ge=1, description="Only equal to n (or left out) is supported.")
 
 
 class CompletionLogprobs(BaseModel):
@@ -93,7 +94,7 @@ def _logprobs(engine: ServingEngine, ids: tuple[int, ...], lps: tuple[float, ...
 async def create_completion(body: CompletionRequest, request: Request, engine: EngineDep, settings: SettingsDep,
                             metrics: MetricsDep) -> Any:
     check_model(body.model, settings.model_name)
-    max_tokens = body.max_tokens or 16
+    max_tokens = body.max_tokens or min(16, settings.limits.max_tokens)
     body.check_common(settings.limits, max_tokens)
     if body.echo:
         raise invalid("echo", "echo is not supported; leave it false", code="unsupported")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from toolrl.rollout.base import SamplingParams
 
+from toolrl_serving.api.common import STRICT, Int, effective_temperature
 from toolrl_serving.deps import Authorized, EngineDep, MetricsDep, SettingsDep
 from toolrl_serving.errors import ERROR_RESPONSES, invalid
 from toolrl_serving.limits import unless_disconnected
@@ -19,13 +20,14 @@ router = APIRouter(tags=["simple"])
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     prompt: str = Field(min_length=1, description="The user's text.")
-    max_tokens: int = Field(100, ge=1, description="Most tokens to generate.")
+    max_tokens: Int | None = Field(None, ge=1, description="Most tokens to generate (default 100, capped by the "
+                                   "server's limit).")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 (default) is greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="Seed for reproducible sampling.")
+    seed: Int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="Seed for reproducible sampling.")
     chat: bool = Field(True, description="Wrap the prompt as a user message in the chat template (as in training); "
                        "false sends the raw text.")
 
@@ -42,16 +44,17 @@ class GenerateResponse(BaseModel):
 async def generate(body: GenerateRequest, request: Request, engine: EngineDep, settings: SettingsDep,
                    metrics: MetricsDep) -> GenerateResponse:
     limits = settings.limits
-    if body.max_tokens > limits.max_tokens:
-        raise invalid("max_tokens", f"max_tokens is {body.max_tokens}, above this server's limit of "
+    max_tokens = body.max_tokens or min(100, limits.max_tokens)
+    if max_tokens > limits.max_tokens:
+        raise invalid("max_tokens", f"max_tokens is {max_tokens}, above this server's limit of "
                       f"{limits.max_tokens}", code="limit_exceeded")
     if body.chat:
         ids = engine.render_chat([{"role": "user", "content": body.prompt}], None)
     else:
         ids = engine.encode(body.prompt)
-    engine.check_prompt(ids, body.max_tokens, "prompt")
-    sampling = SamplingParams(temperature=body.temperature, top_p=body.top_p, max_tokens=body.max_tokens,
-                              seed=body.seed)
+    engine.check_prompt(ids, max_tokens, "prompt")
+    sampling = SamplingParams(temperature=effective_temperature(body.temperature, body.top_p), top_p=body.top_p,
+                              max_tokens=max_tokens, seed=body.seed)
     if body.chat:
         sampling = engine.chat_sampling(sampling)
     (choice,) = await unless_disconnected(request, engine.generate([ids], sampling, 1))
