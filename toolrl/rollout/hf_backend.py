@@ -18,7 +18,6 @@ default 4096; beyond it `agenerate`/`astream` raise `QueueFullError`),
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from toolrl.errors import ToolrlError
 from toolrl.rollout.base import BackendSettings, GenerationRequest, GenerationResult, StreamChunk
 from toolrl.rollout.hf_engine import HFEngine
+from toolrl.rollout.requests import await_handle, stream_handle
 
 logger = logging.getLogger(__name__)
 
@@ -106,43 +106,15 @@ class HFBackend:
     async def agenerate(self, request: GenerationRequest) -> GenerationResult:
         """Generate one request; concurrent callers are batched together. Cancelling the
         awaiting task aborts the request. Raises `QueueFullError` when the queue is full."""
-        seq = self.engine.submit(request, block=False)
-        try:
-            return await asyncio.wrap_future(seq.future)
-        except asyncio.CancelledError:
-            seq.cancel()
-            raise
+        return await await_handle(self.engine.submit(request, block=False))
 
-    async def astream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+    def astream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
         """Yield tokens as they are sampled; the last chunk has `finish_reason` set.
 
         Closing the iterator or cancelling its consumer (a client disconnect) aborts the request.
+        Raises `QueueFullError` (on first iteration) when the queue is full.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[StreamChunk | None] = asyncio.Queue()
-
-        def on_token(chunk: StreamChunk) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, chunk)
-
-        seq = self.engine.submit(request, on_token=on_token, block=False)
-        seq.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(queue.put_nowait, None))
-        finished = False
-        try:
-            while True:
-                chunk = await queue.get()
-                if chunk is None:  # the request ended without a final chunk (error, or nothing to sample)
-                    result = seq.future.result()  # raises the engine's exception, if any
-                    finished = True
-                    yield StreamChunk((), (), result.finish_reason)
-                    return
-                if chunk.finish_reason is not None:
-                    finished = True
-                    yield chunk
-                    return
-                yield chunk
-        finally:
-            if not finished:
-                seq.cancel()
+        return stream_handle(lambda on_token: self.engine.submit(request, on_token=on_token, block=False))
 
     # ------------------------------------------------------------------ weights and lifecycle
     def update_weights(self, state_dict: Mapping[str, Any]) -> None:

@@ -24,27 +24,18 @@ import collections
 import concurrent.futures
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from toolrl.rollout.base import (
-    GenerationRequest,
-    GenerationResult,
-    PromptTooLongError,
-    QueueFullError,
-    StreamChunk,
-)
+from toolrl.rollout.base import GenerationRequest, PromptTooLongError, QueueFullError
 from toolrl.rollout.hf_cache import SlotKVCache
+from toolrl.rollout.requests import RequestHandle, StreamCallback
 from toolrl.rollout.sampling import RowSampler, make_generator, sample_rows
 
 logger = logging.getLogger(__name__)
-
-StreamCallback = Callable[[StreamChunk], None]
-
 
 class EngineClosedError(RuntimeError):
     """The engine was closed while the request waited or ran."""
@@ -52,23 +43,36 @@ class EngineClosedError(RuntimeError):
 
 @dataclass(eq=False)
 class Sequence_:
-    """One request in flight (named with a trailing underscore to keep `typing.Sequence` usable)."""
+    """One request in flight: its handle (future, stream, tokens) and its sampling state.
 
-    request: GenerationRequest
+    Named with a trailing underscore to keep `typing.Sequence` usable in this module.
+    """
+
+    handle: RequestHandle
     sampler: RowSampler
     stop_ids: frozenset[int]
     max_tokens: int
-    on_token: StreamCallback | None = None
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    cancelled: bool = False
     pending: int | None = None  # last sampled token, not yet in the KV cache
-    submitted: float = field(default_factory=time.perf_counter)
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.handle.request
+
+    @property
+    def future(self) -> concurrent.futures.Future:
+        return self.handle.future
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.handle.tokens
+
+    @property
+    def cancelled(self) -> bool:
+        return self.handle.cancelled
 
     def cancel(self) -> None:
-        """Abort: the engine drops the request before its next step (the future gets finish_reason 'abort')."""
-        self.cancelled = True
+        """Abort: the engine drops the request before its next step (finish reason 'abort')."""
+        self.handle.cancel()
 
 
 class HFEngine:
@@ -157,14 +161,13 @@ class HFEngine:
             sampler = RowSampler(sp.temperature, sp.top_p, sp.top_k,
                                  make_generator(seed, "cpu" if self.device.type == "cpu" else self.device))
             seq = Sequence_(
-                request=request,
+                handle=RequestHandle(request, request.request_id, on_token=on_token),
                 sampler=sampler,
                 stop_ids=self.eos_token_ids | frozenset(int(i) for i in sp.stop_token_ids),
                 max_tokens=max(0, min(sp.max_tokens, self.max_positions - plen)),
-                on_token=on_token,
             )
             if seq.max_tokens == 0:
-                self._finish(seq, "length")
+                seq.handle.finish("length")
                 return seq
             self._waiting.append(seq)
             self._counters["requests"] += 1
@@ -228,8 +231,7 @@ class HFEngine:
             except Exception as exc:  # a failing step must not leave callers waiting forever
                 logger.exception("hf engine step failed; failing %d running request(s)", len(self._active) + len(new))
                 for seq in {*self._active, *new}:
-                    if not seq.future.done():
-                        seq.future.set_exception(exc)
+                    seq.handle.fail(exc)
                 self._active = []
                 self._cache.reset()
         self._fail_all(EngineClosedError("the hf engine was closed"))
@@ -239,7 +241,7 @@ class HFEngine:
             keep = collections.deque()
             for s in self._waiting:
                 if s.cancelled:
-                    self._finish(s, "abort")
+                    s.handle.finish("abort")
                 else:
                     keep.append(s)
             self._waiting = keep
@@ -293,55 +295,33 @@ class HFEngine:
         toks, lps = tokens.tolist(), logprobs.tolist()
         self._counters["generated"] += len(rows)
         for s, t, lp in zip(rows, toks, lps):
-            s.tokens.append(t)
-            s.logprobs.append(lp)
             s.pending = t
             reason = None
-            if t in s.stop_ids or self._hit_stop_string(s):
+            if t in s.stop_ids or self._hit_stop_string(s, t):
                 reason = "stop"
-            elif len(s.tokens) >= s.max_tokens:
+            elif len(s.tokens) + 1 >= s.max_tokens:
                 reason = "length"
-            if s.on_token is not None:
-                try:
-                    s.on_token(StreamChunk((t,), (lp,), reason))
-                except Exception:  # a broken consumer must not stop the batch
-                    logger.exception("stream callback failed; cancelling request %s", s.request.request_id)
-                    s.cancelled = True
-            if reason is not None:
-                self._finish(s, reason)
+            s.handle.emit((t,), (lp,), reason)
 
-    def _hit_stop_string(self, s: Sequence_) -> bool:
+    def _hit_stop_string(self, s: Sequence_, new_token: int) -> bool:
         stops = s.request.sampling.stop
         if not stops or self.tokenizer is None:
             return False
         window = max(len(x) for x in stops) + 8
-        tail = self.tokenizer.decode(s.tokens[-window:], skip_special_tokens=False)
+        tail = self.tokenizer.decode([*s.tokens[-window:], new_token], skip_special_tokens=False)
         return any(x in tail for x in stops)
 
     def _retire(self) -> None:
         """Drop finished and cancelled rows from the batch and the cache."""
         keep = []
         for i, s in enumerate(self._active):
-            if s.cancelled and not s.future.done():
-                self._finish(s, "abort")
+            if s.cancelled:
+                s.handle.finish("abort")
             if not s.future.done():
                 keep.append(i)
         if len(keep) != len(self._active):
             self._cache.keep_rows(keep)
             self._active = [self._active[i] for i in keep]
-
-    def _finish(self, s: Sequence_, reason: str) -> None:
-        if s.future.done():
-            return
-        if reason == "abort" and s.on_token is not None:
-            try:
-                s.on_token(StreamChunk((), (), "abort"))
-            except Exception:
-                logger.exception("stream callback failed")
-        s.future.set_result(GenerationResult(
-            token_ids=tuple(s.tokens), logprobs=tuple(s.logprobs), finish_reason=reason,  # type: ignore[arg-type]
-            request_id=s.request.request_id, prompt_tokens=len(s.request.prompt_ids),
-        ))
 
     def _fail_all(self, exc: Exception) -> None:
         with self._cond:
@@ -349,8 +329,7 @@ class HFEngine:
             self._waiting.clear()
             self._active = []
         for s in pending:
-            if not s.future.done():
-                s.future.set_exception(exc)
+            s.handle.fail(exc)
 
 
 class _eval_mode:
