@@ -117,15 +117,32 @@ async def run_level(target: Target, users: int, duration: float) -> dict[str, An
     }
 
 
+def engine_counters(base_url: str) -> dict[str, float]:
+    """The hf engine's counters from /metrics (toolrl server only)."""
+    out = {}
+    for line in httpx.get(base_url + "/metrics", timeout=10).text.splitlines():
+        for key in ("generated_tokens", "decode_steps", "prefill_tokens"):
+            if line.startswith(f"toolrl_serving_engine_{key} "):
+                out[key] = float(line.split()[-1])
+    return out
+
+
 async def bench(target: Target, levels: list[int], duration: float) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(timeout=600) as c:  # warm-up: first-call costs stay out of the figures
         for p in PROMPTS[:2]:
             await target.call(c, p)
     rows = []
     for users in levels:
+        before = engine_counters(target.base_url) if target.name == "toolrl" else {}
         row = await run_level(target, users, duration)
+        if before:
+            after = engine_counters(target.base_url)
+            steps = after["decode_steps"] - before["decode_steps"]
+            # tokens per decode step: how full the batches were (prefill-sampled tokens included)
+            row["mean_batch"] = round((after["generated_tokens"] - before["generated_tokens"]) / max(1.0, steps), 2)
         print(f"  {row['server']:>6} {users:>3} users: {row['rps']:.2f} req/s, {row['tokens_per_s']:.0f} tok/s, "
-              f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms ({row['requests']} requests)", flush=True)
+              f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms ({row['requests']} requests"
+              + (f", mean batch {row['mean_batch']}" if "mean_batch" in row else "") + ")", flush=True)
         rows.append(row)
     return rows
 

@@ -85,9 +85,13 @@ def eval_(model: str, tasks: str, n: int, config_path: str | None, out: str | No
 @click.option("--tool-parser", default="auto", show_default=True, help="Tool-call parser (same as training).")
 @click.option("--max-batch-size", default=32, show_default=True, type=int)
 @click.option("--dtype", default="float32", show_default=True)
+@click.option("--max-queue", default=None, type=int, help="Requests that may wait for a batch slot (then 503).")
+@click.option("--max-tokens", default=None, type=int, help="Largest max_tokens a request may ask for.")
+@click.option("--num-threads", default=None, type=int, help="torch CPU threads for the hf backend.")
+@click.option("--served-model-name", default=None, help="Model id clients send (default: MODEL as given).")
 def serve(model: str, host: str, port: int, backend: str, api_key_env: str | None, tool_parser: str,
-          max_batch_size: int, dtype: str) -> None:
-    """Serve a checkpoint or model name behind an OpenAI-compatible API."""
+          max_batch_size: int, dtype: str, **more: Any) -> None:
+    """Serve a checkpoint or model name behind an OpenAI-compatible API (more options: toolrl-serve --help)."""
     try:
         run = importlib.import_module("toolrl_serving.cli").run_server
     except ModuleNotFoundError as exc:
@@ -96,7 +100,7 @@ def serve(model: str, host: str, port: int, backend: str, api_key_env: str | Non
                               fix="pip install -e ./serving  (or: pip install 'toolrl[serve]' toolrl-serving)") from None
         raise
     run(model=model, host=host, port=port, backend=backend, api_key_env=api_key_env, tool_parser=tool_parser,
-        max_batch_size=max_batch_size, dtype=dtype)
+        max_batch_size=max_batch_size, dtype=dtype, **{k: v for k, v in more.items() if v is not None})
 
 
 @cli.command()

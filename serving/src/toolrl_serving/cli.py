@@ -7,6 +7,9 @@ import logging
 from typing import Any
 
 import click
+from pydantic import ValidationError
+
+from toolrl.errors import ToolrlError
 
 from toolrl_serving.settings import Limits, ServerSettings, api_keys_from_env
 
@@ -31,8 +34,13 @@ def build_settings(*, model: str, backend: str = "hf", api_key_env: str | None =
     if threads is not None:
         options["backend_args"] = {**(options.get("backend_args") or {}), "num_threads": threads}
     rest = {k: v for k, v in options.items() if v is not None}
-    return ServerSettings(model=model, backend=backend, tool_parser=tool_parser, max_batch_size=max_batch_size,
-                          dtype=dtype, api_keys=api_keys_from_env(api_key_env), limits=Limits(**limits), **rest)
+    try:
+        return ServerSettings(model=model, backend=backend, tool_parser=tool_parser, max_batch_size=max_batch_size,
+                              dtype=dtype, api_keys=api_keys_from_env(api_key_env), limits=Limits(**limits), **rest)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{str(e['loc'][-1]).replace('_', '-')} {e['msg'].lower()} (got {e.get('input')!r})"
+                             for e in exc.errors())
+        raise ToolrlError(f"invalid server option: {problems}", fix="see `toolrl serve --help`") from None
 
 
 def run_server(*, model: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "hf",
@@ -42,11 +50,11 @@ def run_server(*, model: str, host: str = "127.0.0.1", port: int = 8000, backend
     import uvicorn
 
     from toolrl_serving.app import create_app
-    from toolrl_serving.loading import check_names
+    from toolrl_serving.loading import preflight
 
     settings = build_settings(model=model, backend=backend, api_key_env=api_key_env, tool_parser=tool_parser,
                               max_batch_size=max_batch_size, dtype=dtype, **options)
-    check_names(settings)  # a typo in --backend / --tool-parser fails before the weights load
+    preflight(settings)  # a typo in the model, --backend or --tool-parser fails before uvicorn starts
     if not _is_loopback(host) and not settings.api_keys:
         logger.warning("binding to %s without an API key: anyone who can reach this port can use the model "
                        "(set --api-key-env)", host)
@@ -74,8 +82,6 @@ def run_server(*, model: str, host: str = "127.0.0.1", port: int = 8000, backend
 @click.option("--log-level", default="info", show_default=True)
 def main(model: str, **kw: Any) -> None:
     """Serve MODEL (checkpoint, HF folder or offline model name) behind an OpenAI-compatible API."""
-    from toolrl.errors import ToolrlError
-
     logging.basicConfig(level=kw["log_level"].upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         run_server(model=model, **kw)

@@ -11,12 +11,14 @@ from toolrl_serving.settings import ServerSettings
 logger = logging.getLogger(__name__)
 
 
-def check_names(settings: ServerSettings) -> None:
-    """Fail fast (before loading weights) on an unknown backend or tool parser; the error lists the known ones."""
-    from toolrl import plugins
+def preflight(settings: ServerSettings) -> None:
+    """Fail fast, before the server starts: an unknown backend, tool parser or model is one clear error
+    (listing what exists), not a traceback from the startup hook."""
+    from toolrl import models, plugins
 
     plugins.registry("rollout_backends").get(settings.backend)
     plugins.registry("tool_parsers").get(settings.tool_parser)
+    models.resolve(settings.model)
 
 
 def load_engine(settings: ServerSettings) -> ServingEngine:
@@ -27,7 +29,6 @@ def load_engine(settings: ServerSettings) -> ServingEngine:
     from toolrl.chat.parsers import get_parser
     from toolrl.rollout.base import BackendSettings
 
-    check_names(settings)
     t0 = time.perf_counter()
     path = models.resolve(settings.model)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
