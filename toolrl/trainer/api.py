@@ -34,12 +34,14 @@ class TrainResult:
         last_checkpoint: the final checkpoint folder (its `policy/` is a normal HF model folder).
         first_step: the first step this call ran (> 1 after a resume).
         history: the metrics of every step this call ran, in order.
+        placement: process id of each worker ("policy", "reference", "critic"); colocated ones share the policy's.
     """
 
     run_dir: Path
     last_checkpoint: Path | None
     first_step: int
     history: list[dict[str, float]] = field(default_factory=list)
+    placement: dict[str, int] = field(default_factory=dict)
 
 
 def coerce_config(config: Any, overrides: Sequence[str] = ()) -> Any:
@@ -118,6 +120,7 @@ class Trainer:
         try:
             workers = create_workers(cfg, self.model_path, self.needs_reference, self.needs_critic)
             self.workers = workers
+            result.placement = dict(workers.pids)
             info = self._get(workers.policy.info.remote())
             sampler = TaskSampler(len(self.tasks), cfg.data.prompts_per_step, cfg.data.shuffle, cfg.trainer.seed)
             start = self._resume(sampler) if self.resume_from else 1

@@ -28,6 +28,7 @@ class Workers:
     reference: Any | None
     critic: Any | None
     actors: list[Any]
+    pids: dict[str, int]
 
 
 def start_ray(cfg: Any) -> bool:
@@ -120,37 +121,48 @@ def create_workers(cfg: Any, model_path: str, needs_reference: bool, needs_criti
     config = cfg.model_dump(mode="json")
     r = cfg.ray
 
-    def actor(cls: type, res: Any, name: str, **kwargs: Any) -> Any:
-        return ray.remote(cls).options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, name=None,
-                                       max_concurrency=1).remote(config, model_path, _threads(res, cfg), **kwargs)
+    def actor(cls: type, res: Any, **kwargs: Any) -> Any:
+        return ray.remote(cls).options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_concurrency=1).remote(
+            config, model_path, _threads(res, cfg), **kwargs)
 
-    policy = actor(PolicyWorker, r.policy, "policy", colocate_reference=ref_where == "policy" and not cfg.model.lora.rank,
+    policy = actor(PolicyWorker, r.policy, colocate_reference=ref_where == "policy" and not cfg.model.lora.rank,
                    colocate_critic=critic_where == "policy")
-    actors = [policy]
-    reference = policy if ref_where == "policy" else None
-    critic = policy if critic_where == "policy" else None
+    roles = {"policy": policy}
     if ref_where == "actor":
-        reference = actor(ReferenceWorker, r.reference, "reference")
-        actors.append(reference)
+        roles["reference"] = actor(ReferenceWorker, r.reference)
     if critic_where == "actor":
-        critic = actor(CriticWorker, r.critic, "critic")
-        actors.append(critic)
-    ray_get(*[a.ready.remote() for a in actors])  # surface load errors now
-    return Workers(policy, reference, critic, actors)
+        roles["critic"] = actor(CriticWorker, r.critic)
+    ready = ray_get_all([a.ready.remote() for a in roles.values()])  # model-loading errors surface here
+    pids = dict(zip(roles, ready))
+    reference = roles.get("reference", policy if ref_where == "policy" else None)
+    critic = roles.get("critic", policy if critic_where == "policy" else None)
+    if ref_where == "policy":
+        pids["reference"] = pids["policy"]
+    if critic_where == "policy":
+        pids["critic"] = pids["policy"]
+    actors = list(roles.values())
+    return Workers(policy, reference, critic, actors, pids)
 
 
 def ray_get(*refs: Any) -> Any:
-    """`ray.get` that re-raises a worker's ToolrlError as itself (its message says what to fix)."""
+    """`ray.get` that re-raises a worker's ToolrlError as itself (its message says what to fix).
+
+    One ref gives its value; several give a list.
+    """
+    out = ray_get_all(refs)
+    return out[0] if len(refs) == 1 else out
+
+
+def ray_get_all(refs: Any) -> list[Any]:
     import ray
 
     try:
-        out = ray.get(list(refs))
+        return ray.get(list(refs))
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, ToolrlError):
             raise cause from None
         raise
-    return out[0] if len(refs) == 1 else out
 
 
 def kill_workers(workers: Workers | None) -> None:

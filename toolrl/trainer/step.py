@@ -65,6 +65,8 @@ def step_seed(seed: int, step: int) -> int:
 def train_step(step: int, ctx: StepContext) -> dict[str, float]:
     import ray
 
+    from toolrl.trainer.cluster import ray_get, ray_get_all  # ray.get, re-raising a worker's ToolrlError
+
     cfg, alg = ctx.cfg, ctx.cfg.algorithm
     timer = PhaseTimer()
     seed = step_seed(cfg.trainer.seed, step)
@@ -74,7 +76,7 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
 
     # 2. n rollouts per prompt through the agent loop, on the policy worker (it holds the live weights)
     with timer("rollout"):
-        trajectories = ray.get(ctx.policy.rollout.remote(prompts, cfg.rollout.n, seed))
+        trajectories = ray_get(ctx.policy.rollout.remote(prompts, cfg.rollout.n, seed))
     group_ids = [f"{slot}" for slot in range(len(prompts)) for _ in range(cfg.rollout.n)]
 
     # 3. rewards: weighted sum of the configured reward plugins; None = excluded from the update
@@ -97,7 +99,7 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
         pending["old_logprobs"] = ctx.policy.logprobs.remote(batch_ref)
     with timer("forward"):
         for key, ref in pending.items():
-            batch.extras[key] = ray.get(ref)
+            batch.extras[key] = ray_get(ref)
 
     # 5. KL penalty in the reward (PPO default), then advantages from the registered estimator
     token_rewards = None
@@ -122,7 +124,7 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
         updates = [ctx.policy.update.remote(batch_ref, ctx.kl_ctl.value, seed)]
         if ctx.critic is not None:
             updates.append(ctx.critic.critic_update.remote(batch_ref, seed))
-        for stats in ray.get(updates):
+        for stats in ray_get_all(updates):
             metrics.update(stats)
 
     # 7. KL controller and metrics

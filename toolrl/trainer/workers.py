@@ -66,8 +66,8 @@ class ReferenceWorker:
         with oom_hint("reference"):
             return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg))
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> int:
+        return os.getpid()
 
 
 class CriticWorker:
@@ -118,8 +118,8 @@ class CriticWorker:
         self.optimizer.load_state_dict(torch.load(src / "optimizer.pt", weights_only=False))
         self.scheduler.load_state_dict(torch.load(src / "scheduler.pt", weights_only=False))
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> int:
+        return os.getpid()
 
 
 class PolicyWorker:
@@ -257,8 +257,8 @@ class PolicyWorker:
         self.scheduler.load_state_dict(torch.load(src / "scheduler.pt", weights_only=False))
         self.sync_weights()
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> int:
+        return os.getpid()
 
     def close(self) -> None:
         from toolrl.rewards import reward_loop
