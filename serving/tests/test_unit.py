@@ -88,3 +88,14 @@ def test_importing_the_app_stays_light():
             "print(json.dumps([m for m in ('ray', 'toolrl.trainer', 'torch', 'transformers') if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_toolrl_serve_fails_fast_on_unknown_model():
+    """`toolrl serve` (the main CLI) hands over to toolrl_serving; a bad model name is one clear error, exit 2."""
+    import shutil
+
+    toolrl = shutil.which("toolrl", path=str(__import__("pathlib").Path(sys.executable).parent))
+    out = subprocess.run([toolrl, "serve", "no-such-model-xyz"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out
+    assert "unknown model 'no-such-model-xyz'" in out.stderr and "Fix:" in out.stderr
+    assert "Traceback" not in out.stderr
