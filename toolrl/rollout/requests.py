@@ -43,10 +43,15 @@ class RequestHandle:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     cancelled: bool = False
+    on_cancel: Callable[[], None] | None = None  # lets an engine abort at once (sglang) instead of at its next step
     submitted: float = field(default_factory=time.perf_counter)
 
     def cancel(self) -> None:
+        if self.cancelled or self.future.done():
+            return
         self.cancelled = True
+        if self.on_cancel is not None:
+            self.on_cancel()
 
     def emit(self, token_ids: Sequence[int], logprobs: Sequence[float], finish: GenFinishReason | None = None) -> None:
         """Record new tokens (and stream them); `finish` also resolves the future."""

@@ -1,0 +1,300 @@
+"""The `vllm` rollout backend: vLLM's offline `LLM`, driven token-in/token-out.
+
+    rollout.backend=vllm rollout.backend_args.gpu_memory_utilization=0.5
+
+One background thread owns the `vllm.LLM` and runs its engine loop
+(`llm.llm_engine.add_request / step / abort_request`): requests that arrive
+while others run join the running batch at the next step (vLLM's own
+continuous batching), tokens stream out as `RequestOutputKind.DELTA`
+outputs, and weight updates run between two steps.
+
+- Prompts go in as `TokensPrompt(prompt_token_ids=...)`; nothing is
+  tokenized or detokenized on our side (vLLM detokenizes only to check stop
+  strings).
+- Logprobs: `SamplingParams(logprobs=0)` returns the sampled token's logprob;
+  the engine is created with `logprobs_mode="processed_logprobs"`, i.e.
+  log softmax(logits / T), the hf backend's definition (docs/rollout.md). With
+  top_k/top_p active vLLM renormalises over the kept tokens; RL runs keep
+  them off (top_p=1, top_k=0).
+- Weights: `update_weights(state_dict)` calls
+  `llm.collective_rpc(load_weights_on_worker, args=(named_tensors,))`, where
+  the function runs `worker.model_runner.model.load_weights(...)` in each
+  worker, then resets the prefix cache (cached KV belongs to the old
+  weights). The engine runs in-process for this:
+  `VLLM_ENABLE_V1_MULTIPROCESSING=0` is set before vLLM is imported.
+- `sleep()` / `wake()` map to `llm.sleep(level=1)` / `llm.wake_up()` when the
+  engine was created with `backend_args.enable_sleep_mode=true`.
+
+`rollout.backend_args` are passed to `vllm.LLM(...)` (e.g.
+`gpu_memory_utilization`, `max_model_len`, `enforce_eager`,
+`tensor_parallel_size`), except `max_queue` (requests that may wait, default 4096).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from toolrl.errors import ToolrlError, require
+from toolrl.rollout.base import (
+    BackendSettings,
+    GenerationRequest,
+    GenerationResult,
+    GenFinishReason,
+    QueueFullError,
+    SamplingParams,
+    StreamChunk,
+)
+from toolrl.rollout.requests import RequestHandle, StreamCallback, await_handle, stream_handle
+
+logger = logging.getLogger(__name__)
+
+_OUR_KEYS = ("max_queue",)
+
+
+# ---------------------------------------------------------------------------------- conversion
+def llm_kwargs(settings: BackendSettings) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM(...)`."""
+    extra = {k: v for k, v in dict(settings.extra or {}).items() if k not in _OUR_KEYS}
+    kwargs: dict[str, Any] = dict(
+        model=settings.model_path,
+        dtype=settings.dtype,
+        seed=settings.seed,
+        max_num_seqs=settings.max_batch_size,
+        logprobs_mode="processed_logprobs",
+        enable_prefix_caching=True,
+    )
+    kwargs.update(extra)
+    return kwargs
+
+
+def sampling_kwargs(sp: SamplingParams) -> dict[str, Any]:
+    """Keyword arguments for `vllm.SamplingParams` (one sample, the sampled token's logprob)."""
+    kw: dict[str, Any] = dict(
+        n=1,
+        temperature=float(sp.temperature),
+        top_p=float(sp.top_p),
+        top_k=int(sp.top_k) if sp.top_k > 0 else 0,
+        max_tokens=int(sp.max_tokens),
+        stop_token_ids=[int(i) for i in sp.stop_token_ids],
+        seed=sp.seed,
+        logprobs=0,
+        skip_special_tokens=False,
+        detokenize=bool(sp.stop),  # only stop strings need text
+    )
+    if sp.stop:
+        kw.update(stop=list(sp.stop), include_stop_str_in_output=True)
+    return kw
+
+
+def delta_of(completion: Any) -> tuple[list[int], list[float]]:
+    """New token ids and their logprobs from a `CompletionOutput` (DELTA output kind)."""
+    ids = [int(t) for t in completion.token_ids]
+    entries = completion.logprobs
+    if entries is None:
+        raise ToolrlError("vLLM returned no logprobs", where="vllm backend",
+                          fix="this is a bug in the request conversion: logprobs=0 must be set")
+    lps: list[float] = []
+    for tok, entry in zip(ids, entries):
+        lp = entry[tok] if not hasattr(entry, "get") else entry.get(tok)
+        if lp is None:
+            raise ToolrlError(f"vLLM returned no logprob for the sampled token {tok}", where="vllm backend")
+        lps.append(float(getattr(lp, "logprob", lp)))
+    if len(lps) != len(ids):
+        raise ToolrlError(f"vLLM returned {len(lps)} logprobs for {len(ids)} tokens", where="vllm backend")
+    return ids, lps
+
+
+def finish_of(reason: str | None) -> GenFinishReason:
+    return {"stop": "stop", "length": "length", "abort": "abort"}.get(reason or "", "stop")  # type: ignore[return-value]
+
+
+def load_weights_on_worker(worker: Any, named_tensors: Sequence[tuple[str, Any]]) -> int:
+    """Runs inside each vLLM worker (through `collective_rpc`): load HF-named weights."""
+    worker.model_runner.model.load_weights(weights=list(named_tensors))
+    return len(named_tensors)
+
+
+@dataclass(frozen=True)
+class VLLMTypes:
+    """The vLLM classes the backend builds requests with (injectable for unit tests)."""
+
+    SamplingParams: Callable[..., Any]
+    TokensPrompt: Callable[..., Any]
+    delta_kind: Any
+
+    @classmethod
+    def load(cls) -> VLLMTypes:
+        vllm = require("vllm", "vllm", "rollout.backend=vllm")
+        from vllm.inputs import TokensPrompt  # type: ignore[import-not-found]
+        from vllm.sampling_params import RequestOutputKind  # type: ignore[import-not-found]
+
+        return cls(vllm.SamplingParams, TokensPrompt, RequestOutputKind.DELTA)
+
+
+# ---------------------------------------------------------------------------------- backend
+class VLLMBackend:
+    """vLLM rollout backend (see the module doc)."""
+
+    name = "vllm"
+
+    def __init__(self, settings: BackendSettings, *, llm: Any = None, types: VLLMTypes | None = None):
+        self.settings = settings
+        if llm is None:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            vllm = require("vllm", "vllm", "rollout.backend=vllm")
+            if settings.module is not None:
+                logger.warning("vllm keeps its own copy of the weights: the colocated module is not shared; "
+                               "push new weights with update_weights()")
+            llm = vllm.LLM(**llm_kwargs(settings))
+        self.llm = llm
+        self.types = types or VLLMTypes.load()
+        self.max_queue = int(dict(settings.extra or {}).get("max_queue", 4096))
+        self._sleep_mode = bool(dict(settings.extra or {}).get("enable_sleep_mode", False))
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[RequestHandle] = collections.deque()
+        self._controls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
+        self._active: dict[str, RequestHandle] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="toolrl-vllm-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ generation
+    def submit(self, request: GenerationRequest, on_token: StreamCallback | None = None, *,
+               block: bool = True) -> RequestHandle:
+        if not request.prompt_ids:
+            raise ValueError("a generation request needs at least one prompt token")
+        handle = RequestHandle(request, f"{request.request_id or 'req'}-{next(self._ids)}", on_token=on_token)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the vllm backend is closed")
+            if not block and len(self._waiting) >= self.max_queue:
+                raise QueueFullError(f"the generation queue is full ({len(self._waiting)} requests waiting)",
+                                     where="vllm backend", fix="retry later, or raise rollout.backend_args.max_queue")
+            self._waiting.append(handle)
+            self._cond.notify_all()
+        return handle
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        handles = [self.submit(r) for r in requests]
+        return [h.future.result() for h in handles]
+
+    async def agenerate(self, request: GenerationRequest) -> GenerationResult:
+        return await await_handle(self.submit(request, block=False))
+
+    def astream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        return stream_handle(lambda on_token: self.submit(request, on_token=on_token, block=False))
+
+    # ------------------------------------------------------------------ weights and lifecycle
+    def update_weights(self, state_dict: Mapping[str, Any]) -> None:
+        """Load new weights into every vLLM worker, then drop the prefix cache."""
+        named = [(k, v.detach() if hasattr(v, "detach") else v) for k, v in state_dict.items()]
+
+        def load() -> None:
+            self.llm.collective_rpc(load_weights_on_worker, args=(named,))
+            self.llm.reset_prefix_cache()
+
+        self._control(load)
+
+    def sleep(self) -> None:
+        if self._sleep_mode:
+            self._control(lambda: self.llm.sleep(level=1))
+
+    def wake(self) -> None:
+        if self._sleep_mode:
+            self._control(self.llm.wake_up)
+
+    def stats(self) -> dict[str, float]:
+        with self._cond:
+            return {"queue_depth": float(len(self._waiting)), "batch_size": float(len(self._active)),
+                    "max_batch_size": float(self.settings.max_batch_size)}
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=60)
+
+    def _control(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the engine thread between two steps and wait for it."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            self._controls.append((fn, fut))
+            self._cond.notify_all()
+        return fut.result()
+
+    # ------------------------------------------------------------------ engine thread
+    def _run(self) -> None:
+        engine = self.llm.llm_engine
+        while True:
+            with self._cond:
+                while not (self._closed or self._waiting or self._active or self._controls):
+                    self._cond.wait()
+                if self._closed:
+                    break
+                controls, self._controls = list(self._controls), collections.deque()
+                new, self._waiting = list(self._waiting), collections.deque()
+            for fn, fut in controls:
+                try:
+                    fut.set_result(fn())
+                except Exception as exc:
+                    fut.set_exception(exc)
+            try:
+                self._step(engine, new)
+            except Exception as exc:
+                logger.exception("vllm engine step failed; failing %d request(s)", len(self._active))
+                for rid, h in list(self._active.items()):
+                    h.fail(exc)
+                self._safe_abort(engine, list(self._active))
+                self._active.clear()
+        for h in [*self._waiting, *self._active.values()]:
+            h.fail(RuntimeError("the vllm backend was closed"))
+
+    def _step(self, engine: Any, new: list[RequestHandle]) -> None:
+        for h in new:
+            if h.cancelled:
+                h.finish("abort")
+                continue
+            params = self.types.SamplingParams(**sampling_kwargs(h.request.sampling), output_kind=self.types.delta_kind)
+            try:
+                engine.add_request(h.request_id, self.types.TokensPrompt(prompt_token_ids=list(h.request.prompt_ids)),
+                                   params)
+            except Exception as exc:  # e.g. a prompt longer than max_model_len: this request only
+                h.fail(exc)
+                continue
+            self._active[h.request_id] = h
+        cancelled = [rid for rid, h in self._active.items() if h.cancelled]
+        if cancelled:
+            self._safe_abort(engine, cancelled)
+            for rid in cancelled:
+                self._active.pop(rid).finish("abort")
+        if not self._active:
+            return
+        for out in engine.step():
+            h = self._active.get(out.request_id)
+            if h is None:
+                continue
+            completion = out.outputs[0]
+            ids, lps = delta_of(completion)
+            if out.finished:
+                h.emit(ids, lps, finish_of(completion.finish_reason))
+                self._active.pop(out.request_id, None)
+            else:
+                h.emit(ids, lps)
+
+    @staticmethod
+    def _safe_abort(engine: Any, request_ids: list[str]) -> None:
+        if not request_ids:
+            return
+        try:
+            engine.abort_request(request_ids)
+        except Exception:
+            logger.exception("vllm abort_request failed")
