@@ -47,7 +47,8 @@ class RequestHandle:
     submitted: float = field(default_factory=time.perf_counter)
 
     def cancel(self) -> None:
-        if self.cancelled or self.future.done():
+        # (the future may already be cancelled: asyncio.wrap_future cancels it with the awaiting task)
+        if self.cancelled:
             return
         self.cancelled = True
         if self.on_cancel is not None:

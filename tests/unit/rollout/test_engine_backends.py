@@ -1,0 +1,287 @@
+"""vllm and sglang backends: request/response conversion and the weight-update plumbing.
+
+No GPU here, so the engines are fakes that follow the real APIs' shapes (vLLM's
+`llm_engine.add_request/step/abort_request` with DELTA outputs and `collective_rpc`;
+SGLang's `Engine.loop`, `async_generate` and `update_weights_from_tensor`). The
+real engines are exercised by tests/gpu/test_vllm_backend.py and test_sglang_backend.py.
+"""
+
+import asyncio
+import importlib.util
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from toolrl.errors import MissingExtraError, ToolrlError
+from toolrl.rollout import sglang_backend as sgb
+from toolrl.rollout import vllm_backend as vlb
+from toolrl.rollout.base import BackendSettings, GenerationRequest, RolloutBackend, SamplingParams
+
+SETTINGS = BackendSettings(model_path="/models/x", dtype="bfloat16", max_batch_size=16, seed=3,
+                           extra={"gpu_memory_utilization": 0.4, "max_queue": 8})
+
+
+def fake_tokens(prompt, n):
+    """The fake engines' deterministic 'model': token i is prompt[-1] + i + 1, logprob -0.1 * (i + 1)."""
+    return [prompt[-1] + i + 1 for i in range(n)], [-0.1 * (i + 1) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- vllm
+class FakeVLLMEngine:
+    def __init__(self):
+        self.running, self.aborted, self.added = {}, [], []
+
+    def add_request(self, request_id, prompt, params):
+        assert params.output_kind == "DELTA" and params.logprobs == 0
+        self.added.append((request_id, prompt, params))
+        self.running[request_id] = [prompt["prompt_token_ids"], params, 0]
+
+    def abort_request(self, ids):
+        self.aborted.extend(ids)
+        for i in ids:
+            self.running.pop(i, None)
+
+    def step(self):
+        outs = []
+        for rid, state in list(self.running.items()):
+            prompt, params, k = state
+            tok = prompt[-1] + k + 1
+            state[2] = k + 1
+            stop = tok in params.stop_token_ids
+            done = stop or state[2] >= params.max_tokens
+            comp = SimpleNamespace(token_ids=[tok], logprobs=[{tok: SimpleNamespace(logprob=-0.1 * (k + 1), rank=1)}],
+                                   finish_reason=("stop" if stop else "length") if done else None)
+            outs.append(SimpleNamespace(request_id=rid, outputs=[comp], finished=done))
+            if done:
+                del self.running[rid]
+        return outs
+
+
+class FakeWorker:
+    def __init__(self):
+        self.loaded = []
+        self.model_runner = SimpleNamespace(model=SimpleNamespace(load_weights=lambda weights: self.loaded.extend(weights)))
+
+
+class FakeLLM:
+    def __init__(self):
+        self.llm_engine = FakeVLLMEngine()
+        self.worker = FakeWorker()
+        self.calls = []
+
+    def collective_rpc(self, fn, args=()):
+        self.calls.append("collective_rpc")
+        return [fn(self.worker, *args)]
+
+    def reset_prefix_cache(self):
+        self.calls.append("reset_prefix_cache")
+
+    def sleep(self, level=1):
+        self.calls.append(f"sleep({level})")
+
+    def wake_up(self):
+        self.calls.append("wake_up")
+
+
+VLLM_TYPES = vlb.VLLMTypes(SamplingParams=lambda **kw: SimpleNamespace(**kw),
+                           TokensPrompt=lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids},
+                           delta_kind="DELTA")
+
+
+@pytest.fixture
+def vllm_backend():
+    b = vlb.VLLMBackend(SETTINGS, llm=FakeLLM(), types=VLLM_TYPES)
+    yield b
+    b.close()
+
+
+def test_vllm_request_conversion():
+    kw = vlb.sampling_kwargs(SamplingParams(temperature=0.7, top_p=0.9, top_k=0, max_tokens=12, stop_token_ids=(2,),
+                                            seed=5))
+    assert kw == dict(n=1, temperature=0.7, top_p=0.9, top_k=0, max_tokens=12, stop_token_ids=[2], seed=5, logprobs=0,
+                      skip_special_tokens=False, detokenize=False)
+    with_stop = vlb.sampling_kwargs(SamplingParams(stop=("###",), top_k=20))
+    assert with_stop["detokenize"] and with_stop["stop"] == ["###"] and with_stop["include_stop_str_in_output"]
+    assert with_stop["top_k"] == 20
+    llm = vlb.llm_kwargs(SETTINGS)
+    assert llm["logprobs_mode"] == "processed_logprobs" and llm["gpu_memory_utilization"] == 0.4
+    assert "max_queue" not in llm and llm["max_num_seqs"] == 16 and llm["model"] == "/models/x"
+
+
+def test_vllm_output_conversion():
+    comp = SimpleNamespace(token_ids=[7, 2], logprobs=[{7: SimpleNamespace(logprob=-0.5), 9: SimpleNamespace(logprob=-1)},
+                                                     {2: SimpleNamespace(logprob=-0.25)}])
+    assert vlb.delta_of(comp) == ([7, 2], [-0.5, -0.25])
+    with pytest.raises(ToolrlError, match="no logprob for the sampled token 7"):
+        vlb.delta_of(SimpleNamespace(token_ids=[7], logprobs=[{8: SimpleNamespace(logprob=-1)}]))
+    assert [vlb.finish_of(r) for r in ("stop", "length", "abort", None)] == ["stop", "length", "abort", "stop"]
+
+
+def test_vllm_generate_stream_cancel(vllm_backend):
+    assert isinstance(vllm_backend, RolloutBackend)
+    reqs = [GenerationRequest((10, 20), SamplingParams(max_tokens=4)),
+            GenerationRequest((5,), SamplingParams(max_tokens=10, stop_token_ids=(8,)))]
+    a, b = vllm_backend.generate(reqs)
+    assert (a.token_ids, a.finish_reason) == (tuple(fake_tokens((10, 20), 4)[0]), "length")
+    assert a.logprobs == pytest.approx(fake_tokens((10, 20), 4)[1])
+    assert (b.token_ids, b.finish_reason) == ((6, 7, 8), "stop")  # the stop token is kept
+
+    async def stream_and_cancel():
+        chunks = [c async for c in vllm_backend.astream(reqs[0])]
+        assert [c.token_ids for c in chunks] == [(21,), (22,), (23,), (24,)] and chunks[-1].finish_reason == "length"
+        long = GenerationRequest((1,), SamplingParams(max_tokens=10**6))
+        task = asyncio.create_task(vllm_backend.agenerate(long))
+        while not vllm_backend.llm.llm_engine.running:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(500):
+            if vllm_backend.llm.llm_engine.aborted:
+                break
+            await asyncio.sleep(0.002)
+        assert vllm_backend.llm.llm_engine.aborted and not vllm_backend.llm.llm_engine.running
+
+    asyncio.run(stream_and_cancel())
+    assert vllm_backend.stats()["batch_size"] == 0
+
+
+def test_vllm_weight_update_plumbing(vllm_backend):
+    sd = {"model.embed_tokens.weight": torch.ones(2, 2, requires_grad=True), "lm_head.weight": torch.zeros(2, 2)}
+    vllm_backend.update_weights(sd)
+    llm = vllm_backend.llm
+    assert llm.calls == ["collective_rpc", "reset_prefix_cache"]  # the prefix cache holds old-weight KV
+    assert [n for n, _ in llm.worker.loaded] == list(sd) and not llm.worker.loaded[0][1].requires_grad
+    vllm_backend.sleep()
+    assert llm.calls[-1] == "reset_prefix_cache"  # sleep mode off: no-op
+    sleepy = vlb.VLLMBackend(BackendSettings("/m", extra={"enable_sleep_mode": True}), llm=FakeLLM(), types=VLLM_TYPES)
+    try:
+        sleepy.sleep()
+        sleepy.wake()
+        assert sleepy.llm.calls == ["sleep(1)", "wake_up"]
+    finally:
+        sleepy.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_missing_names_the_extra():
+    with pytest.raises(MissingExtraError) as err:
+        vlb.VLLMBackend(SETTINGS)
+    assert "pip install 'toolrl[vllm]'" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- sglang
+class FakeSGLEngine:
+    """Shaped like sglang.Engine: its own loop, async_generate, sync methods that run the loop."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.aborted, self.updates = [], []
+        self.tokenizer_manager = SimpleNamespace(abort_request=self.aborted.append)
+        self.shut = False
+
+    def _out(self, prompt, params, n, finished):
+        ids, lps = fake_tokens(prompt, n)
+        fin = None
+        if finished:
+            fin = {"type": "stop", "matched": ids[-1]} if ids and ids[-1] in params["stop_token_ids"] else {"type": "length"}
+        return {"output_ids": ids, "meta_info": {"output_token_logprobs": [(lp, i, None) for lp, i in zip(lps, ids)],
+                                                 "finish_reason": fin, "completion_tokens": n}}
+
+    def _length(self, prompt, params):
+        n = params["max_new_tokens"]
+        for i in range(n):
+            if prompt[-1] + i + 1 in params["stop_token_ids"]:
+                return i + 1
+        return n
+
+    async def async_generate(self, input_ids, sampling_params, return_logprob, rid, stream=False):
+        assert return_logprob and asyncio.get_running_loop() is self.loop
+        n = self._length(input_ids, sampling_params)
+        if not stream:
+            await asyncio.sleep(0.001 * n)
+            return self._out(input_ids, sampling_params, n, True)
+
+        async def chunks():  # cumulative chunks, as SGLang streams by default
+            for k in range(1, n + 1):
+                await asyncio.sleep(0.002)
+                yield self._out(input_ids, sampling_params, k, k == n)
+
+        return chunks()
+
+    def update_weights_from_tensor(self, named_tensors, load_format=None, flush_cache=True):
+        # the real method drives the engine's loop itself: it must not be running
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.updates.append(([n for n, _ in named_tensors], flush_cache))
+        return True, "ok"
+
+    def shutdown(self):
+        self.shut = True
+
+
+@pytest.fixture
+def sglang_backend():
+    b = sgb.SGLangBackend(SETTINGS, engine=FakeSGLEngine())
+    yield b
+    b.close()
+
+
+def test_sglang_request_and_output_conversion():
+    d = sgb.sampling_dict(SamplingParams(temperature=0.0, max_tokens=7, stop_token_ids=(2,), seed=2**40 + 3))
+    assert d == dict(temperature=0.0, top_p=1.0, top_k=-1, max_new_tokens=7, stop_token_ids=[2], no_stop_trim=True,
+                     skip_special_tokens=False, sampling_seed=3)
+    with pytest.raises(ToolrlError) as err:
+        sgb.sampling_dict(SamplingParams(stop=("###",)))
+    assert "rollout.stop" in str(err.value) and "rollout.backend=hf or vllm" in str(err.value)
+    kw = sgb.engine_kwargs(SETTINGS)
+    assert kw["skip_tokenizer_init"] is True and kw["max_running_requests"] == 16 and "max_queue" not in kw
+    out = {"output_ids": [4, 2], "meta_info": {"output_token_logprobs": [(-0.5, 4, None), (-0.1, 2, None)],
+                                                 "finish_reason": {"type": "stop", "matched": 2}}}
+    assert sgb.tokens_of(out) == ([4, 2], [-0.5, -0.1]) and sgb.finish_of(out) == "stop"
+    # a trimmed stop token in output_ids is tolerated: the logprob entries carry it
+    assert sgb.tokens_of({**out, "output_ids": [4]})[0] == [4, 2]
+    with pytest.raises(ToolrlError, match="disagree"):
+        sgb.tokens_of({**out, "output_ids": [9, 9]})
+    assert sgb.finish_of({"meta_info": {"finish_reason": None}}) is None
+    assert sgb.finish_of({"meta_info": {"finish_reason": {"type": "length"}}}) == "length"
+
+
+def test_sglang_generate_stream_cancel_and_weights(sglang_backend):
+    assert isinstance(sglang_backend, RolloutBackend)
+    reqs = [GenerationRequest((10, 20), SamplingParams(max_tokens=4)),
+            GenerationRequest((5,), SamplingParams(max_tokens=10, stop_token_ids=(8,)))]
+    a, b = sglang_backend.generate(reqs)
+    assert (a.token_ids, a.finish_reason) == ((21, 22, 23, 24), "length")
+    assert a.logprobs == pytest.approx([-0.1, -0.2, -0.3, -0.4])
+    assert (b.token_ids, b.finish_reason) == ((6, 7, 8), "stop")
+
+    async def go():
+        chunks = [c async for c in sglang_backend.astream(reqs[0])]
+        assert [c.token_ids for c in chunks] == [(21,), (22,), (23,), (24,)] and chunks[-1].finish_reason == "length"
+        both = await asyncio.gather(*[sglang_backend.agenerate(r) for r in reqs])
+        assert [r.token_ids for r in both] == [a.token_ids, b.token_ids]
+        task = asyncio.create_task(sglang_backend.agenerate(GenerationRequest((1,), SamplingParams(max_tokens=5000))))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(500):
+            if sglang_backend.engine.aborted:
+                break
+            await asyncio.sleep(0.002)
+        assert len(sglang_backend.engine.aborted) == 1
+
+    asyncio.run(go())
+    sglang_backend.update_weights({"lm_head.weight": torch.zeros(2, 2)})
+    assert sglang_backend.engine.updates == [(["lm_head.weight"], True)]
+    assert sglang_backend.generate(reqs[:1])[0].token_ids == a.token_ids  # serving resumes after the update
+    sglang_backend.close()
+    assert sglang_backend.engine.shut
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang is installed")
+def test_sglang_missing_names_the_extra():
+    with pytest.raises(MissingExtraError) as err:
+        sgb.SGLangBackend(SETTINGS)
+    assert "pip install 'toolrl[sglang]'" in str(err.value)
