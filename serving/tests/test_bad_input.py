@@ -26,7 +26,8 @@ def _error(r: httpx.Response, status: int) -> dict:
 
 
 def test_malformed_json(client):
-    err = _error(client.post(CHAT, content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"}), 400)
+    r = client.post(CHAT, content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
+    err = _error(r, 400)
     assert "not valid JSON" in err["message"]
 
 
@@ -90,7 +91,8 @@ def test_bad_tool_call_arguments_in_history(client, model_id):
 
 
 def test_prompt_too_long(client, model_id):
-    err = _error(client.post("/v1/completions", json={"model": model_id, "prompt": "hello " * 1000, "max_tokens": 1}), 400)
+    body = {"model": model_id, "prompt": "hello " * 1000, "max_tokens": 1}
+    err = _error(client.post("/v1/completions", json=body), 400)
     assert err["code"] == "context_length_exceeded" and err["param"] == "prompt"
 
 

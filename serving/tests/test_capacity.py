@@ -84,8 +84,8 @@ def test_non_streaming_client_disconnect_cancels_generation(tight_server):
     base = tight_server.base_url
     _wait_idle(base)
     before = httpx.get(base + "/metrics").text
-    payload = ('{"model": "smollm2-135m-instruct", "prompt": "Chapter 1. It was a dark and stormy night;", '
-               '"max_tokens": 512, "temperature": 1.0, "seed": 7}').encode()
+    payload = (b'{"model": "smollm2-135m-instruct", "prompt": "Chapter 1. It was a dark and stormy night;", '
+               b'"max_tokens": 512, "temperature": 1.0, "seed": 7}')
     host, port = base.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
     sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

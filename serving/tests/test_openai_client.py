@@ -11,7 +11,8 @@ pytestmark = pytest.mark.integration
 
 FEW_SHOT_TOOL_CALL = [
     {"role": "user", "content": "What is the weather in Rome?"},
-    {"role": "assistant", "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'},
+    {"role": "assistant",
+     "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'},
     {"role": "tool", "content": "sunny, 25 C", "tool_call_id": "call_1"},
     {"role": "assistant", "content": "It is sunny and 25 C in Rome."},
     {"role": "user", "content": "What is the weather in Paris?"},
@@ -43,13 +44,13 @@ def test_n_choices_and_seed_reproducible(openai_client, model_id):
 
 
 def test_stop_string_is_cut(openai_client, model_id):
-    free = openai_client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "Count: 1, 2, 3"}],
-                                                 max_tokens=12, temperature=0)
+    msgs = [{"role": "user", "content": "Count: 1, 2, 3"}]
+    free = openai_client.chat.completions.create(model=model_id, messages=msgs, max_tokens=12, temperature=0)
     text = free.choices[0].message.content
     assert len(text) > 3
     stop = text[2:4]  # a string we know the greedy answer contains
-    cut = openai_client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "Count: 1, 2, 3"}],
-                                                max_tokens=12, temperature=0, stop=[stop])
+    cut = openai_client.chat.completions.create(model=model_id, messages=msgs, max_tokens=12, temperature=0,
+                                                stop=[stop])
     assert cut.choices[0].message.content == text[: text.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 

@@ -89,7 +89,8 @@ class ServingEngine:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None) -> list[int]:
+    def render_chat(self, messages: Sequence[Mapping[str, Any]],
+                    tools: Sequence[Mapping[str, Any]] | None) -> list[int]:
         """Prompt ids through toolrl.chat (the training rendering, tools included)."""
         from toolrl_serving.rendering import render_chat
 
@@ -117,14 +118,17 @@ class ServingEngine:
     # ------------------------------------------------------------- generation
 
     @staticmethod
-    def _jobs(prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int) -> list[GenerationRequest]:
-        """Choice `p * n + j` is sample j of prompt p (OpenAI's order)."""
-        return [GenerationRequest(prompt_ids=tuple(p), sampling=seeded(sampling, j), request_id=str(pi * n + j))
+    def _jobs(prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int,
+              request_id: str) -> list[GenerationRequest]:
+        """Choice `p * n + j` is sample j of prompt p (OpenAI's order); ids are `<request id>/<choice>`."""
+        return [GenerationRequest(prompt_ids=tuple(p), sampling=seeded(sampling, j),
+                                  request_id=f"{request_id}/{pi * n + j}")
                 for pi, p in enumerate(prompts) for j in range(n)]
 
-    async def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int) -> list[Choice]:
+    async def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int,
+                       request_id: str = "") -> list[Choice]:
         """n answers per prompt; the backend batches them with every other request in flight."""
-        jobs = self._jobs(prompts, sampling, n)
+        jobs = self._jobs(prompts, sampling, n, request_id)
         async with _backend_errors(self.settings):
             results: list[GenerationResult] = await _gather_cancelling([self.backend.agenerate(r) for r in jobs])
         out = []
@@ -135,10 +139,10 @@ class ServingEngine:
         return out
 
     async def stream(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int,
-                     tool_parser: ToolCallParser | None = None) -> AsyncIterator[StreamEvent]:
+                     tool_parser: ToolCallParser | None = None, request_id: str = "") -> AsyncIterator[StreamEvent]:
         """Events of every choice as tokens arrive, interleaved; closing the iterator cancels them all."""
         queue: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
-        jobs = self._jobs(prompts, sampling, n)
+        jobs = self._jobs(prompts, sampling, n, request_id)
 
         async def one(index: int, request: GenerationRequest) -> None:
             try:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from toolrl_serving.api.common import (
     STRICT,
@@ -265,7 +265,7 @@ def _check(body: ChatCompletionRequest, engine: ServingEngine, max_tokens: int) 
 
 def _logprobs(engine: ServingEngine, ids: tuple[int, ...], lps: tuple[float, ...]) -> ChoiceLogprobs:
     items = []
-    for tid, lp in zip(ids, lps):
+    for tid, lp in zip(ids, lps, strict=True):
         tok = engine.tokenizer.decode([tid])
         items.append(TokenLogprob(token=tok, logprob=lp, bytes=list(tok.encode("utf-8"))))
     return ChoiceLogprobs(content=items)
@@ -289,13 +289,13 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     rid = new_id("chatcmpl")
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = engine.stream([prompt_ids], sampling, body.n, parser)
+        events = engine.stream([prompt_ids], sampling, body.n, parser, request_id=rid)
         first = await unless_disconnected(request, prefetch(events))
         chunks = _chunks(rid, settings.model_name, body, engine, first, len(prompt_ids), parser, include_usage,
                          metrics)
         return EventStreamResponse(event_stream(chunks, metrics),
                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    choices: list[Choice] = await unless_disconnected(request, engine.generate([prompt_ids], sampling, body.n))
+    choices: list[Choice] = await unless_disconnected(request, engine.generate([prompt_ids], sampling, body.n, rid))
     completion_tokens = sum(len(c.token_ids) for c in choices)
     metrics.count_tokens(len(prompt_ids), completion_tokens)
     out = []

@@ -25,7 +25,8 @@ class CompletionRequest(SamplingRequest):
         description="A prompt, a list of prompts, or token ids (one list per prompt).")
     max_tokens: Int | None = Field(None, ge=1, description="Most tokens to generate per choice (default 16, as "
                                    "OpenAI; capped by the server's limit).")
-    logprobs: Int | None = Field(None, ge=0, le=5, description="0: log-probability of each sampled token; >0 unsupported.")
+    logprobs: Int | None = Field(None, ge=0, le=5,
+                                 description="0: log-probability of each sampled token; >0 unsupported.")
     echo: bool | None = Field(False, description="Only false is supported.")
     suffix: str | None = Field(None, description="Not supported; leave it out.")
     best_of: Int | None = Field(None, ge=1, description="Only equal to n (or left out) is supported.")
@@ -116,10 +117,10 @@ async def create_completion(body: CompletionRequest, request: Request, engine: E
     prompt_tokens = sum(len(p) for p in prompts)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = await unless_disconnected(request, prefetch(engine.stream(prompts, sampling, body.n)))
+        events = await unless_disconnected(request, prefetch(engine.stream(prompts, sampling, body.n, request_id=rid)))
         chunks = _chunks(rid, settings.model_name, events, prompt_tokens, include_usage, metrics)
         return EventStreamResponse(event_stream(chunks, metrics), headers={"Cache-Control": "no-cache"})
-    choices = await unless_disconnected(request, engine.generate(prompts, sampling, body.n))
+    choices = await unless_disconnected(request, engine.generate(prompts, sampling, body.n, rid))
     completion_tokens = sum(len(c.token_ids) for c in choices)
     metrics.count_tokens(prompt_tokens, completion_tokens)
     out = [CompletionChoice(index=c.index, text=c.text, finish_reason=c.finish_reason,

@@ -7,11 +7,11 @@ Unlike that server, the prompt goes through the model's chat template by default
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from toolrl.rollout.base import SamplingParams
 
-from toolrl_serving.api.common import STRICT, Int, effective_temperature
+from toolrl_serving.api.common import STRICT, Int, effective_temperature, new_id
 from toolrl_serving.deps import Authorized, EngineDep, MetricsDep, SettingsDep
 from toolrl_serving.errors import ERROR_RESPONSES, invalid
 from toolrl_serving.limits import unless_disconnected
@@ -57,7 +57,7 @@ async def generate(body: GenerateRequest, request: Request, engine: EngineDep, s
                               max_tokens=max_tokens, seed=body.seed)
     if body.chat:
         sampling = engine.chat_sampling(sampling)
-    (choice,) = await unless_disconnected(request, engine.generate([ids], sampling, 1))
+    (choice,) = await unless_disconnected(request, engine.generate([ids], sampling, 1, new_id("gen")))
     metrics.count_tokens(len(ids), len(choice.token_ids))
     return GenerateResponse(response=choice.text, finish_reason=choice.finish_reason, prompt_tokens=len(ids),
                             completion_tokens=len(choice.token_ids))
