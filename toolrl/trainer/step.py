@@ -81,7 +81,8 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
 
     # 3. rewards: weighted sum of the configured reward plugins; None = excluded from the update
     with timer("reward"):
-        results, metrics = compute_rewards_sync(trajectories, prompts, ctx.rewards)
+        results, reward_m = compute_rewards_sync(trajectories, prompts, ctx.rewards)
+    metrics = {k.replace("reward/seconds/", "timing/reward/"): v for k, v in reward_m.items()}
     valid = [r.total is not None for r in results]
     scores = torch.tensor([r.total if r.total is not None else 0.0 for r in results], dtype=torch.float32)
     metrics.update(reward_metrics(results, cfg.trainer.accuracy_reward, cfg.trainer.success_threshold))
