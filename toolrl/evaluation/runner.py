@@ -60,9 +60,19 @@ def load_eval_model(model_path: Path, dtype: str, device: str) -> Any:
     return model
 
 
+def resolve_model(model: str) -> Path:
+    """A model folder for `model`: a LoRA checkpoint's `policy/` adapter folder, or `toolrl.models.resolve`."""
+    from toolrl import models
+
+    p = Path(model).expanduser()
+    if (p / "policy" / "adapter_config.json").exists() and not (p / "policy" / "config.json").exists():
+        return p / "policy"
+    return Path(models.resolve(model))
+
+
 def evaluate(cfg: Any, model: str, tasks: str, n: int = 1, label: str | None = None) -> EvalReport:
     """Sample `n` episodes per task from `model`, score them with `cfg.rewards`, return the report."""
-    from toolrl import models, plugins
+    from toolrl import plugins
     from toolrl.env import EnvContext
     from toolrl.evaluation.metrics import correctness, eval_metrics, eval_temperature, run_evaluators
     from toolrl.rewards import compute_rewards_sync, prepare_rewards, reward_loop
@@ -79,7 +89,7 @@ def evaluate(cfg: Any, model: str, tasks: str, n: int = 1, label: str | None = N
     task_list = load_tasks(tasks)
     prepared = prepare_rewards(cfg.rewards)
     evaluators = [(name, plugins.registry("evaluators").get(name)) for name in cfg.trainer.evaluators]
-    path = models.resolve(model)
+    path = resolve_model(model)
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(path)
     module = load_eval_model(Path(path), cfg.model.dtype, cfg.model.device)
