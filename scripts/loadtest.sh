@@ -6,7 +6,7 @@
 # Environment (all optional):
 #   LOADTEST_MODEL=smollm2-135m-instruct  LOADTEST_USERS=32  LOADTEST_SPAWN_RATE=8
 #   LOADTEST_RUN_TIME=60s  LOADTEST_MAX_TOKENS=32  LOADTEST_MAX_BATCH_SIZE=32
-#   LOADTEST_OUT=benchmarks/results  LOADTEST_TAG=<file name part>
+#   LOADTEST_NUM_THREADS=<torch threads in the server>  LOADTEST_OUT=benchmarks/results  LOADTEST_TAG=<name>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"

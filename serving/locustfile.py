@@ -71,6 +71,9 @@ def _headers(content_type: str = "application/json") -> dict[str, str]:
 
 class ChatUser(FastHttpUser):
     wait_time = between(0.05, 0.5)
+    # a CPU server at 32 users answers in seconds to tens of seconds; a timeout is not the server's error
+    network_timeout = 600.0
+    connection_timeout = 30.0
 
     def _chat(self, body: dict, name: str) -> None:
         with self.client.post("/v1/chat/completions", data=json.dumps(body), headers=_headers(), name=name,

@@ -103,7 +103,8 @@ def _markdown(s: dict[str, Any]) -> str:
         f"# Locust load test: {s['users']} users, {s['run_time']}",
         "",
         f"Command: `{s['command']}`  ",
-        f"Model: {s['model']}, max_tokens {s['max_tokens']}, max batch {s['max_batch_size']}  ",
+        f"Model: {s['model']}, max_tokens {s['max_tokens']}, max batch {s['max_batch_size']}, "
+        f"torch threads {s['num_threads']}  ",
         f"Machine: {s['machine']}, load before: {s['load_before']}, after: {s['load_after']}",
         "",
         "| requests | RPS | p50 ms | p95 ms | p99 ms | unexpected failures | expected 4xx | RSS start MiB | "
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-time", default=env("LOADTEST_RUN_TIME", "60s"), help="locust --run-time (e.g. 60s, 10m)")
     ap.add_argument("--max-tokens", type=int, default=int(env("LOADTEST_MAX_TOKENS", "32")))
     ap.add_argument("--max-batch-size", type=int, default=int(env("LOADTEST_MAX_BATCH_SIZE", "32")))
+    ap.add_argument("--num-threads", type=int, default=int(env("LOADTEST_NUM_THREADS", "0")) or None,
+                    help="torch threads in the server (default: torch's; 1 on a machine busy with other work)")
     ap.add_argument("--out", default=env("LOADTEST_OUT", "benchmarks/results"))
     ap.add_argument("--tag", default=env("LOADTEST_TAG", ""), help="file name part (default: <users>u_<run-time>)")
     ap.add_argument("--rss-interval", type=float, default=5.0)
@@ -154,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = _load()
     print(f"[loadtest] starting the server for {args.model} (load {load_before})", flush=True)
+    threads = ["--num-threads", str(args.num_threads)] if args.num_threads else []
     server = start_server(args.model, "--served-model-name", args.model, "--log-level", "warning",
                           "--max-batch-size", str(args.max_batch_size), "--max-tokens", str(max(args.max_tokens, 64)),
                           "--max-queue", str(max(256, 4 * args.users)), "--api-key-env", "TOOLRL_LOADTEST_SERVER_KEY",
-                          env={"TOOLRL_LOADTEST_SERVER_KEY": key}, log=f"{prefix}_server.log")
+                          *threads, env={"TOOLRL_LOADTEST_SERVER_KEY": key}, log=f"{prefix}_server.log")
     sampler = RssSampler(server.pid, args.rss_interval)
     try:
         rss_start = sampler.sample()
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.update({
         "users": args.users, "run_time": args.run_time, "wall_s": round(wall, 1), "model": args.model,
         "max_tokens": args.max_tokens, "max_batch_size": args.max_batch_size, "locust_exit": rc,
+        "num_threads": args.num_threads or "torch default",
         "command": " ".join(["python -m toolrl_serving.loadtest", *(argv if argv is not None else sys.argv[1:])]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus", "load_before": load_before,
         "load_after": _load(),
