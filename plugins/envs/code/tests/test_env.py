@@ -1,4 +1,4 @@
-"""The python environment against the real sandbox pool (Docker)."""
+"""The python environment against the real sandbox pool (Docker: integration tier)."""
 
 import asyncio
 
@@ -7,6 +7,8 @@ import pytest
 from toolrl.errors import ToolrlError
 from toolrl.types import Task, ToolCall
 from toolrl_env_code.env import SHARED_KEY, clean_traceback, python_env, truncate
+
+pytestmark = pytest.mark.integration
 
 TASK = Task(id="p1", messages=({"role": "user", "content": "compute"},), env="python")
 
