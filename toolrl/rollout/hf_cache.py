@@ -78,7 +78,9 @@ class SlotKVCache:
     def prepare_decode(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Make room for one more column; return (4-D bool mask [n,1,1,W+1], position ids [n,1])."""
         if self.end >= self.capacity:
-            self._relayout(new_start=0, min_capacity=_round_up(2 * self.width + _ALIGN))
+            # slide the rows back to column 0 if that frees enough room, else grow
+            grow = self.width + _ALIGN > self.capacity // 2
+            self._relayout(new_start=0, min_capacity=_round_up(2 * self.width + _ALIGN) if grow else 0)
         lengths = self._lengths_tensor()
         cols = torch.arange(self.start, self.end + 1, device=self.device)
         mask = cols[None, :] >= (self.end - lengths)[:, None]
@@ -124,22 +126,36 @@ class SlotKVCache:
         self.start = self.end - max(self.lengths)
         self._len_t = None
 
-    def keep_rows(self, keep: Sequence[int]) -> None:
-        """Keep only the rows at positions `keep` (in that order); they move to slots 0..len(keep)-1."""
-        keep = list(keep)
-        if not keep:
+    def remove_rows(self, remove: Sequence[int]) -> list[int]:
+        """Drop the rows at positions `remove`; the last surviving rows move into the holes.
+
+        Only the moved rows are copied (not the whole cache). Returns, for each new row
+        position, the old position it came from (the caller reorders its own rows the same way).
+        """
+        gone = set(remove)
+        n = self.num_rows
+        order = [i for i in range(n) if i not in gone]
+        k = len(order)
+        if k == 0:
             self.lengths, self.start, self.end = [], 0, 0
             self._len_t = None
-            return
-        if keep != list(range(len(keep))):
-            idx = torch.tensor(keep, device=self.device)
-            s, e, k = self.start, self.end, len(keep)
+            return []
+        holes = [i for i in range(k) if i in gone]
+        movers = [i for i in range(k, n) if i not in gone]
+        new_order = list(range(k))
+        for h, m in zip(holes, movers):
+            new_order[h] = m
+        if holes:
+            dst = torch.tensor(holes, device=self.device)
+            src = torch.tensor(movers, device=self.device)
+            s, e = self.start, self.end
             for layer in range(self.num_layers):
-                self.keys[layer][:k, :, s:e] = self.keys[layer][:, :, s:e].index_select(0, idx)
-                self.values[layer][:k, :, s:e] = self.values[layer][:, :, s:e].index_select(0, idx)
-        self.lengths = [self.lengths[i] for i in keep]
+                for buf in (self.keys[layer], self.values[layer]):
+                    buf[:, :, s:e].index_copy_(0, dst, buf[:, :, s:e].index_select(0, src))
+        self.lengths = [self.lengths[i] for i in new_order]
         self.start = self.end - max(self.lengths)
         self._len_t = None
+        return new_order
 
     def reset(self) -> None:
         """Drop every row and free the buffers."""
@@ -155,15 +171,25 @@ class SlotKVCache:
         return self._len_t
 
     def _relayout(self, new_start: int, min_capacity: int) -> None:
-        """Move columns [start, end) of the running rows to [new_start, new_start + width)."""
+        """Move columns [start, end) of the running rows to [new_start, new_start + width).
+
+        In place when the buffers are large enough (stale columns keep finite old values, which
+        the masks hide), else into larger zero-filled buffers.
+        """
         n, s, w = self.num_rows, self.start, self.width
-        cap = max(min_capacity, _round_up(new_start + w + 1))
-        for layer in range(self.num_layers):
-            for bufs in (self.keys, self.values):
-                old = bufs[layer]
-                new = torch.zeros(old.shape[0], old.shape[1], cap, old.shape[3], device=old.device, dtype=old.dtype)
-                if n and w:
-                    new[:n, :, new_start : new_start + w] = old[:n, :, s : s + w]
-                bufs[layer] = new
-        self.capacity = cap
+        need = max(min_capacity, _round_up(new_start + w + 1))
+        if need <= self.capacity:
+            if n and w and s != new_start:
+                for layer in range(self.num_layers):
+                    for buf in (self.keys[layer], self.values[layer]):
+                        buf[:n, :, new_start : new_start + w] = buf[:n, :, s : s + w].clone()
+        else:
+            for layer in range(self.num_layers):
+                for bufs in (self.keys, self.values):
+                    old = bufs[layer]
+                    new = torch.zeros(old.shape[0], old.shape[1], need, old.shape[3], device=old.device, dtype=old.dtype)
+                    if n and w:
+                        new[:n, :, new_start : new_start + w] = old[:n, :, s : s + w]
+                    bufs[layer] = new
+            self.capacity = need
         self.start, self.end = new_start, new_start + w

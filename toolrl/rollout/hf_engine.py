@@ -313,15 +313,15 @@ class HFEngine:
 
     def _retire(self) -> None:
         """Drop finished and cancelled rows from the batch and the cache."""
-        keep = []
+        gone = []
         for i, s in enumerate(self._active):
             if s.cancelled:
                 s.handle.finish("abort")
-            if not s.future.done():
-                keep.append(i)
-        if len(keep) != len(self._active):
-            self._cache.keep_rows(keep)
-            self._active = [self._active[i] for i in keep]
+            if s.future.done():
+                gone.append(i)
+        if gone:
+            order = self._cache.remove_rows(gone)
+            self._active = [self._active[i] for i in order]
 
     def _fail_all(self, exc: Exception) -> None:
         with self._cond:

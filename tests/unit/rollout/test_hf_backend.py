@@ -216,3 +216,22 @@ def test_sleep_frees_the_kv_cache(tiny_backend):
     assert tiny_backend.stats()["kv_cache_bytes"] == 0
     tiny_backend.wake()
     assert len(tiny_backend.generate([GenerationRequest(PROMPTS[0], greedy(4))])[0].token_ids) == 4
+
+
+def test_random_mix_of_lengths_through_few_slots_matches_generate(tiny_model_dir):
+    """Rows of very different prompt and output lengths join, finish, move and slide in the slot cache."""
+    import random
+
+    rng = random.Random(0)
+    backend = HFBackend(BackendSettings(model_path=str(tiny_model_dir), device="cpu", max_batch_size=3))
+    try:
+        prompts = [tuple(rng.randrange(50, 5000) for _ in range(rng.randint(1, 60))) for _ in range(10)]
+        caps = [rng.randint(1, 70) for _ in prompts]
+        results = backend.generate([GenerationRequest(p, greedy(c)) for p, c in zip(prompts, caps)])
+        eos = list(backend.engine.eos_token_ids)
+        for p, c, r in zip(prompts, caps, results):
+            ref = backend.model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                         max_new_tokens=c, do_sample=False, eos_token_id=eos)
+            assert list(r.token_ids) == ref[0, len(p):].tolist()
+    finally:
+        backend.close()

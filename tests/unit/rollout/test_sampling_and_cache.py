@@ -74,13 +74,13 @@ def test_slot_cache_right_aligns_rows_and_masks_their_padding():
     assert keys[0, 0, -5:, 0].tolist() == [1.0, 1.0, 1.0, 9.0, 0.0]
     assert keys[2, 0, :, 0].tolist() == [5.0] * 6 + [0.0]
     cache.advance()
-    # row 0 finishes: rows 1 and 2 move down, the width shrinks to the longest survivor
-    cache.keep_rows([1, 2])
-    assert cache.lengths == [3, 7] and cache.width == 7
+    # row 0 finishes: the last row moves into its slot (only that row is copied)
+    assert cache.remove_rows([0]) == [2, 1]
+    assert cache.lengths == [7, 3] and cache.width == 7
     keys, _ = cache.update(torch.zeros(2, 1, 1, 2), torch.zeros(2, 1, 1, 2), 0)
-    assert keys[0, 0, -4:, 0].tolist() == [2.0, 9.0, 0.0, 0.0]
-    cache.keep_rows([])
-    assert cache.num_rows == 0
+    assert keys[0, 0, :, 0].tolist() == [5.0] * 6 + [0.0, 0.0]
+    assert keys[1, 0, -4:, 0].tolist() == [2.0, 9.0, 0.0, 0.0]
+    assert cache.remove_rows([0, 1]) == [] and cache.num_rows == 0
 
 
 def test_slot_cache_grows_when_decoding_past_its_capacity():
