@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -148,7 +150,12 @@ def test_generate_simple_form(client):
 
 def test_metrics_exposed(client, model_id):
     client.post(CHAT, json={"model": model_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    r = client.post(CHAT, json={"model": model_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+                                "stream": True})
+    assert r.text.rstrip().endswith("data: [DONE]")
     text = client.get("/metrics").text
+    ttft = re.search(r"^toolrl_serving_time_to_first_token_seconds_count ([0-9.e+]+)$", text, re.M)
+    assert ttft and float(ttft.group(1)) >= 1
     for name in ("toolrl_serving_requests_total", "toolrl_serving_request_latency_seconds_bucket",
                  "toolrl_serving_generation_tokens_total", "toolrl_serving_prompt_tokens_total",
                  "toolrl_serving_queue_depth", "toolrl_serving_batch_size", "toolrl_serving_active_sequences"):

@@ -108,10 +108,11 @@ def _markdown(s: dict[str, Any]) -> str:
         f"Machine: {s['machine']}, load before: {s['load_before']}, after: {s['load_after']}",
         "",
         "| requests | RPS | p50 ms | p95 ms | p99 ms | unexpected failures | expected 4xx | RSS start MiB | "
-        "RSS end MiB | RSS slope MiB/min |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "RSS end MiB | RSS after warm-up min / max MiB | RSS slope MiB/min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {s['requests']} | {s['rps']} | {lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | "
         f"{s['unexpected_failures']} | {s['expected_4xx']} | {s['rss_mib']['start']:.0f} | {s['rss_mib']['end']:.0f} | "
+        f"{s['rss_mib']['after_warmup_min']:.0f} / {s['rss_mib']['after_warmup_max']:.0f} | "
         f"{s['rss_mib']['slope_per_min_after_warmup']:.2f} |",
         "",
         "| request | count | failures | RPS | p50 ms | p95 ms | p99 ms |",
@@ -194,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": _load(),
         "rss_mib": {"start": round(rss_start, 1), "end": round(rss_end, 1),
                     "max": round(max(r for _, r in sampler.samples), 1),
-                    "slope_per_min_after_warmup": round(slope_mib_per_min(warm), 3)},
+                    "slope_per_min_after_warmup": round(slope_mib_per_min(warm), 3),
+                    "after_warmup_min": round(min((r for _, r in warm), default=rss_end), 1),
+                    "after_warmup_max": round(max((r for _, r in warm), default=rss_end), 1)},
     })
     Path(f"{prefix}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     Path(f"{prefix}_summary.md").write_text(_markdown(summary))

@@ -277,6 +277,7 @@ def _logprobs(engine: ServingEngine, ids: tuple[int, ...], lps: tuple[float, ...
              summary="Create a chat completion")
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, engine: EngineDep,
                                  settings: SettingsDep, metrics: MetricsDep) -> Any:
+    started = time.perf_counter()
     check_model(body.model, settings.model_name)
     limits = settings.limits
     max_tokens = body.max_completion_tokens or body.max_tokens or min(limits.default_max_tokens, limits.max_tokens)
@@ -292,7 +293,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         events = engine.stream([prompt_ids], sampling, body.n, parser, request_id=rid)
         first = await unless_disconnected(request, prefetch(events))
         chunks = _chunks(rid, settings.model_name, body, engine, first, len(prompt_ids), parser, include_usage,
-                         metrics)
+                         metrics, started)
         return EventStreamResponse(event_stream(chunks, metrics),
                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     choices: list[Choice] = await unless_disconnected(request, engine.generate([prompt_ids], sampling, body.n, rid))
@@ -318,9 +319,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
 
 async def _chunks(rid: str, model: str, body: ChatCompletionRequest, engine: ServingEngine, events: Any,
                   prompt_tokens: int, parser: ToolCallParser | None, include_usage: bool,
-                  metrics: Any) -> AsyncIterator[str]:
+                  metrics: Any, started: float) -> AsyncIterator[str]:
     created = now()
-    start = time.perf_counter()
     first_text = True
 
     def chunk(index: int, delta: DeltaMessage, finish: str | None = None) -> str:
@@ -335,7 +335,7 @@ async def _chunks(rid: str, model: str, body: ChatCompletionRequest, engine: Ser
             generated += len(ev.token_ids)
             if ev.text:
                 if first_text:
-                    metrics.ttft.observe(time.perf_counter() - start)
+                    metrics.ttft.observe(time.perf_counter() - started)
                     first_text = False
                 yield chunk(ev.index, DeltaMessage(content=ev.text))
             if ev.finish_reason is None:

@@ -94,6 +94,7 @@ def _logprobs(engine: ServingEngine, ids: tuple[int, ...], lps: tuple[float, ...
              summary="Create a text completion")
 async def create_completion(body: CompletionRequest, request: Request, engine: EngineDep, settings: SettingsDep,
                             metrics: MetricsDep) -> Any:
+    started = time.perf_counter()
     check_model(body.model, settings.model_name)
     max_tokens = body.max_tokens or min(16, settings.limits.max_tokens)
     body.check_common(settings.limits, max_tokens)
@@ -118,7 +119,7 @@ async def create_completion(body: CompletionRequest, request: Request, engine: E
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = await unless_disconnected(request, prefetch(engine.stream(prompts, sampling, body.n, request_id=rid)))
-        chunks = _chunks(rid, settings.model_name, events, prompt_tokens, include_usage, metrics)
+        chunks = _chunks(rid, settings.model_name, events, prompt_tokens, include_usage, metrics, started)
         return EventStreamResponse(event_stream(chunks, metrics), headers={"Cache-Control": "no-cache"})
     choices = await unless_disconnected(request, engine.generate(prompts, sampling, body.n, rid))
     completion_tokens = sum(len(c.token_ids) for c in choices)
@@ -132,9 +133,8 @@ async def create_completion(body: CompletionRequest, request: Request, engine: E
 
 
 async def _chunks(rid: str, model: str, events: Any, prompt_tokens: int, include_usage: bool,
-                  metrics: Any) -> AsyncIterator[str]:
+                  metrics: Any, started: float) -> AsyncIterator[str]:
     created = now()
-    start = time.perf_counter()
     first = True
     generated = 0
 
@@ -147,7 +147,7 @@ async def _chunks(rid: str, model: str, events: Any, prompt_tokens: int, include
             generated += len(ev.token_ids)
             if ev.text:
                 if first:
-                    metrics.ttft.observe(time.perf_counter() - start)
+                    metrics.ttft.observe(time.perf_counter() - started)
                     first = False
                 yield chunk(ev.index, ev.text)
             if ev.finish_reason is not None:
