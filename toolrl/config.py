@@ -154,6 +154,9 @@ class TrainerConfig(Section):
     success_threshold: float = Field(
         1.0, description="A sample counts as correct when that reward (or the total) is >= this value.")
     keep_checkpoints: int = Field(2, ge=0, description="Keep the newest N checkpoints (0 = keep all).")
+    share_prompt: bool = Field(
+        True, description="Forward passes run a prompt shared by several samples (a GRPO group) once and reuse its "
+        "keys/values: same logprobs and gradients, less compute (off under model.gradient_checkpointing).")
 
 
 class WorkerResources(Section):

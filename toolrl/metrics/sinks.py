@@ -3,10 +3,11 @@
 A sink is made by `factory(run_dir: Path)` (registered through
 `register_metric_sinks`) and has `log(step, metrics)` and `close()`. It may
 also have `begin(total_steps, first_step)`, called once before the first
-`log`: on a resumed run `first_step` is the step after the checkpoint, and a
-sink that keeps history drops what it recorded for `first_step` and later
-(those steps are about to be recomputed), so a resumed run's files read like
-an uninterrupted one.
+`log`: `first_step` is the first step that will be logged — 0 for a new run
+(step 0 holds the evaluation before training), the step after the checkpoint
+for a resumed one. A sink that keeps history drops what it recorded for
+`first_step` and later (those steps are about to be recomputed), so a resumed
+run's files read like an uninterrupted one and a new run starts clean.
 
 Built-ins: `console` (a rich progress bar with the key figures and one line per
 step), `jsonl` (`metrics.jsonl`), `csv` (`metrics.csv`) and `tensorboard`
@@ -144,7 +145,7 @@ class TensorBoardSink:
         self._failed = False
 
     def begin(self, total_steps: int, first_step: int) -> None:
-        self._open(purge_step=first_step if first_step > 1 else None)
+        self._open(purge_step=first_step)
 
     def _open(self, purge_step: int | None = None) -> None:
         try:
@@ -215,7 +216,7 @@ class ConsoleSink:
             TimeRemainingColumn(), TextColumn("{task.description}"), console=self.console, transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task("", total=total_steps, completed=first_step - 1)
+        self._task = self._progress.add_task("", total=total_steps, completed=max(first_step - 1, 0))
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         figures = key_figures(metrics)

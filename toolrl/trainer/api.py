@@ -77,7 +77,7 @@ class Trainer:
         from toolrl.algorithms.kl import make_kl_controller
         from toolrl.metrics.sinks import MetricLogger
         from toolrl.rewards import prepare_rewards
-        from toolrl.trainer.checkpoint import clean_partial, resolve_resume
+        from toolrl.trainer.checkpoint import clean_partial, list_checkpoints, resolve_resume
         from toolrl.types import load_tasks
 
         cfg = self.cfg
@@ -96,6 +96,12 @@ class Trainer:
             sink_reg.entry(name)  # unknown names fail here, not after the first step
         self.model_path = str(models.resolve(cfg.model.name_or_path))
         self.resume_from = resolve_resume(cfg.trainer.resume, self.run_dir)
+        if self.resume_from is None and cfg.trainer.resume == "none" and list_checkpoints(self.run_dir):
+            raise ToolrlError(
+                f"{self.run_dir} already holds checkpoints of an earlier run, and trainer.resume=none would start a "
+                "new run on top of them", where="trainer.output_dir",
+                fix=f"continue that run with trainer.resume=auto, or start over in a new folder "
+                    f"(trainer.output_dir={self.run_dir}-2), or delete {self.run_dir}")
         self.needs_reference = cfg.algorithm.kl_coef > 0 or bool(cfg.model.lora.rank)
         self.kl_ctl = make_kl_controller(cfg.algorithm.kl_controller, cfg.algorithm.kl_coef, cfg.algorithm.target_kl,
                                          cfg.algorithm.kl_horizon)
@@ -132,7 +138,7 @@ class Trainer:
                               pad_token_id=info["pad_token_id"])
             self.sampler = sampler
             total = cfg.trainer.total_steps
-            self.sinks.begin(total, start)
+            self.sinks.begin(total, start if self.resume_from else 0)
             if start > total:
                 logger.warning("the checkpoint is at step %d and trainer.total_steps=%d: nothing to do "
                                "(raise trainer.total_steps to train further)", start - 1, total)

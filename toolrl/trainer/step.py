@@ -20,7 +20,9 @@ checkpoints, sinks) lives in the modules imported here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,6 +241,7 @@ class _Mean:
         self.weights: dict[str, float] = {}
         self.step_sums: dict[str, float] = {}
         self.steps: list[dict[str, float]] = []
+        self.skipped = 0
 
     def add(self, stats: Mapping[str, float], weight: float) -> None:
         for k, v in stats.items():
@@ -272,35 +275,48 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
     shuffle = tr.ppo_epochs > 1 or mini_size < len(batch)
     generator = torch.Generator().manual_seed(seed)
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+    share = tr.share_prompt and not cfg.model.gradient_checkpointing  # a group's prompt runs once per pass
     acc = _Mean()
-    skipped = 0
-    for epoch in range(tr.ppo_epochs):
-        for m, mini in enumerate(mini_batches(batch, mini_size, group, generator, shuffle)):
-            denominator = agg_denominator(mini.response_mask, alg.loss_agg)
-            optimizer.zero_grad(set_to_none=True)
-            for micro in mini.split(tr.micro_batch_size):
-                micro = micro.trimmed().to(device)
-                tokens = float(micro.response_mask.sum())
-                logprobs, entropy = response_logprobs(model, micro, temperature, with_entropy=True,
-                                                      entropy_grad=alg.entropy_coef > 0)
-                loss, stats = loss_terms(logprobs, entropy, micro, alg, cfg.kl_in, kl_coef, denominator)
-                if tokens > 0:
-                    loss.backward()
-                if epoch == 0 and m == 0 and tokens > 0:  # weights still those that sampled: compare
-                    diff = (logprobs.detach() - micro["rollout_logprobs"]).abs()
-                    stats["actor/rollout_logprob_diff"] = float(masked_mean(diff, micro.response_mask))
-                acc.add(stats, weight=tokens)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tr.max_grad_norm))
-            if grad_norm == grad_norm and grad_norm != float("inf"):
-                optimizer.step()
-            else:
-                skipped += 1
-                logger.warning("non-finite gradient norm (%s): optimizer step skipped", grad_norm)
-            acc.end_step(**{"actor/grad_norm": grad_norm})
+    with train_mode(model, cfg.model.gradient_checkpointing or cfg.model.lora.dropout > 0):
+        for epoch in range(tr.ppo_epochs):
+            for m, mini in enumerate(mini_batches(batch, mini_size, group, generator, shuffle)):
+                denominator = agg_denominator(mini.response_mask, alg.loss_agg)
+                optimizer.zero_grad(set_to_none=True)
+                for micro in mini.split(tr.micro_batch_size):
+                    micro = micro.trimmed().to(device)
+                    tokens = float(micro.response_mask.sum())
+                    logprobs, entropy = response_logprobs(model, micro, temperature, with_entropy=True,
+                                                          entropy_grad=alg.entropy_coef > 0, share_prompt=share)
+                    loss, stats = loss_terms(logprobs, entropy, micro, alg, cfg.kl_in, kl_coef, denominator)
+                    if tokens > 0:
+                        loss.backward()
+                    if epoch == 0 and m == 0 and tokens > 0:  # the weights that sampled: compare with the rollout
+                        diff = (logprobs.detach() - micro["rollout_logprobs"]).abs()
+                        stats["actor/rollout_logprob_diff"] = float(masked_mean(diff, micro.response_mask))
+                    acc.add(stats, weight=tokens)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tr.max_grad_norm))
+                if math.isfinite(grad_norm):
+                    optimizer.step()
+                else:
+                    acc.skipped += 1
+                    logger.warning("non-finite gradient norm (%s): optimizer step skipped", grad_norm)
+                acc.end_step(**{"actor/grad_norm": grad_norm})
     out = acc.result()
-    out["actor/skipped_steps"] = float(skipped)
+    out["actor/skipped_steps"] = float(acc.skipped)
     out["actor/lr"] = optimizer.param_groups[0]["lr"]
     return out
+
+
+@contextmanager
+def train_mode(model: Any, enabled: bool) -> Iterator[None]:
+    """Train mode for the update when gradient checkpointing or LoRA dropout needs it; eval mode otherwise
+    (no dropout: the update recomputes exactly what the rollout sampled)."""
+    if enabled:
+        model.train()
+    try:
+        yield
+    finally:
+        model.eval()
 
 
 def update_critic(critic: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cfg: Any,
@@ -327,7 +343,7 @@ def update_critic(critic: Any, optimizer: torch.optim.Optimizer, batch: TrainBat
                 acc.add({"loss/value": float(vl.detach()), "critic/clip_frac": clip_frac,
                          "critic/value_mean": float(masked_mean(values.detach(), micro.response_mask))}, tokens)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tr.max_grad_norm))
-            if grad_norm == grad_norm and grad_norm != float("inf"):
+            if math.isfinite(grad_norm):
                 optimizer.step()
             acc.end_step(**{"critic/grad_norm": grad_norm})
     out = acc.result()

@@ -64,7 +64,8 @@ class ReferenceWorker:
 
     def ref_logprobs(self, batch: TrainBatch) -> torch.Tensor:
         with oom_hint("reference"):
-            return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg))
+            return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
+                                    self.cfg.trainer.share_prompt)
 
     def ready(self) -> int:
         return os.getpid()
@@ -186,7 +187,8 @@ class PolicyWorker:
 
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         with oom_hint("old logprobs"), self._model_lock():
-            return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg))
+            return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
+                                    self.cfg.trainer.share_prompt)
 
     def ref_logprobs(self, batch: TrainBatch) -> torch.Tensor:
         """Reference logprobs: the base with LoRA adapters disabled, or the colocated frozen copy."""
@@ -198,7 +200,8 @@ class PolicyWorker:
             raise ToolrlError("this policy worker holds no reference policy", where="trainer workers",
                               fix="this is a bug in toolrl's worker placement; please report it")
         with oom_hint("reference"), self._model_lock(), self.model.disable_adapter():
-            return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg))
+            return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
+                                    self.cfg.trainer.share_prompt)
 
     def update(self, batch: TrainBatch, kl_coef: float, seed: int) -> dict[str, float]:
         from toolrl.trainer.step import update_policy

@@ -60,7 +60,7 @@ def test_reward_metrics_and_accuracy():
 
 def test_jsonl_and_csv_sinks_drop_recomputed_steps_on_resume(tmp_path):
     for s in (JsonlSink(tmp_path), CsvSink(tmp_path)):
-        s.begin(5, 1)
+        s.begin(5, 0)
         for step in (1, 2, 3):
             s.log(step, {"reward/mean": step / 10})
         s.log(3, {"reward/mean": 0.3, "eval/accuracy": 0.5})  # a new column rewrites the CSV header
@@ -76,6 +76,11 @@ def test_jsonl_and_csv_sinks_drop_recomputed_steps_on_resume(tmp_path):
         table = list(csv.DictReader(fh))
     assert [int(r["step"]) for r in table] == [1, 2, 3] and float(table[-1]["reward/mean"]) == 0.33
     assert "eval/accuracy" in table[0]
+    # a new run in the same folder starts clean
+    for s in (JsonlSink(tmp_path), CsvSink(tmp_path)):
+        s.begin(5, 0)
+        s.close()
+    assert read_jsonl(tmp_path / "metrics.jsonl") == []
 
 
 def test_tensorboard_sink_writes_event_files(tmp_path):

@@ -137,3 +137,23 @@ def test_update_critic_lowers_value_loss(tiny_llama, make_traj, make_config):
         b.extras["values"] = batched_values(critic, b, 2)
         last = update_critic(critic, opt, b, cfg, seed=0)["loss/value"]
     assert last < first * 0.5
+
+
+def test_shared_prompt_pass_gives_the_same_logprobs_and_gradients(tiny_llama, make_traj):
+    from toolrl.trainer.forward import prompt_runs
+
+    trajs = [make_traj("a", [3, 4, 5, 6], [10, 11, 12], [1, 1, 1]), make_traj("a", [3, 4, 5, 6], [13, 14], [1, 1], 1),
+             make_traj("a", [3, 4, 5, 6], [15], [1], 2), make_traj("b", [7, 8], [16, 17, 18, 19], [1, 0, 1, 1]),
+             make_traj("b", [7, 8], [20, 21, 22, 23], [1, 1, 1, 1], 1), make_traj("c", [9], [24, 25], [1, 1])]
+    b = build_batch(trajs, ["0", "0", "0", "1", "1", "2"], [True] * 6, 0)
+    assert prompt_runs(b) == [3, 2, 1]
+    results = []
+    for share in (False, True):
+        model = tiny_llama()
+        lp, ent = response_logprobs(model, b, temperature=0.7, with_entropy=True, entropy_grad=True,
+                                    share_prompt=share)
+        ((lp * b.response_mask).sum() + 0.1 * (ent * b.response_mask).sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((lp.detach() * b.response_mask, grads))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
