@@ -232,7 +232,8 @@ def check_signature(fn: RewardFn, args: Mapping[str, Any], *, name: str, where: 
     for key in args:
         if key in REWARD_KEYWORDS:
             raise RewardError(f"args.{key} clashes with the keyword {key!r} that toolrl passes to every reward",
-                              where=where, fix=f"remove {key!r} from args (toolrl passes: {', '.join(REWARD_KEYWORDS)})")
+                              where=where,
+                              fix=f"remove {key!r} from args (toolrl passes: {', '.join(REWARD_KEYWORDS)})")
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or C callable: nothing to check, pass everything

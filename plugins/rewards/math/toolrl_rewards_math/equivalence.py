@@ -33,7 +33,9 @@ _CURRENCY = "$€£¥"
 _MATH_WORDS = {"sqrt", "frac", "dfrac", "tfrac", "pi", "sin", "cos", "tan", "log", "ln", "exp", "cdot", "times",
                "left", "right", "infty", "text", "mathrm", "boxed", "div", "le", "ge", "neq", "pm"}
 _NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?:[ \u2009\u202f]\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
-_NUMBER_WITH_UNIT = re.compile(rf"^\s*[{re.escape(_CURRENCY)}]?\s*({_NUM})\s*(%?)\s*(?:[A-Za-z][A-Za-z .'/-]*)?\s*\.?\s*$")
+_NUMBER_WITH_UNIT = re.compile(
+    rf"^\s*[{re.escape(_CURRENCY)}]?\s*({_NUM})\s*(%?)\s*(?:[A-Za-z][A-Za-z .'/-]*)?\s*\.?\s*$"  # "$18 dollars."
+)
 _PLAIN_NUMBER = re.compile(rf"^(?:{_NUM})$")
 _FRACTION = re.compile(r"^([-+]?\d+)\s*/\s*(\d+)$")
 _WORD = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\b")

@@ -57,7 +57,8 @@ def test_format_tool_call_uses_the_trajectory_counters(build):
     t = build.task("w", tools=[WEATHER])
     trajs = [
         build.trajectory("w", [], "", tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}]),
-        build.trajectory("w", [], "", tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}], malformed=1),
+        build.trajectory("w", [], "", tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}],
+                         malformed=1),
         build.trajectory("w", [], "no call"),
         build.trajectory("w", [], "", tool_calls=[{"name": "get_wether", "arguments": {"city": "Paris"}}]),
         build.trajectory("w", [], "", tool_calls=[{"name": "get_weather", "arguments": {"unit": "celsius"}}]),

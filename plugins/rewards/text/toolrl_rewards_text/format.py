@@ -48,7 +48,8 @@ def format_tool_call(
         `get_weather(city: string, required)` and no malformed attempts scores 1.0.
     """
     if min_calls < 0:
-        raise RewardError(f"format_tool_call: min_calls must be >= 0, got {min_calls}", where="rewards[].args.min_calls",
+        raise RewardError(f"format_tool_call: min_calls must be >= 0, got {min_calls}",
+                          where="rewards[].args.min_calls",
                           fix="set args.min_calls to 0 or more")
     out: list[float] = []
     for traj, task in zip(trajectories, tasks):
