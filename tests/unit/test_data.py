@@ -145,6 +145,7 @@ def _installed(dist):
     return True
 
 
+@pytest.mark.integration  # subprocesses with the real, pip-installed plugins
 @pytest.mark.parametrize("suite, args, dist", [
     ("arith-tool", ["difficulty=easy"], "toolrl-env-code"),
     ("code", ["families=caesar,rotate"], "toolrl-env-code"),
@@ -163,6 +164,7 @@ def test_cli_end_to_end_with_the_installed_plugins(tmp_path, suite, args, dist):
     assert len(tasks) == 12 and all(json.dumps(t.to_dict()) for t in tasks)
 
 
+@pytest.mark.integration
 def test_cli_errors_exit_2_without_traceback(tmp_path):
     r = _cli("no-such-suite", "--n", "3", "--out", str(tmp_path / "x.jsonl"))
     assert r.returncode == 2 and "no task suite named 'no-such-suite'" in r.stderr and "Traceback" not in r.stderr

@@ -77,3 +77,25 @@ def test_every_listed_generator_produces_numeric_answers():
     for g in GENERATORS:
         for t in make_arith_tasks(5, seed=0, generators=g):
             assert re.fullmatch(r"-?\d+(\.\d+)?", t.metadata["answer"]), (g, t.metadata["answer"])
+
+
+def test_shots_put_worked_examples_before_the_question():
+    plain = list(make_arith_tasks(5, seed=4))
+    shot = list(make_arith_tasks(5, seed=4, shots=2))
+    demos_seen = set()
+    for p, t in zip(plain, shot):
+        assert t.messages[-1] == p.messages[-1] and t.metadata == p.metadata  # same problems
+        roles = [m["role"] for m in t.messages]
+        assert roles == ["system"] + ["user", "assistant", "tool", "assistant"] * 2 + ["user"]
+        for k in range(2):
+            user, call, result, answer = t.messages[1 + 4 * k: 5 + 4 * k]
+            a, b = map(int, re.search(r"(\d+) \* (\d+)", user["content"]).groups())
+            assert f'"print({a} * {b})"' in call["content"] and result["content"] == str(a * b)
+            assert answer["content"] == f"<answer>{a * b}</answer>"
+            demos_seen.add((a, b))
+    assert len(demos_seen) == 10  # different examples for every task
+    (t,) = make_arith_tasks(1, seed=0, shots=1, tool=False, answer_format="hash")
+    assert [m["role"] for m in t.messages] == ["system", "user", "assistant", "user"]
+    assert t.messages[2]["content"].startswith("#### ")
+    with pytest.raises(ToolrlError, match="shots"):
+        list(make_arith_tasks(1, seed=0, shots=7))

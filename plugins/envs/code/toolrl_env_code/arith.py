@@ -116,7 +116,8 @@ def _configs(difficulty: str, generators: Any, overrides: dict[str, int]) -> dic
 
 def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generators: Any = None,
                      min_digits: int | None = None, max_digits: int | None = None, min_terms: int | None = None,
-                     max_terms: int | None = None, tool: bool = True, answer_format: str = "tag") -> Iterator[Task]:
+                     max_terms: int | None = None, tool: bool = True, answer_format: str = "tag",
+                     shots: int = 0) -> Iterator[Task]:
     """Yield `n` arithmetic tasks for the `python` environment.
 
     Args:
@@ -125,6 +126,8 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
         min_digits, max_digits, min_terms, max_terms: override the ranges of the generators that have them.
         tool: False writes the same problems without the tool (a no-tool baseline for evaluation).
         answer_format: "tag" asks for `<answer>N</answer>` (math_equiv), "hash" for `#### N` (gsm8k_exact).
+        shots: worked examples put before the question as earlier turns (a multiplication asked, the tool
+            called, its output, the answer), with numbers that differ per task; 0 to 3.
     """
     import reasoning_gym
 
@@ -135,6 +138,8 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
             raise _error(f"{k} must be a whole number >= 1, got {v!r}", f"e.g. {k}=3")
     if not isinstance(tool, bool):
         raise _error(f"tool must be true or false, got {tool!r}", "write tool=false")
+    if not isinstance(shots, int) or isinstance(shots, bool) or not 0 <= shots <= 3:
+        raise _error(f"shots must be 0, 1, 2 or 3, got {shots!r}", "e.g. shots=1")
     if answer_format not in ANSWER_FORMS:
         raise _error(f"unknown answer_format {answer_format!r}",
                      "use tag (<answer>N</answer>, for math_equiv) or hash (#### N, for gsm8k_exact)")
@@ -150,14 +155,17 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
     names = list(configs)
     taken = dict.fromkeys(names, 0)
     system = (ARITH_SYSTEM if tool else ARITH_SYSTEM_NO_TOOL).format(answer_form=ANSWER_FORMS[answer_format])
+    demo_rng = random.Random(f"toolrl-arith-tool-demos-{seed}")  # its own stream: shots do not change the problems
     for i in range(n):
         g = names[rng.randrange(len(names))]
         j = taken[g]
         taken[g] += 1
         item = datasets[g][j]
+        demos = [m for _ in range(shots) for m in _demonstration(demo_rng, tool, answer_format)]
         yield Task(
             id=f"arith-tool-s{seed}-{i:05d}",
-            messages=({"role": "system", "content": system}, {"role": "user", "content": item["question"].strip()}),
+            messages=({"role": "system", "content": system}, *demos,
+                      {"role": "user", "content": item["question"].strip()}),
             tools=(PYTHON_TOOL,) if tool else (),
             env=ENV_NAME if tool else None,
             metadata={
@@ -169,6 +177,19 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
                 "suite": "arith-tool",
             },
         )
+
+
+def _demonstration(rng: random.Random, tool: bool, answer_format: str) -> list[dict[str, str]]:
+    """One worked example as chat turns: a 3-4 digit multiplication, solved with the tool (or directly)."""
+    a, b = rng.randint(100, 9999), rng.randint(100, 9999)
+    answer = f"<answer>{a * b}</answer>" if answer_format == "tag" else f"#### {a * b}"
+    user = {"role": "user", "content": f"Solve the following multiplication: {a} * {b}. Give only the result as your "
+                                       "final answer."}
+    if not tool:
+        return [user, {"role": "assistant", "content": answer}]
+    call = '<tool_call>\n{"name": "python", "arguments": {"code": "print(%d * %d)"}}\n</tool_call>' % (a, b)
+    return [user, {"role": "assistant", "content": call}, {"role": "tool", "content": str(a * b)},
+            {"role": "assistant", "content": answer}]
 
 
 def _derive(seed: int, name: str) -> int:
