@@ -178,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.monotonic() - t0
         rss_end = sampler.sample()
     finally:
-        sampler.stop()
-        server.stop()
+        try:
+            sampler.stop()
+        finally:
+            server.stop()
     with open(f"{prefix}_rss.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["seconds", "rss_mib"])
