@@ -84,8 +84,11 @@ def load_report(path: str | Path) -> EvalReport:
 
 def eval_command(cfg: Any, *, model: str, tasks: str, n: int = 1, out: str | None = None,
                  label: str | None = None) -> EvalReport:
+    import os
+
     from rich.console import Console
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see toolrl.trainer.cluster.start_ray (before torch loads)
     report = evaluate(cfg, model, tasks, n=n, label=label)
     console = Console()
     console.print(report_table(report))
