@@ -16,7 +16,18 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 from toolrl.rollout.base import BackendSettings, GenerationRequest, SamplingParams  # noqa: E402
 
 PROMPTS = [tuple(range(10, 10 + n)) for n in (5, 17, 3, 40)]
-ATOL = 2e-3  # vLLM's float32 kernels against HF's; both fp32
+# vLLM's float32 kernels (Triton attention, fused RMSNorm/rotary) against HF's eager float32 forward on this
+# tiny model whose lm_head is scaled x20: measured on an H200 (2026-11-21) at up to 5.8e-3 max / ~1e-3 mean per
+# token, with HF at "highest" matmul precision (benchmarks/gpu/vllm_precision_probe.py). The bugs this guards
+# against (off-by-one alignment, logprobs of the wrong token, missing temperature scaling) are errors of 0.1-10.
+# Logit errors are divided by the temperature before the softmax, so the tolerance is too.
+MAX_ATOL, MEAN_ATOL = 2e-2, 3e-3
+
+
+def close(ours, ref, temperature=1.0):
+    diffs = [abs(a - b) for a, b in zip(ours, ref)]
+    ok = max(diffs) < MAX_ATOL / temperature and sum(diffs) / len(diffs) < MEAN_ATOL / temperature
+    return ok, (max(diffs), sum(diffs) / len(diffs))
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +47,17 @@ def test_generate_from_ids_with_logprobs_matching_hf(backend, tiny_qwen2, gpu_he
         assert 0 < len(res.token_ids) <= 24 and len(res.logprobs) == len(res.token_ids)
         assert res.finish_reason in ("stop", "length") and res.prompt_tokens == len(req.prompt_ids)
         ref = gpu_helpers.hf_logprobs(tiny_qwen2, req.prompt_ids, res.token_ids)
-        assert max(abs(a - b) for a, b in zip(res.logprobs, ref)) < ATOL
+        ok, diff = close(res.logprobs, ref)
+        assert ok, diff
+        assert not close(res.logprobs[1:], ref[:-1])[0]  # the check can tell a one-token misalignment
 
 
 def test_temperature_scaled_logprobs_and_greedy_batch_equals_single(backend, tiny_qwen2, gpu_helpers):
     [hot] = backend.generate([GenerationRequest(PROMPTS[1], SamplingParams(temperature=0.6, max_tokens=16, seed=7))])
     ref = gpu_helpers.hf_logprobs(tiny_qwen2, PROMPTS[1], hot.token_ids, temperature=0.6)
-    assert max(abs(a - b) for a, b in zip(hot.logprobs, ref)) < ATOL
+    assert close(hot.logprobs, ref, 0.6)[0], close(hot.logprobs, ref, 0.6)[1]
+    unscaled = gpu_helpers.hf_logprobs(tiny_qwen2, PROMPTS[1], hot.token_ids, temperature=1.0)
+    assert not close(hot.logprobs, unscaled, 0.6)[0]  # the check can tell a missing temperature scaling
     greedy = [GenerationRequest(p, SamplingParams(temperature=0.0, max_tokens=16)) for p in PROMPTS]
     batch = backend.generate(greedy)
     assert [r.token_ids for r in batch] == [backend.generate([g])[0].token_ids for g in greedy]
@@ -87,4 +102,6 @@ def test_update_weights_changes_output_and_logprobs_follow(backend, tiny_qwen2, 
     [after] = backend.generate([req])
     assert after.token_ids != before.token_ids
     ref = gpu_helpers.hf_logprobs(tiny_qwen2, req.prompt_ids, after.token_ids, state_dict=sd)
-    assert max(abs(a - b) for a, b in zip(after.logprobs, ref)) < ATOL
+    assert close(after.logprobs, ref)[0], close(after.logprobs, ref)[1]
+    stale = gpu_helpers.hf_logprobs(tiny_qwen2, req.prompt_ids, after.token_ids)
+    assert not close(after.logprobs, stale)[0]  # ... and they are not the old weights' logprobs
