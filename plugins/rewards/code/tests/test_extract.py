@@ -5,7 +5,8 @@ import inspect
 import pytest
 
 from toolrl.errors import RewardError
-from toolrl_rewards_code import code_pass_rate, extract_code, live_pools, without_main_guard
+from toolrl_rewards_code import code_blocks, code_pass_rate, extract_code, live_pools, without_main_guard
+from toolrl_rewards_code.extract import without_truncated_tail
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -77,3 +78,50 @@ async def test_bad_arguments(build, args):
     t = build.task("t", {"tests": ["assert True"]})
     with pytest.raises(RewardError, match="bad arguments"):
         await code_pass_rate([None], completions=["x"], metadata=[t.metadata], tasks=[t], **args)
+
+
+def test_truncated_block_loses_its_unparsable_tail():
+    cut = "```python\ndef f():\n    return 1\n\nprint('all tests pass"
+    assert extract_code(cut) == "def f():\n    return 1"
+    assert extract_code(cut, repair_truncated=False).endswith("print('all tests pass")
+    closed = "```python\ndef f():\n    return 1\nprint('oops)\n```"  # closed fence: not truncated, left alone
+    assert extract_code(closed).endswith("print('oops)")
+    assert without_truncated_tail("(((") == "((("  # nothing parses: unchanged
+
+
+# Hand-checked facts about the real completions in fixtures/completions.json:
+# id -> (the answer's code block was cut off by the token limit, the extracted code parses)
+REAL = {
+    "add-qwen2.5": (False, True),
+    "add-smollm2": (False, True),
+    "is_palindrome-qwen2.5": (False, True),
+    "is_palindrome-smollm2": (False, True),
+    "fizzbuzz-qwen2.5": (True, True),         # cut at "    assert fizzbuzz", which happens to parse
+    "second_largest-qwen2.5": (True, True),   # cut inside print("All test cases: the tail is dropped
+    "run_length-qwen2.5": (False, True),
+    "primes_below-qwen2.5": (True, True),     # cut at "assert primes_below(100) ==": the tail is dropped
+}
+
+
+def test_real_completions_extract_to_parsable_code(model_outputs):
+    import ast
+
+    trajs, tasks, records = model_outputs
+    assert set(REAL) == {r["id"] for r in records}
+    for r in records:
+        blocks = [b for b in code_blocks(r["completion"]) if b[0] == "python"]
+        truncated, parses = REAL[r["id"]]
+        assert (not blocks[-1][2]) == truncated, r["id"]
+        code = extract_code(r["completion"])
+        name = r["task"]
+        assert f"def {name}(" in code, r["id"]
+        try:
+            ast.parse(code)
+            ok = True
+        except SyntaxError:
+            ok = False
+        assert ok == parses, r["id"]
+    second = next(r for r in records if r["id"] == "second_largest-qwen2.5")
+    unrepaired = extract_code(second["completion"], repair_truncated=False)
+    with pytest.raises(SyntaxError):
+        ast.parse(unrepaired)

@@ -24,6 +24,7 @@ async def code_pass_rate(
     memory_mb: int = 256,
     all_or_nothing: bool = False,
     blocks: str = "all",
+    repair_truncated: bool = True,
     tests_key: str = "tests",
     entry_point_key: str = "entry_point",
 ) -> list[float | None]:
@@ -31,7 +32,8 @@ async def code_pass_rate(
 
     The code is the final answer's ```` ```python ```` block(s) (see
     `toolrl_rewards_code.extract_code`: all Python blocks joined, `if __name__ ==
-    "__main__":` demos removed). The tests are `metadata["tests"]` in any form
+    "__main__":` demos removed; an answer cut off by the token limit inside its code
+    block loses its unparsable last lines). The tests are `metadata["tests"]` in any form
     `SandboxPool.run_tests` accepts: a list of assert statements (each one test), or
     one source string — HumanEval style with `metadata["entry_point"]` naming the
     function its `check(candidate)` receives, `unittest.TestCase` classes, or a
@@ -55,6 +57,8 @@ async def code_pass_rate(
         memory_mb: address-space limit of the solution's process.
         all_or_nothing: 1.0 only when every test passes, else 0.0 (instead of the fraction).
         blocks: `"all"` joins every Python block of the answer, `"last"` takes the last one.
+        repair_truncated: when the answer was cut off inside its last code block and the code
+            does not parse, drop trailing lines until it does.
         tests_key: the metadata key of the tests.
         entry_point_key: the metadata key of the HumanEval entry point (used with tests given as one string).
 
@@ -79,7 +83,7 @@ async def code_pass_rate(
     jobs: list[tuple[str, Any, str | None] | None] = []
     for text, meta, task in zip(completions, metadata, tasks):
         tests, entry_point = _tests_of(meta, task, tests_key, entry_point_key)
-        code = extract_code(text, blocks=blocks)
+        code = extract_code(text, blocks=blocks, repair_truncated=repair_truncated)
         jobs.append(None if code is None else (code, tests, entry_point))
     if all(job is None for job in jobs):
         return [0.0] * len(jobs)
