@@ -162,6 +162,10 @@ def test_keyword_recall(build):
     texts = ["Use a 65W usb-c charger.", "Use any charger", "USB-C only", "usb-cable 65Watt"]
     trajs = [build.trajectory("k", [], x) for x in texts]
     assert keyword_recall(trajs, **kw(trajs, [t] * 4)) == [1.0, 0.0, 0.5, 0.0]
+    dates = build.task("d", {"keywords": ["June 21"]})
+    texts = ["on June 21st", "on june 21", "on June 212", "on June 2"]
+    trajs = [build.trajectory("d", [], x) for x in texts]
+    assert keyword_recall(trajs, **kw(trajs, [dates] * 4)) == [1.0, 1.0, 0.0, 0.0]
     # no keyword list: the reference's content words (order, 4471, ships, berlin) are the keywords
     derived = build.task("k", {"reference": "Your order 4471 ships to Berlin."})
     x = [build.trajectory("k", [], "Order 4471 goes to Berlin")]

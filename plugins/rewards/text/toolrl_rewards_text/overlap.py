@@ -109,7 +109,9 @@ def _contains(text: str, keyword: str) -> bool:
     if not k:
         return False
     if k.isascii():
-        return re.search(rf"(?<!\w){re.escape(k)}(?!\w)", text) is not None
+        # whole words; a keyword ending in a digit also matches an ordinal ("June 21" in "June 21st")
+        ordinal = "(?:st|nd|rd|th)?" if k[-1].isdigit() else ""
+        return re.search(rf"(?<!\w){re.escape(k)}{ordinal}(?!\w)", text) is not None
     return k in text  # CJK: no word boundaries
 
 
@@ -127,8 +129,8 @@ def keyword_recall(
     Keywords are `metadata[keywords_key]` (a list of strings) when the task has
     them; otherwise the content words of `metadata[reference_key]` (stop words
     dropped). Matching is case-insensitive and whole-word for Latin script
-    (`"usb-c"` matches "USB-C", `"cat"` does not match "category"); substring for
-    other scripts.
+    (`"usb-c"` matches "USB-C", `"cat"` does not match "category", `"June 21"`
+    matches "June 21st"); substring for other scripts.
 
     Args:
         trajectories: the batch (toolrl passes it positionally).
