@@ -33,9 +33,9 @@ the `register_rewards` hook. toolrl calls it once per batch:
 
 Composition
 -----------
-`compute_rewards` calls every configured reward on the batch (async rewards run
-concurrently; sync rewards run in the calling thread, one after another) and sums
-them by weight: `total = sum(weight_k * value_k)`. A sample is excluded
+`compute_rewards` calls every configured reward on the batch (sync rewards first,
+in the calling thread, one after another; then the async rewards, concurrently)
+and sums them by weight: `total = sum(weight_k * value_k)`. A sample is excluded
 (`RewardResult.total is None`) when it hit an infrastructure error, when any
 component returned None for it, or when a component failed on it with
 `on_error: skip`.
@@ -330,14 +330,7 @@ async def compute_rewards(
         "env_states": [t.env_state for t in batch],
         "completions": [t.final_text for t in batch],
     }
-    if batch:
-        gathered = await asyncio.gather(*(_run_one(r, batch, keywords) for r in prepared), return_exceptions=True)
-    else:
-        gathered = [_Outcome([], [], 0.0) for _ in prepared]
-    for item in gathered:  # raise the first failure in config order
-        if isinstance(item, BaseException):
-            raise item
-    outcomes: list[_Outcome] = gathered  # type: ignore[assignment]
+    outcomes = await _run_all(prepared, batch, keywords)
 
     results: list[RewardResult] = [RewardResult(None, {}, "infra_error")] * len(trajectories)
     for j, i in enumerate(scored):
@@ -354,6 +347,34 @@ async def compute_rewards(
         total = None if reason else sum(r.weight * components[r.name] for r in prepared)  # type: ignore[operator]
         results[i] = RewardResult(total, components, reason)
     return results, _metrics(results, prepared, outcomes, len(trajectories) - len(scored))
+
+
+async def _run_all(prepared: list[PreparedReward], batch: list[Trajectory],
+                   keywords: Mapping[str, list[Any]]) -> list[_Outcome]:
+    """Sync rewards first, one after the other; then the async ones, concurrently.
+
+    Running a sync reward while async ones wait on I/O would stall the event loop
+    under them, and their timeouts (a sandbox run's, say) could expire spuriously.
+    """
+    if not batch:
+        return [_Outcome([], [], 0.0) for _ in prepared]
+    outcomes: list[_Outcome | None] = [None] * len(prepared)
+    for k, r in enumerate(prepared):
+        if not _is_async(r.fn):
+            outcomes[k] = await _run_one(r, batch, keywords)
+    pending = [k for k, out in enumerate(outcomes) if out is None]
+    gathered = await asyncio.gather(*(_run_one(prepared[k], batch, keywords) for k in pending),
+                                    return_exceptions=True)
+    for item in gathered:  # raise the first failure in config order
+        if isinstance(item, BaseException):
+            raise item
+    for k, out in zip(pending, gathered):
+        outcomes[k] = out  # type: ignore[assignment]
+    return outcomes  # type: ignore[return-value]
+
+
+def _is_async(fn: RewardFn) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)  # async __call__
 
 
 def compute_rewards_sync(

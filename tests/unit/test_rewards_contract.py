@@ -244,6 +244,29 @@ async def test_async_rewards_run_concurrently():
     assert [r.total for r in results] == [2.0] * 3
 
 
+async def test_sync_rewards_finish_before_async_ones_start():
+    import time
+
+    events = []
+
+    async def io_bound(trajectories):
+        events.append("async start")
+        await asyncio.sleep(0)
+        events.append("async end")
+        return [1.0] * len(trajectories)
+
+    def cpu_bound(trajectories):
+        events.append("sync start")
+        time.sleep(0.05)  # holds the event loop, as a CPU-heavy reward would
+        events.append("sync end")
+        return [1.0] * len(trajectories)
+
+    # listed async-first: the sync one still runs before the async one starts waiting
+    await compute_rewards(batch(), TASKS, [{"name": "io"}, {"name": "cpu"}], registry={"io": io_bound,
+                                                                                        "cpu": cpu_bound})
+    assert events == ["sync start", "sync end", "async start", "async end"]
+
+
 def test_unknown_name_and_bad_spec():
     with pytest.raises(UnknownNameError) as info:
         prepare_rewards([{"name": "math_equv"}], registry={"math_equiv": length_reward})
