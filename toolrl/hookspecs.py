@@ -23,7 +23,7 @@ def register_environments(register):
 
 @hookspec
 def register_rewards(register):
-    """Register rewards: register(name, fn); fn(trajectories, *, tasks, **kwargs) -> list[float | None], sync or async."""
+    """Register rewards: register(name, fn); fn(trajectories, *, tasks, metadata, env_states, completions, **args) -> list[float | None], sync or async."""
 
 
 @hookspec
