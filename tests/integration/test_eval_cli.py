@@ -31,9 +31,9 @@ def _yaml(path: Path, text: str) -> Path:
 
 
 def test_eval_cli_then_adapter_checkpoint_then_compare(tmp_path, smollm2_path, plugin_manager):
-    tasks = S.write_tasks(tmp_path / "eval.jsonl", 3, seed=4)
+    tasks = S.write_tasks(tmp_path / "eval.jsonl", 2, seed=4)
     cfg = _yaml(tmp_path / "eval.yaml", """
-rollout: {max_new_tokens: 12, max_total_tokens: 64, max_turns: 1}
+rollout: {max_new_tokens: 8, max_total_tokens: 64, max_turns: 1}
 rewards:
   - {name: format_answer_tag, weight: 1.0}
 trainer: {accuracy_reward: format_answer_tag, seed: 3}
@@ -53,7 +53,7 @@ trainer: {accuracy_reward: format_answer_tag, seed: 3}
         assert key in m, key
     assert m["eval/pass@1"] == pytest.approx(m["eval/accuracy"])
     assert m["eval/pass@2"] >= m["eval/pass@1"]
-    assert len(report["per_task"]) == 3 and all(len(t["completions"]) == 2 for t in report["per_task"])
+    assert len(report["per_task"]) == 2 and all(len(t["completions"]) == 2 for t in report["per_task"])
 
     # a LoRA adapter folder (as checkpoints save it) evaluates like its base while the adapters are zero
     import peft
@@ -74,7 +74,7 @@ trainer: {accuracy_reward: format_answer_tag, seed: 3}
     AutoTokenizer.from_pretrained(smollm2_path).save_pretrained(adapter_dir)
 
     plugin_manager.register(S.AnswerTagPlugin(), name="answer-tag-test")
-    greedy = load_config(None, ["rollout.max_new_tokens=12", "rollout.max_total_tokens=64", "rollout.max_turns=1",
+    greedy = load_config(None, ["rollout.max_new_tokens=8", "rollout.max_total_tokens=64", "rollout.max_turns=1",
                                 "rewards=[{name: answer_tag}]"])
     a = eval_command(greedy, model=str(smollm2_path), tasks=str(tasks), n=1, out=str(tmp_path / "a.json"),
                      label="base-greedy")

@@ -41,7 +41,7 @@ S = _support()
 def _config(tmp: Path, out: str) -> Path:
     cfg = S.base_config(
         tmp,
-        trainer={"total_steps": 3, "save_freq": 1, "lr": 2e-5, "warmup_steps": 2, "lr_schedule": "linear",
+        trainer={"total_steps": 2, "save_freq": 1, "lr": 2e-5, "warmup_steps": 2, "lr_schedule": "linear",
                  "ppo_epochs": 2, "micro_batch_size": 2, "output_dir": str(tmp / out), "seed": 5,
                  "metric_sinks": ["jsonl", "console"], "keep_checkpoints": 0},
     )
@@ -103,23 +103,24 @@ def test_sigkill_mid_step_then_resume_matches_uninterrupted(tmp_path, smollm2_pa
     straight_cfg = _config(tmp_path, "straight")
     _run(tmp_path, straight_cfg)
     straight = S.read_metrics(tmp_path / "straight")
-    assert [r["step"] for r in straight] == [1, 2, 3]
+    assert [r["step"] for r in straight] == [1, 2]
 
     killed_dir = tmp_path / "killed"
     killed_cfg = _config(tmp_path, "killed")
-    _kill_mid_step(tmp_path, killed_cfg, killed_dir, step=3)
+    _kill_mid_step(tmp_path, killed_cfg, killed_dir, step=2)
     ckpts = sorted(p.name for p in (killed_dir / "checkpoints").iterdir() if p.name.startswith("step_"))
-    assert ckpts == ["step_000001", "step_000002"]  # nothing of step 3 looks like a checkpoint
-    assert (killed_dir / "checkpoints" / "latest").resolve().name == "step_000002"
+    assert ckpts == ["step_000001"]  # nothing of step 2 looks like a checkpoint
+    assert (killed_dir / "checkpoints" / "latest").resolve().name == "step_000001"
 
     resumed = _run(tmp_path, killed_cfg, "trainer.resume=auto")
-    assert "steps 3..3" in resumed.stdout  # it continued from the checkpoint, not from scratch
+    assert "steps 2..2" in resumed.stdout  # it continued from the checkpoint, not from scratch
     after = S.read_metrics(killed_dir)
-    assert [r["step"] for r in after] == [1, 2, 3]
+    assert [r["step"] for r in after] == [1, 2]
     for a, b in zip(straight, after):
         a, b = _comparable(a), _comparable(b)
         assert a.keys() == b.keys()
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
-    # a third metric that depends on restored optimizer/scheduler state: the LR and the update
-    assert after[2]["actor/lr"] == pytest.approx(straight[2]["actor/lr"])
+    # step 2 depends on the restored optimizer (Adam moments), LR schedule and data order
+    assert after[1]["actor/lr"] == pytest.approx(straight[1]["actor/lr"]) and after[1]["actor/lr"] > 0
+    assert after[1]["actor/grad_norm"] == pytest.approx(straight[1]["actor/grad_norm"], rel=1e-4)

@@ -52,24 +52,35 @@ def response_logits(model: Any, batch: TrainBatch, temperature: float = 1.0, sha
 
 
 def _shared_prompt_logits(model: Any, batch: TrainBatch, runs: list[int]) -> torch.Tensor | None:
+    return _shared_prompt_pass(model, batch, runs, hidden=False)
+
+
+def _shared_prompt_pass(model: Any, batch: TrainBatch, runs: list[int], *, hidden: bool) -> torch.Tensor | None:
+    """`[B, T, ...]` outputs at the positions that predict each response token, running each prompt once.
+
+    `hidden=False`: a causal LM's logits; `hidden=True`: a backbone's last hidden states (the critic).
+    None when the model's cache is of a kind this code does not know how to expand.
+    """
     P, T = batch.prompt_width, batch.response_width
     counts = torch.tensor(runs, device=batch.input_ids.device)
     first = torch.cumsum(counts, 0) - counts
-    out = model(input_ids=batch.input_ids[first, :P], attention_mask=batch.attention_mask[first, :P],
-                position_ids=batch.position_ids[first, :P], use_cache=True, logits_to_keep=1)
+    prompt_kwargs = dict(input_ids=batch.input_ids[first, :P], attention_mask=batch.attention_mask[first, :P],
+                         position_ids=batch.position_ids[first, :P], use_cache=True)
+    out = model(**prompt_kwargs) if hidden else model(**prompt_kwargs, logits_to_keep=1)
     cache = getattr(out, "past_key_values", None)
     layers = getattr(cache, "layers", None)
     if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
-        return None  # a cache this code does not know how to expand: use separate passes
+        return None  # use separate passes
     for layer in layers:
         layer.keys = layer.keys.repeat_interleave(counts, dim=0)
         layer.values = layer.values.repeat_interleave(counts, dim=0)
-    first_logits = out.logits[:, -1:, :].repeat_interleave(counts, dim=0)  # predicts response token 0
+    last = (out.last_hidden_state if hidden else out.logits)[:, -1:, :]
+    first_out = last.repeat_interleave(counts, dim=0)  # at the prompt's last position: predicts response token 0
     if T == 1:
-        return first_logits
+        return first_out
     rest = model(input_ids=batch.response_ids[:, : T - 1], attention_mask=batch.attention_mask[:, : P + T - 1],
                  position_ids=batch.position_ids[:, P : P + T - 1], past_key_values=cache, use_cache=True)
-    return torch.cat([first_logits, rest.logits], dim=1)
+    return torch.cat([first_out, rest.last_hidden_state if hidden else rest.logits], dim=1)
 
 
 def response_logprobs(
@@ -106,18 +117,22 @@ def batched_logprobs(model: Any, batch: TrainBatch, micro_batch_size: int, tempe
     return torch.cat(parts, 0) * batch.response_mask
 
 
-def critic_values(critic: Any, batch: TrainBatch) -> torch.Tensor:
-    """`[B, T]` values of the states that precede each response token."""
+def critic_values(critic: Any, batch: TrainBatch, share_prompt: bool = True) -> torch.Tensor:
+    """`[B, T]` values of the states that precede each response token (shared prompts run once, as above)."""
     P, T = batch.prompt_width, batch.response_width
+    runs = prompt_runs(batch) if share_prompt else None
+    hidden = _shared_prompt_pass(critic.backbone, batch, runs, hidden=True) if runs else None
+    if hidden is not None:
+        return critic.value_head(hidden.to(critic.value_head.weight.dtype)).squeeze(-1).float()
     v = critic(batch.input_ids, batch.attention_mask, batch.position_ids)
     return v[:, P - 1 : P + T - 1].float()
 
 
 @torch.no_grad()
-def batched_values(critic: Any, batch: TrainBatch, micro_batch_size: int) -> torch.Tensor:
+def batched_values(critic: Any, batch: TrainBatch, micro_batch_size: int, share_prompt: bool = True) -> torch.Tensor:
     device = next(critic.parameters()).device
     parts = []
     for micro in batch.split(micro_batch_size):
-        v = critic_values(critic, micro.trimmed().to(device)).cpu()
+        v = critic_values(critic, micro.trimmed().to(device), share_prompt).cpu()
         parts.append(torch.nn.functional.pad(v, (0, batch.response_width - v.shape[1])))
     return torch.cat(parts, 0) * batch.response_mask

@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,7 +56,6 @@ class StepContext:
     reference: Any | None  # handle with ref_logprobs (None: no KL term)
     critic: Any | None  # handle with critic_values, critic_update (None: no critic)
     pad_token_id: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -88,7 +87,7 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
     valid = [r.total is not None for r in results]
     scores = torch.tensor([r.total if r.total is not None else 0.0 for r in results], dtype=torch.float32)
     metrics.update(reward_metrics(results, cfg.trainer.accuracy_reward, cfg.trainer.success_threshold))
-    metrics.update(no_signal_check(step, scores, valid, group_ids, group_based=not _uses_critic(ctx)))
+    metrics.update(no_signal_check(step, scores, valid, group_ids, group_based=ctx.critic is None))
 
     # 4. the batch, then reference logprobs, critic values and old logprobs where needed
     batch = build_batch(trajectories, group_ids, valid, ctx.pad_token_id)
@@ -140,10 +139,6 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
     metrics["timing/rollout_tokens_per_s"] = sampled / max(timer.seconds["rollout"], 1e-9)
     metrics["timing/update_tokens_per_s"] = float(batch.attention_mask.sum()) / max(timer.seconds["update"], 1e-9)
     return metrics
-
-
-def _uses_critic(ctx: StepContext) -> bool:
-    return ctx.critic is not None
 
 
 def needs_old_logprobs(cfg: Any, batch_size: int, has_reference: bool) -> bool:
@@ -270,8 +265,9 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
     alg, tr = cfg.algorithm, cfg.trainer
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    group = cfg.rollout.n if alg.advantage in ("grpo", "rloo") else 1
     mini_size = tr.mini_batch_size or len(batch)
+    # mini-batches hold whole prompt groups where they can (GRPO/RLOO always), so shared prompts run once
+    group = cfg.rollout.n if mini_size % cfg.rollout.n == 0 else 1
     shuffle = tr.ppo_epochs > 1 or mini_size < len(batch)
     generator = torch.Generator().manual_seed(seed)
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
@@ -326,16 +322,18 @@ def update_critic(critic: Any, optimizer: torch.optim.Optimizer, batch: TrainBat
     device = next(critic.parameters()).device
     params = [p for p in critic.parameters() if p.requires_grad]
     mini_size = tr.mini_batch_size or len(batch)
+    group = cfg.rollout.n if mini_size % cfg.rollout.n == 0 else 1
+    share = tr.share_prompt and not cfg.model.gradient_checkpointing
     generator = torch.Generator().manual_seed(seed + 1)
     acc = _Mean()
     for _ in range(tr.ppo_epochs):
-        for mini in mini_batches(batch, mini_size, 1, generator, tr.ppo_epochs > 1 or mini_size < len(batch)):
+        for mini in mini_batches(batch, mini_size, group, generator, tr.ppo_epochs > 1 or mini_size < len(batch)):
             denominator = agg_denominator(mini.response_mask, alg.loss_agg)
             optimizer.zero_grad(set_to_none=True)
             for micro in mini.split(tr.micro_batch_size):
                 micro = micro.trimmed().to(device)
                 tokens = float(micro.response_mask.sum())
-                values = critic_values(critic, micro)
+                values = critic_values(critic, micro, share)
                 vl, clip_frac = value_loss(values, micro["values"], micro["returns"], micro.response_mask,
                                            clip=alg.value_clip, agg=alg.loss_agg, denominator=denominator)
                 if tokens > 0:
@@ -348,6 +346,7 @@ def update_critic(critic: Any, optimizer: torch.optim.Optimizer, batch: TrainBat
             acc.end_step(**{"critic/grad_norm": grad_norm})
     out = acc.result()
     returns, values, mask = batch["returns"], batch["values"], batch.response_mask
+    out["critic/value_loss_before"] = float(aggregate(0.5 * (values - returns) ** 2, mask, alg.loss_agg))
     var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
     var_res = masked_mean((returns - values - masked_mean(returns - values, mask)) ** 2, mask)
     out["critic/explained_var"] = float(1 - var_res / var_r) if float(var_r) > 0 else 0.0

@@ -89,7 +89,7 @@ class CriticWorker:
 
     def critic_values(self, batch: TrainBatch) -> torch.Tensor:
         with oom_hint("values"):
-            return batched_values(self.model, batch, self.cfg.trainer.micro_batch_size)
+            return batched_values(self.model, batch, self.cfg.trainer.micro_batch_size, self.cfg.trainer.share_prompt)
 
     def critic_update(self, batch: TrainBatch, seed: int) -> dict[str, float]:
         from toolrl.trainer.step import update_critic

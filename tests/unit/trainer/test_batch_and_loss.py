@@ -157,3 +157,23 @@ def test_shared_prompt_pass_gives_the_same_logprobs_and_gradients(tiny_llama, ma
         results.append((lp.detach() * b.response_mask, grads))
     assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
+
+
+def test_shared_prompt_critic_values_match(tiny_llama, make_traj):
+    from transformers import LlamaModel
+
+    from toolrl.trainer.forward import critic_values
+    from toolrl.trainer.modeling import CriticModel
+
+    trajs = [make_traj("a", [3, 4, 5], [10, 11, 12], [1, 1, 1]), make_traj("a", [3, 4, 5], [13], [1], 1),
+             make_traj("b", [7, 8, 9, 2], [16, 17], [1, 1])]
+    b = build_batch(trajs, ["0", "0", "1"], [True] * 3, 0)
+    out = []
+    for share in (False, True):
+        torch.manual_seed(1)
+        critic = CriticModel(LlamaModel(tiny_llama().config), 32)
+        v = critic_values(critic, b, share)
+        (v * b.response_mask).sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in critic.parameters() if p.grad is not None])
+        out.append((v.detach() * b.response_mask, grads))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-5) and torch.allclose(out[0][1], out[1][1], atol=1e-5)
