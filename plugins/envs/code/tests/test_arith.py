@@ -37,7 +37,7 @@ def test_tasks_follow_the_schema(difficulty):
 
 def test_easy_is_multiplication_of_3_to_4_digit_numbers():
     for t in make_arith_tasks(40, seed=1, difficulty="easy"):
-        a, b = map(int, re.search(r"(\d+) \* (\d+)", t.messages[1]["content"]).groups())
+        a, b = map(int, re.search(r"(\d+) \* (\d+)", t.messages[-1]["content"]).groups())
         assert 100 <= a <= 9999 and 100 <= b <= 9999
         assert int(t.metadata["answer"]) == a * b
 
@@ -47,7 +47,7 @@ def test_generators_and_range_knobs():
     assert {t.metadata["source"] for t in tasks} == {"reasoning_gym/chain_sum", "reasoning_gym/gcd"}
     for t in tasks:
         if t.metadata["source"].endswith("chain_sum"):
-            expr = t.messages[1]["content"].split(":")[1].rstrip("= ")
+            expr = t.messages[-1]["content"].split(":")[1].rstrip("= ")
             assert len(re.findall(r"\d+", expr)) == 5
             assert eval(expr) == int(t.metadata["answer"])  # noqa: S307 - our own generated arithmetic
     (t,) = make_arith_tasks(1, seed=0, tool=False)
@@ -80,7 +80,7 @@ def test_every_listed_generator_produces_numeric_answers():
 
 
 def test_shots_put_worked_examples_before_the_question():
-    plain = list(make_arith_tasks(5, seed=4))
+    plain = list(make_arith_tasks(5, seed=4, shots=0))
     shot = list(make_arith_tasks(5, seed=4, shots=2))
     demos_seen = set()
     for p, t in zip(plain, shot):
@@ -94,6 +94,8 @@ def test_shots_put_worked_examples_before_the_question():
             assert answer["content"] == f"<answer>{a * b}</answer>"
             demos_seen.add((a, b))
     assert len(demos_seen) == 10  # different examples for every task
+    assert [m["role"] for m in next(iter(make_arith_tasks(1, seed=4))).messages] == [
+        "system", "user", "assistant", "tool", "assistant", "user"]  # one example by default
     (t,) = make_arith_tasks(1, seed=0, shots=1, tool=False, answer_format="hash")
     assert [m["role"] for m in t.messages] == ["system", "user", "assistant", "user"]
     assert t.messages[2]["content"].startswith("#### ")
