@@ -77,6 +77,13 @@ def eval_(model: str, tasks: str, n: int, config_path: str | None, out: str | No
 
 
 @cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+def compare(results: tuple[str, ...]) -> None:
+    """Before/after table of `toolrl eval --out` result files (e.g. base vs trained)."""
+    _feature("toolrl.evaluation.cli", "compare_command", "compare")(list(results))
+
+
+@cli.command()
 @click.argument("model")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=int)

@@ -27,7 +27,7 @@ def test_version():
 
 def test_subcommands_exist():
     r = toolrl("--help", check=True)
-    for cmd in ("train", "eval", "serve", "plugins", "config", "doctor", "data", "plot"):
+    for cmd in ("train", "eval", "compare", "serve", "plugins", "config", "doctor", "data", "plot"):
         assert cmd in r.stdout
 
 
