@@ -118,8 +118,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--prompts", type=int, default=64, help="prompts per method (the same set for all)")
-    ap.add_argument("--naive-prompts", type=int, default=None,
-                    help="run the naive loop on only the first N prompts (tokens/s is per prompt anyway)")
+    ap.add_argument("--single-prompts", type=int, default=None,
+                    help="run the batch-1 methods (naive, hf@1) on only the first N prompts, to save time")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--cap", type=int, default=256, help="most new tokens per response")
     ap.add_argument("--threads", type=int, default=2)
@@ -139,6 +139,7 @@ def main() -> int:
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, args.dtype)).eval()
     eos = {tok.convert_tokens_to_ids("<|im_end|>"), int(model.generation_config.eos_token_id or 0)}
     prompts = make_prompts(tok, args.prompts)
+    single = prompts[: args.single_prompts] if args.single_prompts else prompts
     batches = [int(b) for b in args.batches.split(",")]
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
@@ -157,17 +158,17 @@ def main() -> int:
         # warm-up (first calls allocate and pick kernels)
         run_generate(model, prompts[:2], 2, 8, eos)
         if not args.quick:
-            naive_prompts = prompts[: args.naive_prompts] if args.naive_prompts else prompts
-            tokens, wall, lengths = run_naive(model, naive_prompts, args.cap, eos)
-            record("naive", 1, len(naive_prompts), tokens, wall, lengths)
+            tokens, wall, lengths = run_naive(model, single, args.cap, eos)
+            record("naive", 1, len(single), tokens, wall, lengths)
         for b in batches:
             if b == 1 and args.quick:
                 continue
+            these = single if b == 1 else prompts
             if b > 1:
-                tokens, wall, lengths = run_generate(model, prompts, b, args.cap, eos)
-                record("generate", b, len(prompts), tokens, wall, lengths)
-            tokens, wall, lengths, stats = run_backend(model, tok, path, prompts, b, args.cap)
-            record("hf", b, len(prompts), tokens, wall, lengths,
+                tokens, wall, lengths = run_generate(model, these, b, args.cap, eos)
+                record("generate", b, len(these), tokens, wall, lengths)
+            tokens, wall, lengths, stats = run_backend(model, tok, path, these, b, args.cap)
+            record("hf", b, len(these), tokens, wall, lengths,
                    {"decode_steps": int(stats["decode_steps_total"]), "prefill_tokens": int(stats["prefill_tokens_total"])})
 
     def rate(method, batch):

@@ -13,7 +13,9 @@ needed when the weights come from elsewhere.
 `rollout.backend_args` understood here: `max_queue` (requests that may wait,
 default 4096; beyond it `agenerate`/`astream` raise `QueueFullError`),
 `max_prefill_tokens` (prompt tokens prefilled together, default 8192),
-`num_threads` (torch CPU threads), `attn_implementation` (default "sdpa").
+`num_threads` (torch CPU threads), `attn_implementation` (default "sdpa"),
+`decode_attention` (switch an sdpa model to `toolrl.rollout.hf_attention`'s
+matmul attention for decode steps; default false).
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ def load_tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(path)
 
 
+def _try_load_tokenizer(path: str) -> Any:
+    """The folder's tokenizer, or None: the backend works on ids and needs one only for stop strings."""
+    try:
+        return load_tokenizer(path)
+    except Exception as exc:
+        logger.info("no tokenizer loaded from %s (%s): stop strings will be unavailable", path, exc)
+        return None
+
+
 def eos_ids_of(model: Any, tokenizer: Any) -> list[int]:
     """Every id that ends generation: the generation config's EOS (Qwen lists two) and the tokenizer's."""
     ids: list[int] = []
@@ -77,7 +88,7 @@ class HFBackend:
         if "num_threads" in extra:
             torch.set_num_threads(int(extra["num_threads"]))
         self.settings = settings
-        self.tokenizer = settings.tokenizer or load_tokenizer(settings.model_path)
+        self.tokenizer = settings.tokenizer or _try_load_tokenizer(settings.model_path)
         if settings.module is not None:
             self.model = settings.module
             device = next(self.model.parameters()).device
@@ -95,6 +106,7 @@ class HFBackend:
             seed=settings.seed,
             tokenizer=self.tokenizer,
             device=device,
+            decode_attention=bool(extra.get("decode_attention", False)),
         )
 
     # ------------------------------------------------------------------ generation

@@ -82,15 +82,16 @@ class SlotKVCache:
             grow = self.width + _ALIGN > self.capacity // 2
             self._relayout(new_start=0, min_capacity=_round_up(2 * self.width + _ALIGN) if grow else 0)
         lengths = self._lengths_tensor()
-        cols = torch.arange(self.start, self.end + 1, device=self.device)
-        mask = cols[None, :] >= (self.end - lengths)[:, None]
+        cols = torch.arange(self.start - self.end, 1, device=self.device)  # column index minus `end`
+        mask = cols[None, :] >= -lengths[:, None]
         return mask[:, None, None, :], lengths[:, None]
 
     def advance(self) -> None:
         """After a decode step: every row gained one token in column `end`."""
         self.end += 1
         self.lengths = [x + 1 for x in self.lengths]
-        self._len_t = None
+        if self._len_t is not None:
+            self._len_t += 1  # on the device, no host round trip
 
     def add_rows(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], lengths: Sequence[int]) -> None:
         """Append rows from a left-padded prefill: per layer `[m, H, P, D]`, row i's tokens in the last lengths[i] columns."""

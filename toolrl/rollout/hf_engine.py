@@ -52,7 +52,6 @@ class Sequence_:
     sampler: RowSampler
     stop_ids: frozenset[int]
     max_tokens: int
-    pending: int | None = None  # last sampled token, not yet in the KV cache
 
     @property
     def request(self) -> GenerationRequest:
@@ -89,6 +88,7 @@ class HFEngine:
         seed: int = 0,
         tokenizer: Any = None,
         device: torch.device | str | None = None,
+        decode_attention: bool = False,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -102,6 +102,12 @@ class HFEngine:
                 where=type(model).__name__,
                 fix="use rollout.backend=vllm or sglang for sliding-window / hybrid models",
             )
+        if decode_attention:
+            from toolrl.rollout.hf_attention import use_decode_attention
+
+            self.decode_attention = use_decode_attention(model)
+        else:
+            self.decode_attention = False
         self.num_layers = int(cfg.num_hidden_layers)
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 1 << 30)
         self.vocab_size = int(getattr(cfg, "vocab_size", 0) or 1 << 62)
@@ -116,6 +122,7 @@ class HFEngine:
         self._cond = threading.Condition()
         self._waiting: collections.deque[Sequence_] = collections.deque()
         self._active: list[Sequence_] = []
+        self._pending: torch.Tensor | None = None  # last sampled token per active row, on the device
         self._cache = SlotKVCache(self.num_layers, max_batch_size, self.device, self.dtype)
         self.model_lock = threading.RLock()  # held during every forward; update_weights takes it too
         self._closed = False
@@ -135,6 +142,9 @@ class HFEngine:
         plen = len(request.prompt_ids)
         if plen == 0:
             raise ValueError("a generation request needs at least one prompt token")
+        if sp.stop and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer, and this hf backend has none; pass "
+                             "BackendSettings.tokenizer, or stop on token ids (stop_token_ids)")
         bad = [t for t in request.prompt_ids if not 0 <= int(t) < self.vocab_size]
         if bad:
             raise ValueError(f"prompt token ids {bad[:5]} are outside the model's vocabulary (size {self.vocab_size})")
@@ -158,8 +168,7 @@ class HFEngine:
                 self._cond.wait(0.05)
             seed = sp.seed if sp.seed is not None else hash((self._seed, self._counter)) & 0x7FFFFFFF
             self._counter += 1
-            sampler = RowSampler(sp.temperature, sp.top_p, sp.top_k,
-                                 make_generator(seed, "cpu" if self.device.type == "cpu" else self.device))
+            sampler = RowSampler(sp.temperature, sp.top_p, sp.top_k, make_generator(seed))  # CPU generator
             seq = Sequence_(
                 handle=RequestHandle(request, request.request_id, on_token=on_token),
                 sampler=sampler,
@@ -233,6 +242,7 @@ class HFEngine:
                 for seq in {*self._active, *new}:
                     seq.handle.fail(exc)
                 self._active = []
+                self._pending = None
                 self._cache.reset()
         self._fail_all(EngineClosedError("the hf engine was closed"))
 
@@ -277,31 +287,32 @@ class HFEngine:
         self._cache.add_rows(keys, values, [len(s.request.prompt_ids) for s in new])
         logits = out.logits[:, -1, :].index_select(0, rows)
         self._active.extend(new)
-        self._accept(new, logits)
+        tokens = self._accept(new, logits)
+        self._pending = tokens if self._pending is None else torch.cat([self._pending, tokens])
 
     def _decode_step(self) -> None:
         rows = self._active
         mask, pos = self._cache.prepare_decode()
-        inp = torch.tensor([[s.pending] for s in rows], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=self._cache,
-                         use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=self._pending[:, None], attention_mask=mask, position_ids=pos,
+                         past_key_values=self._cache, use_cache=True, logits_to_keep=1)
         self._cache.advance()
         self._counters["steps"] += 1
-        self._accept(rows, out.logits[:, -1, :])
+        self._pending = self._accept(rows, out.logits[:, -1, :])
 
-    def _accept(self, rows: list[Sequence_], logits: torch.Tensor) -> None:
-        """Sample one token per row, record it, stream it, and mark finished rows."""
+    def _accept(self, rows: list[Sequence_], logits: torch.Tensor) -> torch.Tensor:
+        """Sample one token per row, record it, stream it, mark finished rows; returns the tokens (device)."""
         tokens, logprobs = sample_rows(logits, [s.sampler for s in rows])
-        toks, lps = tokens.tolist(), logprobs.tolist()
+        both = torch.stack((tokens.to(torch.float64), logprobs.to(torch.float64))).tolist()  # one device->host copy
+        toks, lps = [int(t) for t in both[0]], both[1]
         self._counters["generated"] += len(rows)
         for s, t, lp in zip(rows, toks, lps):
-            s.pending = t
             reason = None
             if t in s.stop_ids or self._hit_stop_string(s, t):
                 reason = "stop"
             elif len(s.tokens) + 1 >= s.max_tokens:
                 reason = "length"
             s.handle.emit((t,), (lp,), reason)
+        return tokens
 
     def _hit_stop_string(self, s: Sequence_, new_token: int) -> bool:
         stops = s.request.sampling.stop
@@ -322,6 +333,8 @@ class HFEngine:
         if gone:
             order = self._cache.remove_rows(gone)
             self._active = [self._active[i] for i in order]
+            self._pending = (self._pending.index_select(0, torch.tensor(order, device=self.device))
+                             if order else None)
 
     def _fail_all(self, exc: Exception) -> None:
         with self._cond:

@@ -47,31 +47,35 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
 def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampler]) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row and return (tokens [B] long, logprobs [B] float32).
 
-    `logits` is [B, V] (any float dtype); the maths is done in float32.
+    `logits` is [B, V] (any float dtype); the maths is done in float32. Sampled rows use
+    inverse-CDF sampling: each row draws one uniform number from its own (CPU) generator, and
+    one batched cumsum + searchsorted picks every row's token, so a row's draw does not depend
+    on the batch and a step costs a few kernels, not several per row.
     """
     logits = logits.float()
     device = logits.device
-    temps = torch.tensor([r.temperature if r.temperature > 0 else 1.0 for r in rows], device=device)
-    scaled = logits / temps[:, None] if bool((temps != 1.0).any()) else logits
+    t = [r.temperature if r.temperature > 0 else 1.0 for r in rows]
+    # decided on the host: no device sync before the draw
+    scaled = logits / torch.tensor(t, device=device)[:, None] if any(x != 1.0 for x in t) else logits
     tokens = scaled.argmax(dim=-1)
     sampled = [i for i, r in enumerate(rows) if not r.greedy]
     if sampled:
-        plain = [i for i in sampled if not rows[i].truncates]
-        if plain:
-            idx = torch.tensor(plain, device=device)
-            probs = torch.softmax(scaled.index_select(0, idx), dim=-1)
-            for j, i in enumerate(plain):
-                tokens[i] = torch.multinomial(probs[j], 1, generator=rows[i].generator)[0]
-        for i in sampled:
+        idx = torch.tensor(sampled, device=device)
+        sub = scaled.index_select(0, idx)
+        for j, i in enumerate(sampled):
             if rows[i].truncates:
-                tokens[i] = _sample_truncated(scaled[i], rows[i])
+                sub[j] = _truncate(sub[j], rows[i])
+        cdf = torch.softmax(sub, dim=-1).cumsum(dim=-1)
+        u = torch.tensor([float(torch.rand((), generator=rows[i].generator)) for i in sampled], device=device)
+        picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
+        tokens = tokens.index_copy(0, idx, picked.clamp_max(cdf.shape[1] - 1))
     lse = torch.logsumexp(scaled, dim=-1)
     logprobs = scaled.gather(1, tokens[:, None]).squeeze(1) - lse
     return tokens, logprobs
 
 
-def _sample_truncated(scaled: torch.Tensor, row: RowSampler) -> torch.Tensor:
-    """Top-k then top-p (nucleus) filtering of one row, then a draw from what is left."""
+def _truncate(scaled: torch.Tensor, row: RowSampler) -> torch.Tensor:
+    """Top-k then top-p (nucleus) filtering of one row: dropped tokens get -inf."""
     x = scaled
     if row.top_k > 0 and row.top_k < x.numel():
         kth = torch.topk(x, row.top_k).values[-1]
@@ -83,5 +87,4 @@ def _sample_truncated(scaled: torch.Tensor, row: RowSampler) -> torch.Tensor:
         drop = (probs.cumsum(-1) - probs) >= row.top_p
         sorted_x = sorted_x.masked_fill(drop, float("-inf"))
         x = torch.full_like(x, float("-inf")).scatter(0, order, sorted_x)
-    probs = torch.softmax(x, dim=-1)
-    return torch.multinomial(probs, 1, generator=row.generator)[0]
+    return x
