@@ -80,7 +80,7 @@ def run_one(name: str, overrides: list[str]) -> dict:
     t0 = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "TOOLRL_NO_ENTRYPOINTS"}  # the installed reward plugins
     proc = subprocess.run([sys.executable, "-c", code, str(CONFIG), *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "config": str(CONFIG.relative_to(ROOT)),
         "steps": args.steps, "seeds": args.seeds, "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "uptime": subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     out = Path(args.out)

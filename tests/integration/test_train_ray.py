@@ -32,8 +32,9 @@ def answer_tag(plugin_manager):
 def test_grpo_on_local_ray_with_two_cpu_workers(tmp_path, answer_tag, smollm2_path):
     """Policy and reference are two Ray actors of 1 CPU each on a local 2-CPU Ray instance started by train()."""
     import ray
-    import toolrl
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import toolrl
 
     cfg = S.base_config(
         tmp_path,
@@ -76,8 +77,9 @@ def test_grpo_on_local_ray_with_two_cpu_workers(tmp_path, answer_tag, smollm2_pa
 
 
 def test_lora_trains_adapters_and_uses_the_base_as_reference(tmp_path, answer_tag, smollm2_path):
-    import toolrl
     from transformers import AutoModelForCausalLM
+
+    import toolrl
 
     cfg = S.base_config(
         tmp_path,

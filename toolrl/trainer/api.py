@@ -200,7 +200,14 @@ class Trainer:
         import torch
 
         from toolrl import __version__
-        from toolrl.trainer.checkpoint import RNG_FILE, STATE_FILE, atomic_checkpoint, capture_rng, checkpoints_dir, step_name
+        from toolrl.trainer.checkpoint import (
+            RNG_FILE,
+            STATE_FILE,
+            atomic_checkpoint,
+            capture_rng,
+            checkpoints_dir,
+            step_name,
+        )
 
         cfg = self.cfg
         with atomic_checkpoint(self.run_dir, step, keep=cfg.trainer.keep_checkpoints) as tmp:

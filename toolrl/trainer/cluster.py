@@ -46,7 +46,7 @@ def start_ray(cfg: Any) -> bool:
     if cfg.ray.address:
         try:
             ray.init(address=cfg.ray.address, runtime_env=runtime_env, log_to_driver=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is reported the same way
             raise ToolrlError(f"could not join the Ray cluster at {cfg.ray.address!r}: {exc}", where="ray.address",
                               fix="start the cluster (`ray start --head`) and pass its address, e.g. "
                                   "ray.address=auto, or leave ray.address unset to start a local instance") from None
@@ -181,4 +181,4 @@ def kill_workers(workers: Workers | None) -> None:
         try:
             ray.kill(a)
         except Exception:
-            pass
+            logger.debug("ray.kill(%r) failed", a, exc_info=True)

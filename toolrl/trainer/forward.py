@@ -64,8 +64,8 @@ def _shared_prompt_pass(model: Any, batch: TrainBatch, runs: list[int], *, hidde
     P, T = batch.prompt_width, batch.response_width
     counts = torch.tensor(runs, device=batch.input_ids.device)
     first = torch.cumsum(counts, 0) - counts
-    prompt_kwargs = dict(input_ids=batch.input_ids[first, :P], attention_mask=batch.attention_mask[first, :P],
-                         position_ids=batch.position_ids[first, :P], use_cache=True)
+    prompt_kwargs = {"input_ids": batch.input_ids[first, :P], "attention_mask": batch.attention_mask[first, :P],
+                         "position_ids": batch.position_ids[first, :P], "use_cache": True}
     out = model(**prompt_kwargs) if hidden else model(**prompt_kwargs, logits_to_keep=1)
     cache = getattr(out, "past_key_values", None)
     layers = getattr(cache, "layers", None)

@@ -30,8 +30,8 @@ def quiet_transformers() -> None:
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except Exception:  # pragma: no cover - cosmetic
-        pass
+    except Exception:  # pragma: no cover - cosmetic only
+        logger.debug("could not quiet transformers' logging", exc_info=True)
 
 
 def pick_device(name: str) -> torch.device:

@@ -34,7 +34,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay
     against 1.1 s for the default implementation.
     """
     trainable = [p for p in params if p.requires_grad]
-    kwargs = dict(lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    kwargs = {"lr": lr, "weight_decay": weight_decay, "betas": (0.9, 0.999), "eps": 1e-8}
     try:
         return torch.optim.AdamW(trainable, fused=True, **kwargs)
     except (RuntimeError, ValueError, TypeError):  # a device or dtype without a fused kernel

@@ -63,10 +63,9 @@ def test_atomic_checkpoint_and_latest(tmp_path):
     link = checkpoints_dir(tmp_path) / "latest"
     assert link.is_symlink() and link.resolve().name == "step_000002"
     # a save that dies half-way leaves the previous checkpoint as the latest, and no half folder
-    with pytest.raises(RuntimeError):
-        with atomic_checkpoint(tmp_path, 3) as d:
-            (d / "trainer_state.json").write_text("{}")
-            raise RuntimeError("killed while saving")
+    with pytest.raises(RuntimeError), atomic_checkpoint(tmp_path, 3) as d:
+        (d / "trainer_state.json").write_text("{}")
+        raise RuntimeError("killed while saving")
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1, 2]
     assert link.resolve().name == "step_000002"
     assert not [p for p in checkpoints_dir(tmp_path).iterdir() if p.name.startswith(".tmp-")]
@@ -100,16 +99,13 @@ def test_resolve_resume(tmp_path):
 
 
 def test_oom_is_turned_into_advice():
-    with pytest.raises(OutOfMemoryError) as exc:
-        with oom_hint("update"):
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(OutOfMemoryError) as exc, oom_hint("update"):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert "trainer.micro_batch_size" in str(exc.value)
-    with pytest.raises(OutOfMemoryError, match="rollout.max_batch_size"):
-        with oom_hint("rollout"):
-            raise RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory")
-    with pytest.raises(ValueError):  # anything else passes through untouched
-        with oom_hint("update"):
-            raise ValueError("not memory")
+    with pytest.raises(OutOfMemoryError, match="rollout.max_batch_size"), oom_hint("rollout"):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory")
+    with pytest.raises(ValueError), oom_hint("update"):  # anything else passes through untouched
+        raise ValueError("not memory")
 
 
 def test_config_rejects_batch_that_splits_groups(make_config):
