@@ -15,7 +15,8 @@ from typing import Any
 from toolrl.errors import ToolrlError
 from toolrl.metrics.sinks import CSV_NAME, JSONL_NAME, read_jsonl
 
-_NOT_COMPONENTS = {"mean", "std", "min", "max", "total", "excluded", "infra_error", "accuracy"}
+_NOT_COMPONENTS = {"mean", "std", "min", "max", "total", "excluded", "infra_error", "accuracy", "zero_std_groups",
+                   "kl_penalty"}
 
 
 def _reward_components(key: str) -> bool:
