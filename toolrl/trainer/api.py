@@ -120,10 +120,10 @@ class Trainer:
         self._prepare()
         cfg = self.cfg
         (self.run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-        started = start_ray(cfg)
-        workers = None
+        started, workers = False, None
         result = TrainResult(self.run_dir, None, 1)
         try:
+            started = start_ray(cfg)
             workers = create_workers(cfg, self.model_path, self.needs_reference, self.needs_critic)
             self.workers = workers
             result.placement = dict(workers.pids)
