@@ -36,7 +36,8 @@ from typing import Any
 from toolrl.chat.parsers import ParsedTurn, ToolParser, get_parser
 from toolrl.chat.template import ChatFormat, render_prompt
 from toolrl.env import EnvContext
-from toolrl.rollout.base import GenerationRequest, RolloutBackend, SamplingParams
+from toolrl.errors import ToolrlError
+from toolrl.rollout.base import GenerationRequest, QueueFullError, RolloutBackend, SamplingParams
 from toolrl.rollout.env_calls import EnvCaller, EnvTimeoutError
 from toolrl.types import Task, ToolCall, ToolResult, Trajectory
 
@@ -202,7 +203,9 @@ class _Runner:
         except Exception as exc:  # the batch always completes: this trajectory ends with the error
             ep.finish = "error"
             ep.error = ep.error or _describe(exc)
-            if not isinstance(exc, (EnvTimeoutError, _EnvFailure)):
+            if isinstance(exc, ToolrlError):  # a clear, expected problem (e.g. a prompt too long)
+                logger.warning("episode %s#%d ended with an error: %s", task.id, sample_index, exc)
+            elif not isinstance(exc, (EnvTimeoutError, _EnvFailure)):
                 logger.exception("episode %s#%d failed", task.id, sample_index)
         finally:
             if env is not None:
@@ -228,7 +231,7 @@ class _Runner:
                 request_id=f"{ep.task.id}#{ep.sample_index}/t{turn}",
             )
             g0 = time.perf_counter()
-            result = await self.backend.agenerate(req)
+            result = await self._generate(req)
             ep.timing["generate_s"] += time.perf_counter() - g0
             if result.finish_reason == "abort":
                 raise RuntimeError("the backend aborted the generation")
@@ -258,6 +261,16 @@ class _Runner:
                 ep.finish = "env_done"
                 return
         ep.finish = "max_turns"
+
+    async def _generate(self, req: GenerationRequest) -> Any:
+        """`backend.agenerate`, waiting (not failing) while the backend's queue is full."""
+        delay = 0.01
+        while True:
+            try:
+                return await self.backend.agenerate(req)
+            except QueueFullError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def _decode_turn(self, ids: Sequence[int], finish: str) -> str:
         """The turn's text (to parse and to record), without the end-of-turn token it stopped on."""

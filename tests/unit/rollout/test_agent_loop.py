@@ -242,3 +242,24 @@ async def test_config_env_defaults_reach_the_factory(tiny_backend, envs):
     settings = LoopSettings(max_turns=2, max_new_tokens=40, env_defaults={"add": {"behaviour": "done"}})
     [t] = await run_episodes([task()], 1, forced(tiny_backend, {1: CALL}), tiny_backend.tokenizer, settings)
     assert t.finish_reason == "env_done"
+
+
+def test_more_episodes_than_the_backend_queue_holds(tiny_model_dir, envs):
+    """A full backend queue makes the loop wait, not fail: 12 episodes through a queue of 2."""
+    from toolrl.rollout.base import BackendSettings
+    from toolrl.rollout.hf_backend import HFBackend
+
+    backend = HFBackend(BackendSettings(model_path=str(tiny_model_dir), device="cpu", max_batch_size=2,
+                                        extra={"max_queue": 2}))
+    try:
+        trajs = run(backend, [task(f"t{i}", env=None) for i in range(6)], n=2,
+                    settings=LoopSettings(max_turns=1, max_new_tokens=6))
+        assert len(trajs) == 12 and all(t.error is None for t in trajs)
+    finally:
+        backend.close()
+
+
+def test_prompt_longer_than_the_context_ends_that_episode(tiny_backend, envs):
+    long = Task(id="long", messages=({"role": "user", "content": "word " * 600},))
+    bad, ok = run(tiny_backend, [long, task("short", env=None)])
+    assert bad.finish_reason == "error" and "context window" in bad.error and ok.error is None
