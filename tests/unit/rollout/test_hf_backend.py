@@ -235,3 +235,17 @@ def test_random_mix_of_lengths_through_few_slots_matches_generate(tiny_model_dir
             assert list(r.token_ids) == ref[0, len(p):].tolist()
     finally:
         backend.close()
+
+
+def test_opt_in_decode_attention_gives_the_same_tokens_and_logprobs(tiny_model_dir, tiny_backend):
+    backend = HFBackend(BackendSettings(model_path=str(tiny_model_dir), device="cpu", max_batch_size=3,
+                                        extra={"decode_attention": True}))
+    try:
+        assert backend.engine.decode_attention and backend.model.config._attn_implementation == "toolrl_sdpa"
+        reqs = [GenerationRequest(p, SamplingParams(temperature=0.7, max_tokens=12, seed=i)) for i, p in enumerate(PROMPTS)]
+        got, ref = backend.generate(reqs), tiny_backend.generate(reqs)
+        assert [r.token_ids for r in got] == [r.token_ids for r in ref]
+        for a, b in zip(got, ref):
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    finally:
+        backend.close()
