@@ -27,7 +27,7 @@ EXPECTED = {
     "env_memory": ("toolrl-env-memory", "toolrl_env_memory",
                    {"environments": ["memory"], "task_suites": ["memory"], "rewards": ["memory_recall"]}),
     "env_bfcl": ("toolrl-env-bfcl", "toolrl_env_bfcl",
-                 {"environments": ["bfcl"], "task_suites": ["bfcl"], "rewards": ["bfcl_ast", "bfcl_state"]}),
+                 {"environments": ["bfcl"], "task_suites": ["bfcl"], "rewards": ["bfcl", "bfcl_ast", "bfcl_state"]}),
 }
 
 

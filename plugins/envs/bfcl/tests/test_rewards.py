@@ -74,3 +74,20 @@ async def test_bfcl_state_partial_credit_and_errors():
         bfcl_state([None], tasks=[task], metadata=[task.metadata], env_states=[{"mode": "ast", "calls": []}])
     with pytest.raises(RewardError, match="list of call strings"):
         bfcl_state([None], tasks=[task], metadata=[{"ground_truth": [{"f": {}}]}], env_states=[state])
+
+
+async def test_bfcl_dispatches_by_kind_and_the_specific_rewards_refuse_the_other_kind():
+    from toolrl_env_bfcl.rewards import bfcl
+
+    single = list(make_bfcl_tasks(3, seed=0, categories="simple,parallel", split="all"))
+    multi = [t for t in make_bfcl_tasks(40, seed=0, categories="multi_turn", split="all")
+             if t.metadata["ground_truth"]][:2]
+    tasks = [single[0], multi[0], single[1], multi[1]]
+    states = [{"calls": answer_calls(tasks[0].metadata["ground_truth"])}, await _run(multi[0], []),
+              {"calls": []}, await _run(multi[1], multi[1].metadata["ground_truth"])]
+    meta = [t.metadata for t in tasks]
+    assert bfcl([None] * 4, tasks=tasks, metadata=meta, env_states=states) == [1.0, 0.0, 0.0, 1.0]
+    with pytest.raises(RewardError, match="bfcl_state for multi-turn"):
+        bfcl_ast([None], tasks=[multi[0]], metadata=[multi[0].metadata], env_states=[states[1]])
+    with pytest.raises(RewardError, match="bfcl_ast for single-turn"):
+        bfcl_state([None], tasks=[single[0]], metadata=[single[0].metadata], env_states=[{"instances": {}}])

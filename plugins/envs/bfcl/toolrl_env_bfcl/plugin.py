@@ -1,4 +1,4 @@
-"""toolrl hooks of toolrl-env-bfcl: the `bfcl` environment and suite, and the `bfcl_ast` / `bfcl_state` rewards."""
+"""toolrl hooks of toolrl-env-bfcl: the `bfcl` environment and suite, and the `bfcl_ast`, `bfcl_state` and `bfcl` rewards."""
 
 from toolrl import hookimpl
 
@@ -19,7 +19,8 @@ def register_task_suites(register):
 
 @hookimpl
 def register_rewards(register):
-    from toolrl_env_bfcl.rewards import bfcl_ast, bfcl_state
+    from toolrl_env_bfcl.rewards import bfcl, bfcl_ast, bfcl_state
 
     register("bfcl_ast", bfcl_ast)
     register("bfcl_state", bfcl_state)
+    register("bfcl", bfcl)

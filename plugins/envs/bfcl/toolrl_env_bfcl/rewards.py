@@ -1,4 +1,5 @@
-"""BFCL rewards: `bfcl_ast` (single-turn calls match a possible answer) and `bfcl_state` (multi-turn final state)."""
+"""BFCL rewards: `bfcl_ast` (single-turn calls match a possible answer), `bfcl_state` (multi-turn final state),
+and `bfcl`, which applies the right one to each task (for files that mix both kinds)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def bfcl_ast(trajectories: Sequence[Any], *, tasks: Sequence[Any], metadata: Seq
         if "ground_truth" not in meta:
             raise RewardError("bfcl_ast needs metadata.ground_truth (BFCL's possible answer)",
                               where=f"task {task.id}", fix="make tasks with `toolrl data make bfcl`")
+        if _is_multi_turn(task):
+            raise RewardError("bfcl_ast scores single-turn tasks; this is a multi-turn task", where=f"task {task.id}",
+                              fix="use bfcl_state for multi-turn tasks, or the `bfcl` reward for a mixed file")
         schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in task.tools}
         result = calls_match(_model_calls(traj, state), meta["ground_truth"], schemas)
         out.append(1.0 if result.ok else 0.0)
@@ -107,6 +111,9 @@ def bfcl_state(trajectories: Sequence[Any], *, tasks: Sequence[Any], metadata: S
     """
     out: list[float] = []
     for task, meta, state in zip(tasks, metadata, env_states):
+        if not _is_multi_turn(task):
+            raise RewardError("bfcl_state scores multi-turn tasks; this is a single-turn task", where=f"task {task.id}",
+                              fix="use bfcl_ast for single-turn tasks, or the `bfcl` reward for a mixed file")
         gt = meta.get("ground_truth")
         if not isinstance(gt, list) or not all(isinstance(c, str) for c in gt):
             raise RewardError("bfcl_state needs metadata.ground_truth as a list of call strings",
@@ -127,3 +134,24 @@ def bfcl_state(trajectories: Sequence[Any], *, tasks: Sequence[Any], metadata: S
         else:
             out.append(1.0 if all(same) else 0.0)
     return out
+
+
+def _is_multi_turn(task: Any) -> bool:
+    return (task.env_args or {}).get("mode") == "multi_turn"
+
+
+def bfcl(trajectories: Sequence[Any], *, tasks: Sequence[Any], metadata: Sequence[Mapping[str, Any]],
+         env_states: Sequence[Any]) -> list[float]:
+    """BFCL's verdict per task: `bfcl_state` for multi-turn tasks, `bfcl_ast` for the others.
+
+    Args and returns as for those two; use this reward when one file holds both kinds of task.
+    """
+    out: list[float | None] = [None] * len(trajectories)
+    for multi, fn in ((False, bfcl_ast), (True, bfcl_state)):
+        idx = [i for i, t in enumerate(tasks) if _is_multi_turn(t) == multi]
+        if idx:
+            values = fn([trajectories[i] for i in idx], tasks=[tasks[i] for i in idx],
+                        metadata=[metadata[i] for i in idx], env_states=[env_states[i] for i in idx])
+            for i, v in zip(idx, values):
+                out[i] = v
+    return [float(v) for v in out]  # type: ignore[arg-type]
