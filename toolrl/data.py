@@ -142,15 +142,14 @@ def make_tasks(suite: str, n: int, seed: int = 0, *, progress: bool | None = Non
     fn = get_suite(suite)
     check_args(suite, fn, args)
     owner = _owner(suite)
-    try:
-        produced = fn(n=n, seed=seed, **args)
+    show = (n >= PROGRESS_MIN_N) if progress is None else progress
+    try:  # a generator suite runs (and may reject its arguments) only while it is consumed
+        tasks = list(_consume(fn(n=n, seed=seed, **args), n, suite, show))
     except ToolrlError:
         raise
     except (TypeError, ValueError) as exc:
-        raise SuiteArgsError(f"suite {suite!r} rejected its arguments {args!r}: {exc}", where="toolrl data make",
-                             fix="check the argument values against docs/tasks.md") from exc
-    show = (n >= PROGRESS_MIN_N) if progress is None else progress
-    tasks = list(_consume(produced, n, suite, show))
+        raise SuiteArgsError(f"suite {suite!r} rejected its arguments {args!r}: {type(exc).__name__}: {exc}",
+                             where="toolrl data make", fix="check the argument values against docs/tasks.md") from exc
     seen: dict[str, int] = {}
     for i, task in enumerate(tasks):
         where = f"task #{i} of suite {suite!r} (plugin {owner})"

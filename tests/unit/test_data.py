@@ -44,12 +44,20 @@ class CountingSuites:
         register("bad-json", lambda n, seed: [_task(i, metadata={"x": {1, 2}}) for i in range(n)])
         register("bad-role", lambda n, seed: [Task(id=f"r{i}", messages=({"role": "robot"},)) for i in range(n)])
         register("rejects", self.rejects)
+        register("rejects-lazily", self.rejects_lazily)
 
     @staticmethod
     def rejects(n, seed, *, level=1):
         if level > 3:
             raise ValueError("level must be at most 3")
         return [_task(i) for i in range(n)]
+
+    @staticmethod
+    def rejects_lazily(n, seed, *, level=1):
+        for i in range(n):
+            if level > 3:
+                raise ValueError(f"level {level} is too deep")
+            yield _task(i)
 
 
 @pytest.fixture
@@ -96,6 +104,8 @@ def test_unknown_or_rejected_arguments(suites):
     assert "start instead of strat" in exc.value.fix and "valid arguments: start, word" in exc.value.fix
     with pytest.raises(ToolrlError, match="level must be at most 3"):
         make_tasks("rejects", 3, 0, level=9)
+    with pytest.raises(ToolrlError, match="rejected its arguments .*ValueError: level 4 is too deep"):
+        make_tasks("rejects-lazily", 3, 0, level=4)
 
 
 @pytest.mark.parametrize("suite, match", [
