@@ -1,0 +1,1 @@
+"""The training loop, its Ray workers, batches, losses and checkpoints."""
