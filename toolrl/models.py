@@ -118,7 +118,10 @@ def resolve(name_or_path: str, *, progress: bool = True) -> Path:
     if p.is_dir():
         if (p / "config.json").exists() or (p / "adapter_config.json").exists():
             return p
-        if (p / "policy" / "config.json").exists():  # a training checkpoint directory
+        # a training checkpoint: the merged LoRA model if saved, else the policy (full model or adapter)
+        if (p / "merged" / "config.json").exists():
+            return p / "merged"
+        if (p / "policy" / "config.json").exists() or (p / "policy" / "adapter_config.json").exists():
             return p / "policy"
         raise ModelNotAvailableError(
             "the folder exists but holds no config.json (not a Hugging Face model folder)",

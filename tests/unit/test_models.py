@@ -55,6 +55,13 @@ def test_local_folder_and_checkpoint_layouts(tmp_path, smollm2_path):
     (ckpt / "policy").mkdir(parents=True)
     (ckpt / "policy" / "config.json").write_text("{}")
     assert models.resolve(str(ckpt)) == ckpt / "policy"
+    lora = tmp_path / "step_20"
+    (lora / "policy").mkdir(parents=True)
+    (lora / "policy" / "adapter_config.json").write_text("{}")
+    assert models.resolve(str(lora)) == lora / "policy"  # a LoRA adapter checkpoint
+    (lora / "merged").mkdir()
+    (lora / "merged" / "config.json").write_text("{}")
+    assert models.resolve(str(lora)) == lora / "merged"  # the merged model is preferred when saved
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotAvailableError, match="no config.json"):
         models.resolve(str(tmp_path / "empty"))
