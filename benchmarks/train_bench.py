@@ -99,6 +99,7 @@ def summarise(run: dict) -> dict:
     out = {
         "name": run["name"], "run_dir": run["run_dir"], "steps": len(rows), "wall_s": round(run["wall_s"], 1),
         "reward_curve": [round(x, 4) for x in rewards],
+        "reward_step1": rewards[0] if rewards else float("nan"),  # before any update: the base rate
         "reward_first3": _mean(rewards[:k]), "reward_last3": _mean(rewards[-k:]),
         "step_s": _mean([r["timing/step"] for r in steps_after_warmup]),
         "rollout_s": _mean([r["timing/rollout"] for r in steps_after_warmup]),
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         results["ppo"] = summarise(run)
     grpo = results["grpo"]
     results["summary"] = {
+        "reward_step1_mean": _mean([r["reward_step1"] for r in grpo]),
         "reward_first3_mean": _mean([r["reward_first3"] for r in grpo]),
         "reward_last3_mean": _mean([r["reward_last3"] for r in grpo]),
         "reward_delta_mean": _mean([r["reward_delta"] for r in grpo]),
@@ -172,14 +174,14 @@ def _table(results: dict) -> None:
     from rich.table import Table
 
     t = Table(title=f"GRPO on examples/format.yaml ({results['env']['steps']} steps) — load {results['env']['uptime']}")
-    for col in ("run", "reward first 3", "reward last 3", "change", "eval acc before", "eval acc after", "s/step",
-                "rollout tok/s", "update tok/s"):
+    for col in ("run", "reward step 1", "reward first 3", "reward last 3", "eval acc before", "eval acc after",
+                "s/step", "rollout tok/s", "update tok/s"):
         t.add_column(col, justify="right")
     rows = results["grpo"] + ([results["ppo"]] if results["ppo"] else [])
     for r in rows:
         before = r.get("eval_before", {}).get("eval/accuracy")
         after = r.get("eval_after", {}).get("eval/accuracy")
-        t.add_row(r["name"], f"{r['reward_first3']:.3f}", f"{r['reward_last3']:.3f}", f"{r['reward_delta']:+.3f}",
+        t.add_row(r["name"], f"{r['reward_step1']:.3f}", f"{r['reward_first3']:.3f}", f"{r['reward_last3']:.3f}",
                   "-" if before is None else f"{before:.3f}", "-" if after is None else f"{after:.3f}",
                   f"{r['step_s']:.1f}", f"{r['rollout_tokens_per_s']:.0f}", f"{r['update_tokens_per_s']:.0f}")
     Console().print(t)
