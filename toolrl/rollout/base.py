@@ -84,6 +84,16 @@ class PromptTooLongError(ToolrlError):
     """A prompt does not fit the model's context window."""
 
 
+class InvalidRequestError(ToolrlError, ValueError):
+    """A generation request the backend cannot run (a sampling value out of range, a token id
+    outside the vocabulary, an empty prompt). `field` names the offending field
+    (`temperature`, `top_p`, `prompt_ids`, ...), so a server can answer 400 naming it."""
+
+    def __init__(self, what: str, *, field: str, where: str | None = None, fix: str | None = None):
+        self.field = field
+        super().__init__(what, where=where, fix=fix)
+
+
 @dataclass(frozen=True)
 class BackendSettings:
     """What a backend factory receives.

@@ -15,7 +15,10 @@ default 4096; beyond it `agenerate`/`astream` raise `QueueFullError`),
 `max_prefill_tokens` (prompt tokens prefilled together, default 8192),
 `num_threads` (torch CPU threads), `attn_implementation` (default "sdpa"),
 `decode_attention` (switch an sdpa model to `toolrl.rollout.hf_attention`'s
-matmul attention for decode steps; default false).
+matmul attention for decode steps; default false), `prefix_cache_mb` (memory for
+the keys/values of finished requests that later prompts continue, e.g. the next
+turn of an episode; default 1024, 0 = off), `prefix_min_tokens` (shortest shared
+prefix worth reusing, default 32).
 """
 
 from __future__ import annotations
@@ -107,12 +110,18 @@ class HFBackend:
             tokenizer=self.tokenizer,
             device=device,
             decode_attention=bool(extra.get("decode_attention", False)),
+            prefix_cache_bytes=int(float(extra.get("prefix_cache_mb", 1024)) * (1 << 20)),
+            prefix_min_tokens=int(extra.get("prefix_min_tokens", 32)),
         )
 
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Generate a batch; blocks until all are done. Results are in request order."""
-        seqs = [self.engine.submit(r, block=True) for r in requests]
+        """Generate a batch; blocks until all are done. Results are in request order.
+
+        Every request is checked before any is queued: a bad one raises (naming its field) and
+        none of the batch runs."""
+        checked = [self.engine.check(r) for r in requests]
+        seqs = [self.engine.submit(r, block=True) for r in checked]
         return [s.future.result() for s in seqs]
 
     async def agenerate(self, request: GenerationRequest) -> GenerationResult:

@@ -86,12 +86,57 @@ class SlotKVCache:
         mask = cols[None, :] >= -lengths[:, None]
         return mask[:, None, None, :], lengths[:, None]
 
-    def advance(self) -> None:
-        """After a decode step: every row gained one token in column `end`."""
-        self.end += 1
-        self.lengths = [x + 1 for x in self.lengths]
+    def advance(self, q: int = 1) -> None:
+        """After a forward of `q` new tokens per row (1 for a decode step): columns `[end, end + q)`."""
+        self.end += q
+        self.lengths = [x + q for x in self.lengths]
         if self._len_t is not None:
-            self._len_t += 1  # on the device, no host round trip
+            self._len_t += q  # on the device, no host round trip
+
+    def prepare_extend(self, q: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask and positions for a forward of `q` new tokens per row (a prefill that continues
+        cached rows): 4-D bool mask `[n, 1, q, W + q]` (row padding hidden, causal over the new
+        columns) and position ids `[n, q]`. The buffers must have room (`load_rows(..., room=q)`)."""
+        if self.end + q > self.capacity:
+            raise ValueError(f"no room for {q} more columns (capacity {self.capacity}, end {self.end})")
+        lengths = self._lengths_tensor()
+        rel = torch.arange(self.start - self.end, q, device=self.device)  # key column minus `end`
+        step = torch.arange(q, device=self.device)
+        mask = (rel[None, None, :] >= -lengths[:, None, None]) & (rel[None, None, :] <= step[None, :, None])
+        return mask[:, None], lengths[:, None] + step[None, :]
+
+    def load_rows(self, rows: Sequence[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]], room: int) -> None:
+        """Start from rows given as per-layer `[H, L_i, D]` keys and values (cached prefixes),
+        right-aligned, with `room` free columns after them. Only for an empty cache."""
+        if self.num_rows:
+            raise ValueError("load_rows needs an empty cache")
+        if len(rows) > self.max_rows:
+            raise ValueError(f"cache has {self.max_rows} row slots, {len(rows)} asked")
+        lengths = [int(keys[0].shape[1]) for keys, _ in rows]
+        width = max(lengths)
+        heads, dim = rows[0][0][0].shape[0], rows[0][0][0].shape[2]
+        cap = _round_up(width + room)
+        self.keys = [torch.zeros(self.max_rows, heads, cap, dim, device=self.device, dtype=self.dtype)
+                     for _ in range(self.num_layers)]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.capacity, self.start, self.end = cap, 0, width
+        for i, ((keys, values), n) in enumerate(zip(rows, lengths)):
+            for layer in range(self.num_layers):
+                self.keys[layer][i, :, width - n : width] = keys[layer]
+                self.values[layer][i, :, width - n : width] = values[layer]
+        self.lengths = lengths
+        self._len_t = None
+
+    def rows(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Views of the running rows, per layer `[n, H, W, D]`, each row's tokens in its last columns."""
+        n, s, e = self.num_rows, self.start, self.end
+        return [k[:n, :, s:e] for k in self.keys], [v[:n, :, s:e] for v in self.values]
+
+    def copy_row(self, row: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """A copy of one row's keys and values, per layer `[H, L, D]` (L = its length)."""
+        n, e = self.lengths[row], self.end
+        return ([k[row, :, e - n : e].clone() for k in self.keys],
+                [v[row, :, e - n : e].clone() for v in self.values])
 
     def add_rows(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], lengths: Sequence[int]) -> None:
         """Append rows from a left-padded prefill: per layer `[m, H, P, D]`, row i's tokens in the last lengths[i] columns."""

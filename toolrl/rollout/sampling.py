@@ -14,10 +14,19 @@ the same tokens whatever else is in the batch.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from toolrl.rollout.base import InvalidRequestError, SamplingParams
+
+# Below this a temperature means greedy: dividing float32 logits by ~0 overflows to inf and
+# then NaN (vLLM draws the same line). A greedy row records logprobs at T = 1.
+GREEDY_BELOW = 1e-5
 
 
 @dataclass
@@ -31,11 +40,65 @@ class RowSampler:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0
+        return not self.temperature >= GREEDY_BELOW  # (NaN too: never divide by it)
 
     @property
     def truncates(self) -> bool:
         return not self.greedy and (self.top_k > 0 or self.top_p < 1.0)
+
+
+def check_sampling(sp: SamplingParams, where: str = "generation request") -> SamplingParams:
+    """Validate a request's sampling values and return them normalised.
+
+    Raises `InvalidRequestError` (a `ValueError`) naming the field for values no sampler can
+    use: a temperature that is negative, NaN or infinite; `top_p` outside (0, 1]; a negative
+    `top_k`; `max_tokens` < 1; a seed or stop token id that is not an integer; an empty stop
+    string. Temperatures below `GREEDY_BELOW` become 0 (greedy), so 6e-136 is argmax, not NaN.
+    """
+
+    def bad(field: str, what: str, fix: str) -> InvalidRequestError:
+        return InvalidRequestError(f"{field} {what}", field=field, where=where, fix=fix)
+
+    def real(field: str, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise bad(field, f"must be a number, got {value!r}", f"pass {field} as a float")
+        x = float(value)
+        if not math.isfinite(x):
+            raise bad(field, f"must be finite, got {x}", f"pass a finite {field}")
+        return x
+
+    def integer(field: str, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise bad(field, f"must be an integer, got {value!r}", f"pass {field} as an int")
+        return int(value)
+
+    temperature = real("temperature", sp.temperature)
+    if temperature < 0:
+        raise bad("temperature", f"must be >= 0, got {temperature}", "use 0 for greedy decoding, or a positive value")
+    if temperature < GREEDY_BELOW:
+        temperature = 0.0
+    top_p = real("top_p", sp.top_p)
+    if not 0.0 < top_p <= 1.0:
+        raise bad("top_p", f"must be in (0, 1], got {top_p}", "use 1.0 to turn nucleus sampling off")
+    top_k = integer("top_k", sp.top_k)
+    if top_k < 0:
+        raise bad("top_k", f"must be >= 0, got {top_k}", "use 0 to turn top-k off")
+    max_tokens = integer("max_tokens", sp.max_tokens)
+    if max_tokens < 1:
+        raise bad("max_tokens", f"must be >= 1, got {max_tokens}", "ask for at least one new token")
+    if sp.seed is not None:
+        integer("seed", sp.seed)
+    stop_ids = tuple(integer("stop_token_ids", t) for t in sp.stop_token_ids)
+    if isinstance(sp.stop, str):
+        raise bad("stop", f"must be a tuple of strings, got the string {sp.stop!r}", f"pass stop=({sp.stop!r},)")
+    for x in sp.stop:
+        if not isinstance(x, str) or not x:
+            raise bad("stop", f"entries must be non-empty strings, got {x!r}", "drop empty stop strings")
+    changed = dict(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
+                   stop_token_ids=stop_ids, stop=tuple(sp.stop))
+    if all(getattr(sp, k) == v and type(getattr(sp, k)) is type(v) for k, v in changed.items()):
+        return sp
+    return dataclasses.replace(sp, **changed)
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -54,7 +117,7 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowSampler]) -> tuple[torch
     """
     logits = logits.float()
     device = logits.device
-    t = [r.temperature if r.temperature > 0 else 1.0 for r in rows]
+    t = [1.0 if r.greedy else r.temperature for r in rows]
     # decided on the host: no device sync before the draw
     scaled = logits / torch.tensor(t, device=device)[:, None] if any(x != 1.0 for x in t) else logits
     tokens = scaled.argmax(dim=-1)
@@ -83,8 +146,10 @@ def _truncate(scaled: torch.Tensor, row: RowSampler) -> torch.Tensor:
     if row.top_p < 1.0:
         sorted_x, order = torch.sort(x, descending=True)
         probs = torch.softmax(sorted_x, dim=-1)
-        # drop a token when the mass before it already reaches top_p (the first token always stays)
+        # drop a token when the mass before it already reaches top_p; the most likely token always
+        # stays (a top_p that rounds to 0 in float32 would otherwise drop every token)
         drop = (probs.cumsum(-1) - probs) >= row.top_p
+        drop[0] = False
         sorted_x = sorted_x.masked_fill(drop, float("-inf"))
         x = torch.full_like(x, float("-inf")).scatter(0, order, sorted_x)
     return x

@@ -144,8 +144,8 @@ async def test_full_queue_raises_a_clear_error(tiny_model_dir):
 
 
 def test_limits_stop_strings_and_bad_prompts(tiny_backend):
-    [r] = tiny_backend.generate([GenerationRequest(PROMPTS[0], greedy(0))])
-    assert r.token_ids == () and r.finish_reason == "length"
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        tiny_backend.generate([GenerationRequest(PROMPTS[0], greedy(0))])
     # the context window (512) caps max_tokens
     [r] = tiny_backend.generate([GenerationRequest(tuple([100] * 505), greedy(50))])
     assert len(r.token_ids) == 7 and r.finish_reason == "length"
