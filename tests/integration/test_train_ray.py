@@ -85,7 +85,9 @@ def test_lora_trains_adapters_and_uses_the_base_as_reference(tmp_path, answer_ta
         tmp_path,
         model={"name_or_path": "smollm2-135m-instruct",
                "lora": {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "save_merged": True}},
-        algorithm={"advantage": "grpo", "kl_coef": 0.1},
+        # the entropy bonus gives the adapters a gradient even when both samples of every prompt get the
+        # same reward (then every GRPO advantage is 0 and the KL gradient at policy == reference is 0 too)
+        algorithm={"advantage": "grpo", "kl_coef": 0.1, "entropy_coef": 0.01},
         trainer={"total_steps": 1, "lr": 1e-3},
     )
     result = toolrl.train(cfg)
