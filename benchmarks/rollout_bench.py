@@ -17,6 +17,13 @@ including the EOS (padding after it is not counted). Methods:
 
 Writes benchmarks/results/rollout.json and prints a table with tokens/s and the ratios
 that the targets are stated in (hf@32 >= 12x naive and >= 1.5x generate@32).
+
+`--multi-turn` measures instead what an agent loop costs: E episodes of T turns, all
+concurrent (`agenerate`), each turn's prompt = the previous prompt + its sampled ids + a
+tool message, with a ~400-token system prompt; hf with and without prefix reuse
+(`prefix_cache_mb=0`), same greedy tokens required. Writes benchmarks/results/rollout_multiturn.json:
+
+    flock /tmp/toolrl-bench.lock .venv/bin/python benchmarks/rollout_bench.py --multi-turn
 """
 
 from __future__ import annotations
@@ -120,6 +127,91 @@ def run_backend(model, tokenizer, model_path, prompts, batch, cap) -> tuple[int,
     return sum(lengths), wall, lengths, stats
 
 
+SYSTEM = (
+    "You are a careful assistant that solves problems by writing Python and running it with the `python` tool. "
+    "Each call runs in a fresh interpreter with the standard library; print what you need to see. "
+    "Think about the problem first, then write one short program per call, read the output, and decide "
+    "whether you need another call. When you are sure, answer with the final result only.\n\n"
+    "# Tools\n\n<tools>\n"
+    '{"type": "function", "function": {"name": "python", "description": "Run a Python 3 program and return its '
+    'standard output and standard error (cut after 2000 characters). Time limit 10 seconds, memory 256 MB, no '
+    'network.", "parameters": {"type": "object", "properties": {"code": {"type": "string", "description": '
+    '"The complete program to run."}}, "required": ["code"]}}}\n</tools>\n\n'
+    "To call the tool, reply with a JSON object inside <tool_call></tool_call> tags:\n<tool_call>\n"
+    '{"name": "python", "arguments": {"code": "print(17 * 23)"}}\n</tool_call>\n\n'
+    "Example.\nUser: How many primes are there below 100?\nAssistant: <tool_call>\n"
+    '{"name": "python", "arguments": {"code": "print(sum(all(n % d for d in range(2, n)) for n in range(2, 100)))"}}'
+    "\n</tool_call>\nTool: 25\nAssistant: 25\n\n"
+    "Rules: never guess a number you can compute; keep programs short; if the program fails, read the error, "
+    "fix the code and call the tool again; do not repeat a call that already worked; answer in one line."
+)
+TOOL_OUTPUT = "Traceback (most recent call last):\n  File \"main.py\", line 3\nNameError: name 'x' is not defined"
+
+
+async def _episode(backend, index, prompt, suffix, turns, cap, rows):
+    """The agent loop's request pattern: each turn continues the last one (ids never re-tokenized)."""
+    from toolrl.rollout.base import GenerationRequest, SamplingParams
+
+    ids = list(prompt)
+    for turn in range(turns):
+        r = await backend.agenerate(GenerationRequest(tuple(ids), SamplingParams(temperature=0.0, max_tokens=cap)))
+        rows.append(((index, turn), len(ids), r))
+        closed = r.token_ids and r.token_ids[-1] == suffix[0]  # the turn ended on <|im_end|>
+        ids += [*r.token_ids, *(suffix[1:] if closed else suffix)]
+
+
+def run_multiturn(args, model, tok, path) -> dict:
+    import asyncio
+
+    from toolrl.chat.template import render_messages
+    from toolrl.rollout.base import BackendSettings
+    from toolrl.rollout.hf_backend import HFBackend
+
+    prompts = [render_messages(tok, [{"role": "system", "content": SYSTEM},
+                                     {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
+               for i in range(args.episodes)]
+    suffix = tok("<|im_end|>\n<|im_start|>user\n<tool_response>\n" + TOOL_OUTPUT
+                 + "\n</tool_response><|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    out: dict = {"episodes": args.episodes, "turns": args.turns, "cap": args.cap_turn,
+                 "prompt_tokens_mean": round(statistics.mean(len(p) for p in prompts), 1),
+                 "tool_message_tokens": len(suffix), "runs": {}}
+    results = {}
+    for label, mb in (("no prefix reuse", 0), ("prefix reuse", 1024)):
+        backend = HFBackend(BackendSettings(model_path=str(path), module=model, tokenizer=tok,
+                                            max_batch_size=args.episodes, extra={"prefix_cache_mb": mb}))
+        try:
+            rows: list = []
+
+            async def main_():
+                await asyncio.gather(*[_episode(backend, i, p, suffix, args.turns, args.cap_turn, rows)
+                                       for i, p in enumerate(prompts)])
+
+            t0 = time.perf_counter()
+            asyncio.run(main_())
+            wall = time.perf_counter() - t0
+            st = backend.stats()
+        finally:
+            backend.close()
+        gen = sum(len(r.token_ids) for _, _, r in rows)
+        results[label] = {key: r for key, _, r in rows}
+        out["runs"][label] = dict(wall_s=round(wall, 2), generated_tokens=gen, tokens_per_s=round(gen / wall, 2),
+                                  requests=len(rows), prefill_tokens=int(st["prefill_tokens_total"]),
+                                  reused_prompt_tokens=int(st["prefix_reused_tokens_total"]),
+                                  prompt_tokens=sum(n for _, n, _ in rows), decode_steps=int(st["decode_steps_total"]))
+        r = out["runs"][label]
+        print(f"{label:>16}: {r['wall_s']:7.1f} s, {gen} tokens = {r['tokens_per_s']:6.1f} tok/s, prefilled "
+              f"{r['prefill_tokens']} of {r['prompt_tokens']} prompt tokens (reused {r['reused_prompt_tokens']})",
+              flush=True)
+    a, b = results["no prefix reuse"], results["prefix reuse"]
+    same = a.keys() == b.keys() and all(a[k].token_ids == b[k].token_ids for k in a)
+    diff = max((abs(x - y) for k in a if k in b for x, y in zip(a[k].logprobs, b[k].logprobs)), default=0.0)
+    out["same_tokens"] = same
+    out["max_logprob_diff"] = diff
+    out["speedup"] = round(out["runs"]["no prefix reuse"]["wall_s"] / out["runs"]["prefix reuse"]["wall_s"], 2)
+    print(f"same tokens: {same}; max |logprob difference| {diff:.2e}; speed-up {out['speedup']}x")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -131,8 +223,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--quick", action="store_true", help="skip the naive loop and hf@1 (smoke runs)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "rollout.json"))
+    ap.add_argument("--out", default=None, help="default benchmarks/results/rollout[_multiturn].json")
+    ap.add_argument("--multi-turn", action="store_true", help="the agent-loop benchmark (prefix reuse on/off)")
+    ap.add_argument("--episodes", type=int, default=16, help="--multi-turn: concurrent episodes")
+    ap.add_argument("--turns", type=int, default=3, help="--multi-turn: turns per episode")
+    ap.add_argument("--cap-turn", type=int, default=64, help="--multi-turn: most new tokens per turn")
     args = ap.parse_args()
+    results_dir = Path(__file__).parent / "results"
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -149,6 +246,21 @@ def main() -> int:
     batches = [int(b) for b in args.batches.split(",")]
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    if args.multi_turn:
+        with torch.inference_mode():
+            mt = run_multiturn(args, model, tok, path)
+        load_after = os.getloadavg()
+        print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+        mt.update(benchmark="rollout_multiturn", model=args.model, dtype=args.dtype, threads=args.threads,
+                  command=" ".join([Path(sys.executable).name, *sys.argv]),
+                  machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(), processor=platform.processor()),
+                  load_before=[round(x, 2) for x in load], load_after=[round(x, 2) for x in load_after],
+                  torch=torch.__version__)
+        out = Path(args.out or results_dir / "rollout_multiturn.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(mt, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
 
     rows: list[dict] = []
 
@@ -200,7 +312,7 @@ def main() -> int:
         torch=torch.__version__, rows=rows, ratios=ratios,
         targets={"hf@32 / naive": 12.0, "hf@32 / generate@32": 1.5},
     )
-    out = Path(args.out)
+    out = Path(args.out or results_dir / "rollout.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

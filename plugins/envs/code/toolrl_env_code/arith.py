@@ -129,7 +129,8 @@ def make_arith_tasks(n: int, seed: int = 0, *, difficulty: str = "easy", generat
         answer_format: "tag" asks for `<answer>N</answer>` (math_equiv), "hash" for `#### N` (gsm8k_exact).
         shots: worked examples put before the question as earlier turns (a multiplication asked, the tool
             called, its output, the answer), with numbers that differ per task; 0 to 3. Default 1: with none,
-            Qwen2.5-Coder-0.5B never calls the tool (0/16 sampled), with one it does about 60% of the time.
+            Qwen2.5-Coder-0.5B never calls the tool (0/16 sampled), with one some samples do
+            (0.06 to 0.6 of them, depending on the problems; docs/tasks.md).
     """
     import reasoning_gym
 
