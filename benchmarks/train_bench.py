@@ -9,7 +9,7 @@ The task: one-shot multiplication prompts that ask for the result as `<answer>N<
 samples, so `format_answer_tag` is a learnable, binary reward (reward/mean is the
 share of samples in the format; eval/accuracy the same on held-out prompts,
 4 samples each at temperature 1).
-The config is examples/format.yaml; each seed is one `toolrl.train` call (its own
+The config is examples/format/config.yaml; each seed is one `toolrl.train` call (its own
 local Ray instance), run directories under runs/bench/.
 
 Reported per seed: reward/mean of the first and last 3 steps and the change, the
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "examples" / "format.yaml"
+CONFIG = ROOT / "examples" / "format" / "config.yaml"
 
 SHOT = ("Compute 12 + 30.", "42")
 FORM = " Reply in the form <answer>NUMBER</answer>."
@@ -173,7 +173,7 @@ def _table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"GRPO on examples/format.yaml ({results['env']['steps']} steps) — load {results['env']['uptime']}")
+    t = Table(title=f"GRPO on examples/format/config.yaml ({results['env']['steps']} steps) — load {results['env']['uptime']}")
     for col in ("run", "reward step 1", "reward first 3", "reward last 3", "eval acc before", "eval acc after",
                 "s/step", "rollout tok/s", "update tok/s"):
         t.add_column(col, justify="right")

@@ -5,7 +5,7 @@
 #
 # Knobs (environment variables; the defaults are the measured demo, docs/BENCHMARKS.md):
 #   DEMO_MODEL      model name or folder            (qwen2.5-coder-0.5b-instruct)
-#   DEMO_CONFIG     training config                  (examples/arith_tool_demo.yaml)
+#   DEMO_CONFIG     training config                  (examples/demo/config.yaml)
 #   DEMO_STEPS      GRPO steps                       (the config's trainer.total_steps)
 #   DEMO_TRAIN_N    training tasks                   (200)
 #   DEMO_EVAL_N     held-out evaluation tasks        (32)
@@ -19,7 +19,7 @@ BIN=.venv/bin
 export PYTHONUNBUFFERED=1
 
 MODEL="${DEMO_MODEL:-qwen2.5-coder-0.5b-instruct}"
-CONFIG="${DEMO_CONFIG:-examples/arith_tool_demo.yaml}"
+CONFIG="${DEMO_CONFIG:-examples/demo/config.yaml}"
 TRAIN_N="${DEMO_TRAIN_N:-200}"
 EVAL_N="${DEMO_EVAL_N:-32}"
 SEED="${DEMO_SEED:-0}"

@@ -418,7 +418,7 @@ def _read_yaml(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError([ConfigProblem("--config", str(p), "the file does not exist",
-                                         "pass the path of a YAML config, e.g. examples/arith_tool_demo.yaml")])
+                                         "pass the path of a YAML config, e.g. examples/demo/config.yaml")])
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

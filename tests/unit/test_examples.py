@@ -14,7 +14,7 @@ import pytest
 from toolrl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "examples").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "examples").glob("*/config.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +37,18 @@ def _header(path: Path) -> list[str]:
 
 
 def test_there_is_a_config_per_task_suite():
-    names = {p.stem for p in CONFIGS}
-    assert {"format", "arith_tool_demo", "code", "memory", "bfcl"} <= names
+    names = {p.parent.name for p in CONFIGS}
+    assert {"format", "demo", "code", "memory", "bfcl"} <= names
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
 def test_example_config(path, installed):
     from toolrl import models
     from toolrl.rewards import prepare_rewards
 
     header = _header(path)
-    assert header, f"{path.name} must start with a comment giving the command that runs it"
-    assert any(f"toolrl train --config examples/{path.name}" in line for line in header), header
+    assert header, f"{path} must start with a comment giving the command that runs it"
+    assert any(f"toolrl train --config examples/{path.parent.name}/config.yaml" in line for line in header), header
 
     cfg = load_config(str(path))
     assert cfg.model.name_or_path in models.MODELS
@@ -94,5 +94,16 @@ def test_format_example_tasks_are_written_by_the_benchmark(tmp_path):
     from toolrl.types import load_tasks
 
     assert len(load_tasks(train)) == 4 and len(load_tasks(evals)) == 2
-    header = "\n".join(_header(ROOT / "examples" / "format.yaml"))
+    header = "\n".join(_header(ROOT / "examples" / "format" / "config.yaml"))
     assert re.search(r"train_bench\.py --write-tasks data/format", header)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.parent.name)
+def test_each_example_has_a_readme_with_command_time_and_result(path):
+    readme = path.with_name("README.md")
+    assert readme.exists(), f"{path.parent} needs a README.md: what it trains, the command, expected time and result"
+    text = readme.read_text()
+    assert f"--config examples/{path.parent.name}/config.yaml" in text
+    for heading in ("## Expected time", "## Expected result"):
+        assert heading in text, f"{readme} lacks a '{heading}' section"
+    assert "DEMO_RESULT" not in text and "TODO" not in text

@@ -1,7 +1,7 @@
 """`toolrl train` and `toolrl.train(config)`: set up a run, loop over steps, evaluate, checkpoint.
 
     import toolrl
-    result = toolrl.train("examples/format.yaml", ["trainer.total_steps=5"])
+    result = toolrl.train("examples/format/config.yaml", ["trainer.total_steps=5"])
     result.run_dir, result.last_checkpoint, result.history[-1]["reward/mean"]
 
 Everything a user can get wrong (config, task files, reward names and
@@ -102,7 +102,8 @@ class Trainer:
                 "new run on top of them", where="trainer.output_dir",
                 fix=f"continue that run with trainer.resume=auto, or start over in a new folder "
                     f"(trainer.output_dir={self.run_dir}-2), or delete {self.run_dir}")
-        self.needs_reference = cfg.algorithm.kl_coef > 0 or bool(cfg.model.lora.rank)
+        # no KL term, no reference pass (with LoRA it is the base with adapters off: no memory, but a forward)
+        self.needs_reference = cfg.algorithm.kl_coef > 0
         self.kl_ctl = make_kl_controller(cfg.algorithm.kl_controller, cfg.algorithm.kl_coef, cfg.algorithm.target_kl,
                                          cfg.algorithm.kl_horizon)
         self.run_dir.mkdir(parents=True, exist_ok=True)
