@@ -44,7 +44,8 @@ def cli(verbose: int) -> None:
     from rich.logging import RichHandler
 
     handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
+    handler.setLevel(level)  # the console shows what -v asks for; a run's train.log also gets toolrl's INFO
+    logging.basicConfig(level=min(level, logging.INFO), format="%(message)s", handlers=[handler])
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -22,6 +22,8 @@ from typing import Any
 
 from toolrl.errors import ToolrlError
 
+from toolrl.metrics.sinks import key_figures  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 
@@ -157,6 +159,9 @@ class Trainer:
                     last_saved = step
                     metrics["timing/checkpoint"] = time.perf_counter() - t0
                 self.sinks.log(step, metrics)
+                logger.info("step %d/%d  %s", step, total, key_figures(metrics))
+                if result.last_checkpoint is not None and last_saved == step:
+                    logger.info("checkpoint %s", result.last_checkpoint)
                 result.history.append(metrics)
                 self._progress(step, "done")
             if result.last_checkpoint is None and last_saved:
@@ -168,8 +173,7 @@ class Trainer:
             self.sinks.close()
             kill_workers(workers)
             stop_ray(started)
-            logging.getLogger().removeHandler(self._log_handler)
-            self._log_handler.close()
+            _close_file_log(self._log_handler)
 
     def _get(self, *refs: Any) -> Any:
         from toolrl.trainer.cluster import ray_get
@@ -292,8 +296,17 @@ def _check_compatible(saved: dict[str, Any], current: dict[str, Any], ckpt: Path
 
 
 def _file_log(path: Path) -> logging.Handler:
-    """Also write toolrl's log records (at the level the user chose) to the run directory."""
+    """Also write log records to the run directory: toolrl's from INFO up (the run's header, a line per step,
+    checkpoints), other libraries' from WARNING up. Under the CLI the root logger passes INFO and only the
+    console handler is held to the level chosen with -v; a Python caller's logging set-up decides for itself."""
     h = logging.FileHandler(path, encoding="utf-8")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    h.setLevel(logging.INFO)
+    h.addFilter(lambda r: r.name.startswith("toolrl") or r.levelno >= logging.WARNING)
     logging.getLogger().addHandler(h)
     return h
+
+
+def _close_file_log(h: logging.Handler) -> None:
+    logging.getLogger().removeHandler(h)
+    h.close()
