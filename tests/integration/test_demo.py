@@ -25,16 +25,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def docker_ready():
-    # `make test` starts the engine and builds the image first: here their absence is a failure, not a skip
-    from toolrl_sandbox import engine, image
-
-    client = engine.connect(timeout=10)
-    assert image.image_is_current(client, image.default_image()) is not None, "run `toolrl-sandbox build`"
-    return client
-
-
 def test_shortened_demo_runs_every_stage(tmp_path, docker_ready, smollm2_path):
     run = tmp_path / "demo"
     env = {
@@ -50,7 +40,7 @@ def test_shortened_demo_runs_every_stage(tmp_path, docker_ready, smollm2_path):
     }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     for stage in range(1, 9):

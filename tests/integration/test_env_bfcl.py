@@ -13,18 +13,9 @@ import pytest
 from toolrl.env import EnvContext
 from toolrl.rewards import compute_rewards
 from toolrl.rollout.agent_loop import LoopSettings, run_episodes
-from toolrl.rollout.base import BackendSettings
-from toolrl.rollout.hf_backend import HFBackend
 from toolrl.rollout.testing import ForcedTurnsBackend, turn_of
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_path):
-    backend = HFBackend(BackendSettings(model_path=str(smollm2_path), device="cpu", max_batch_size=8))
-    yield backend
-    backend.close()
 
 
 @pytest.fixture
@@ -59,11 +50,11 @@ async def test_single_turn_tasks_unforced_are_scored_by_ast_match(smol, plugins_
 
 
 async def test_multi_turn_calls_run_on_bfcl_tools_and_the_state_is_scored(smol, plugins_on):
-    from toolrl.data import make_tasks
     from toolrl_env_bfcl.multi_turn import World, parse_call
     from toolrl_env_bfcl.suite import hermes_block
 
     from toolrl.chat.template import render_prompt
+    from toolrl.data import make_tasks
 
     # the shortest first turn whose answer changes the file system (long prompts are slow on a CPU)
     pool = make_tasks("bfcl", n=120, seed=0, categories="multi_turn", turns="first", split="all")

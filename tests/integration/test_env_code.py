@@ -23,27 +23,6 @@ from toolrl.rollout.testing import ForcedTurnsBackend, turn_of
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def docker_ready():
-    toolrl_sandbox = pytest.importorskip("toolrl_sandbox")
-    from toolrl_sandbox import engine, image
-
-    try:
-        client = engine.connect(timeout=10)
-    except toolrl_sandbox.EngineUnavailableError as exc:
-        pytest.skip(f"Docker engine not reachable: {exc}")
-    if image.image_is_current(client, image.default_image()) is None:
-        pytest.skip("sandbox image not built: run `toolrl-sandbox build`")
-    return client
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_path):
-    backend = HFBackend(BackendSettings(model_path=str(smollm2_path), device="cpu", max_batch_size=8))
-    yield backend
-    backend.close()
-
-
 @pytest.fixture
 def plugins_on(plugin_manager):
     from toolrl_env_code import plugin as env_code

@@ -13,18 +13,9 @@ import pytest
 from toolrl.env import EnvContext
 from toolrl.rewards import compute_rewards
 from toolrl.rollout.agent_loop import LoopSettings, run_episodes
-from toolrl.rollout.base import BackendSettings
-from toolrl.rollout.hf_backend import HFBackend
 from toolrl.rollout.testing import ForcedTurnsBackend, turn_of
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_path):
-    backend = HFBackend(BackendSettings(model_path=str(smollm2_path), device="cpu", max_batch_size=8))
-    yield backend
-    backend.close()
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from toolrl.errors import ToolrlError
-
-from toolrl.metrics.sinks import key_figures  # noqa: E402
+from toolrl.metrics.sinks import key_figures
 
 logger = logging.getLogger(__name__)
 
