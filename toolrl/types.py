@@ -203,7 +203,8 @@ class Trajectory:
     `response_ids` holds everything after the prompt: sampled assistant tokens
     and appended tool-message tokens. `loss_mask[i]` is 1 exactly where
     `response_ids[i]` was sampled by the model; `logprobs[i]` is the rollout
-    log-probability of that token (0.0 where the mask is 0).
+    log-probability of that token (0.0 where the mask is 0). `weight_version`
+    is the number of trainer updates the sampling weights had seen.
     """
 
     task_id: str
@@ -223,6 +224,7 @@ class Trajectory:
     error: str | None = None
     env_state: Any = None
     timing: Mapping[str, float] = field(default_factory=dict)
+    weight_version: int = 0  # the trainer update count of the weights that sampled it (0 = initial)
 
     def __post_init__(self) -> None:
         n = len(self.response_ids)
