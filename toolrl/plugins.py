@@ -7,6 +7,12 @@ plugins, which are found through the entry-point group `toolrl`:
     [project.entry-points.toolrl]
     my_rewards = "my_rewards_pkg"
 
+Registration order is load order: built-ins first (in module-name order), then
+entry-point plugins, then plugins registered by hand with `register()`. So a
+third-party plugin that reuses a built-in name is the second owner named in the
+duplicate-name error, and `toolrl plugins` lists what each plugin registered in
+the order it did so.
+
 Environment variables:
     TOOLRL_TRACE_PLUGINS=1        log every hook call and what it registered
     TOOLRL_NO_ENTRYPOINTS=1       do not load entry-point plugins (tests set this)
@@ -209,8 +215,10 @@ class PluginManager:
             info.hooks, info.registered = [], {}
         for hook_name, kind in KINDS.items():
             caller = getattr(self.pm.hook, hook_name)
-            # pluggy calls the last-registered first; register in load order instead
-            for impl in reversed(caller.get_hookimpls()):
+            # Load order: built-ins, then entry points, then hand-registered plugins.
+            # get_hookimpls() lists them in registration order (pluggy *calls* them in
+            # reverse, which is why the hook is not called through the caller here).
+            for impl in caller.get_hookimpls():
                 info = self._infos.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name, None, None, False))
                 names: list[str] = []
 

@@ -51,6 +51,31 @@ def test_duplicate_name_is_an_error_naming_both_plugins(plugin_manager):
     assert "Fix:" in msg
 
 
+def test_builtins_register_before_other_plugins(plugin_manager):
+    class BackendPlugin:
+        @hookimpl
+        def register_rollout_backends(self, register):
+            register("zz_later", lambda **kw: None)
+            register("aa_after_it", lambda **kw: None)
+
+    plugin_manager.register(BackendPlugin(), name="hand-registered")
+    entries = list(plugins.registry("rollout_backends")._entries.values())
+    owners = [e.plugin for e in entries]
+    first_other = owners.index("hand-registered")
+    assert first_other > 0 and all(o.startswith("toolrl.default_plugins.") for o in owners[:first_other])
+    assert [e.name for e in entries[first_other:]] == ["zz_later", "aa_after_it"]  # registration order kept
+
+
+def test_plugin_reusing_a_builtin_name_is_named_second(plugin_manager):
+    builtin = plugins.registry("rollout_backends").entry("hf").plugin
+    plugin_manager.register(type("Dup", (), {"register_rollout_backends": hookimpl(
+        lambda self, register: register("hf", lambda **kw: None))})(), name="my-hf")
+    with pytest.raises(PluginError) as exc:
+        plugins.registry("rollout_backends")
+    msg = str(exc.value)
+    assert msg.index(builtin) < msg.index("my-hf"), msg
+
+
 def test_unknown_name_lists_available_and_suggests(plugin_manager):
     with pytest.raises(UnknownNameError) as exc:
         plugins.get("rollout_backends", "hff")
