@@ -1,5 +1,6 @@
 """Docs are tested against the code: every hook is documented with a runnable example, and has a test."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -24,11 +25,69 @@ def test_every_hook_is_documented(hook):
     assert f"def {hook}(" in section, f"the {hook} example does not implement the hook"
 
 
+def _test_sources() -> dict[str, str]:
+    """Every test module of the repository (and the fixture plugin packages the tests install)."""
+    paths = [p for p in ROOT.glob("tests/**/*.py") if p.name != "test_docs.py"]
+    for sub in ("plugins", "serving", "sandbox"):
+        paths += [p for p in (ROOT / sub).glob("**/tests/**/*.py")]
+    return {str(p.relative_to(ROOT)): p.read_text() for p in paths}
+
+
+def _is_hookimpl(decorator: ast.expr) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return (isinstance(target, ast.Name) and target.id == "hookimpl") or \
+        (isinstance(target, ast.Attribute) and target.attr == "hookimpl")
+
+
+def _registers(tree: ast.AST, path: str) -> bool:
+    """The module registers a plugin: a `….register(plugin, …)` call, or it is an entry-point package."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "register" \
+                and node.args:
+            return True
+    for parent in (ROOT / path).parents:
+        pyproject = parent / "pyproject.toml"
+        if parent == ROOT:
+            return False
+        if pyproject.exists():
+            return "[project.entry-points.toolrl]" in pyproject.read_text()
+    return False
+
+
+def hook_exercised_in(hook: str, sources: dict[str, str]) -> list[str]:
+    """Test files that implement `hook` with @hookimpl (a function of that name) and register the plugin.
+
+    A mention of the hook's or the registry's name in a comment, a string or an
+    import does not count: only an implementation that a test registers does.
+    """
+    found = []
+    for path, text in sources.items():
+        tree = ast.parse(text, filename=path)
+        implements = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == hook
+                         and any(_is_hookimpl(d) for d in n.decorator_list) for n in ast.walk(tree))
+        if implements and _registers(tree, path):
+            found.append(path)
+    return found
+
+
 @pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_has_a_test(hook):
-    tests = [p for p in (ROOT / "tests").rglob("test_*.py") if p.name != "test_docs.py"]
-    assert any(hook in p.read_text() or plugins.KINDS[hook] in p.read_text() for p in tests), \
-        f"no test mentions {hook} or its registry"
+    assert hook_exercised_in(hook, _test_sources()), \
+        f"no test implements {hook} with @hookimpl and registers the plugin (see tests/unit/test_plugin_hooks.py)"
+
+
+def test_hook_test_check_can_fail():
+    """The check above rejects mentions, unregistered implementations and undecorated functions."""
+    hook = "register_rewards"
+    mention = f'"""{hook} is tested elsewhere."""\n# {hook}, rewards\nx = "{hook}"\n'
+    unregistered = f"from toolrl import hookimpl\n\nclass P:\n    @hookimpl\n    def {hook}(self, register):\n" \
+                   f"        register('a', print)\n"
+    undecorated = f"class P:\n    def {hook}(self, register):\n        pass\n\npm.register(P(), name='p')\n"
+    real = unregistered + "\n\ndef test_it(plugin_manager):\n    plugin_manager.register(P(), name='p')\n"
+    assert hook_exercised_in(hook, {"tests/x/test_a.py": mention, "tests/x/test_b.py": unregistered,
+                                    "tests/x/test_c.py": undecorated}) == []
+    assert hook_exercised_in(hook, {"tests/x/test_d.py": real}) == ["tests/x/test_d.py"]
+    assert hook_exercised_in("register_nothing_yet", _test_sources()) == []
 
 
 def test_plugin_docs_examples_run(plugin_manager):
