@@ -17,7 +17,9 @@ the `register_rewards` hook. toolrl calls it once per batch:
     - `env_states`:  `trajectories[i].env_state`, the environment's final state
                      (`Environment.state()`), None for tasks without environment;
     - `completions`: `trajectories[i].final_text`, the content of the last
-                     assistant message (the final answer).
+                     assistant message (the final answer);
+    - `result`:      `trajectories[i].result`, what an agent program returned
+                     (`env: program`, docs/environments.md), None otherwise.
   A reward receives the keywords it names in its signature; one with `**kwargs`
   receives all of them. Nothing else is passed implicitly.
 * `args`: the config's `rewards[i].args`, passed as keyword arguments. Every key
@@ -68,7 +70,7 @@ from toolrl.types import RewardResult, Task, Trajectory
 
 logger = logging.getLogger(__name__)
 
-REWARD_KEYWORDS: tuple[str, ...] = ("tasks", "metadata", "env_states", "completions")
+REWARD_KEYWORDS: tuple[str, ...] = ("tasks", "metadata", "env_states", "completions", "result")
 """The keywords toolrl passes to a reward (each a list aligned with the trajectories)."""
 
 RESERVED_NAMES = frozenset({"total", "excluded", "infra_error"})
@@ -329,6 +331,7 @@ async def compute_rewards(
         "metadata": [task.metadata for task in batch_tasks],
         "env_states": [t.env_state for t in batch],
         "completions": [t.final_text for t in batch],
+        "result": [t.result for t in batch],
     }
     outcomes = await _run_all(prepared, batch, keywords)
 

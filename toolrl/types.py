@@ -197,6 +197,29 @@ class ToolResult:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """An earlier, separately rendered part of an agent-program episode (docs/environments.md).
+
+    An agent program that edits or drops earlier messages makes a prompt that does not extend
+    the tokens sampled before; the episode then splits into segments, each one token sequence
+    of its own with the same fields as a trajectory: `prompt_ids`, then `response_ids` with
+    `loss_mask` 1 exactly on sampled tokens and their rollout `logprobs` (0.0 elsewhere).
+    The last segment is the `Trajectory` itself; the earlier ones are `Trajectory.segments`.
+    """
+
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+    loss_mask: tuple[int, ...]
+    logprobs: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.response_ids)
+        if len(self.loss_mask) != n or len(self.logprobs) != n:
+            raise ValueError(f"segment: response_ids ({n}), loss_mask ({len(self.loss_mask)}) and logprobs "
+                             f"({len(self.logprobs)}) must have equal length")
+
+
+@dataclass(frozen=True)
 class Trajectory:
     """One sampled episode of one task, token-exact.
 
@@ -225,6 +248,8 @@ class Trajectory:
     env_state: Any = None
     timing: Mapping[str, float] = field(default_factory=dict)
     weight_version: int = 0  # the trainer update count of the weights that sampled it (0 = initial)
+    result: Any = None  # what an agent program returned (`env: program`); rewards get it as `result`
+    segments: tuple[Segment, ...] = ()  # an agent program's earlier segments (toolrl.rollout.program_record)
 
     def __post_init__(self) -> None:
         n = len(self.response_ids)
