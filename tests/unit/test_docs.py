@@ -99,3 +99,41 @@ def test_plugin_docs_examples_run(plugin_manager):
             exec(compile(block, f"docs/plugins.md block {i + 1}", "exec"), {"__name__": f"docs_block_{i}"})
         except Exception as exc:  # pragma: no cover - the message is the point
             raise AssertionError(f"docs/plugins.md example {i + 1} failed: {exc!r}") from exc
+
+
+def _repo_files() -> list[str]:
+    skip = {".venv", ".git", "runs", "build", "node_modules", "__pycache__"}
+    out = []
+    for p in ROOT.rglob("*"):
+        rel = p.relative_to(ROOT)
+        if rel.parts and rel.parts[0] in skip or "__pycache__" in rel.parts or not p.is_file():
+            continue
+        out.append(rel.as_posix())
+    return out
+
+
+def test_docs_cite_only_files_that_exist():
+    """Markdown links resolve, and a file named in backticks (`x.md`, `pkg/y.py`) is in the repository."""
+    files = _repo_files()
+    pages = sorted(ROOT.glob("docs/*.md")) + [ROOT / "README.md"] + sorted(ROOT.glob("examples/*/README.md"))
+    missing = []
+    for page in pages:
+        text = page.read_text()
+        for m in re.finditer(r"\]\(([^)\s]+)\)", text):
+            target = m.group(1).split("#")[0]
+            if target and not re.match(r"[a-z]+:", target) and not (page.parent / target).exists():
+                missing.append(f"{page.relative_to(ROOT)}: link {target}")
+        for m in re.finditer(r"`([A-Za-z0-9_./-]+\.(?:md|py|toml|sh|yaml|yml))`", text):
+            name = m.group(1)
+            if name.startswith(("~", "/")):
+                continue
+            if not any(f == name or f.endswith("/" + name) for f in files):
+                missing.append(f"{page.relative_to(ROOT)}: `{name}`")
+    assert not missing, "docs cite files that are not in the repository:\n" + "\n".join(missing)
+
+
+def test_docs_pages_named_in_the_code_exist():
+    cited = {(p.relative_to(ROOT).as_posix(), m) for p in ROOT.glob("toolrl/**/*.py")
+             for m in re.findall(r"docs/[A-Za-z0-9_./-]+\.md", p.read_text())}
+    missing = sorted(f"{src} -> {page}" for src, page in cited if not (ROOT / page).exists())
+    assert not missing, missing
