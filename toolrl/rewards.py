@@ -43,13 +43,14 @@ component returned None for it, or when a component failed on it with
 `on_error: skip`.
 
 Metrics (all floats):
-    reward/total            mean total over included samples (absent if none)
+    reward/mean             mean total over included samples (absent if none); the
+                            trainer adds reward/std, /min, /max, /accuracy beside it
     reward/<name>           mean raw (unweighted) value of one component
     reward/excluded         number of excluded samples (all reasons)
     reward/infra_error      number of samples masked for infrastructure errors
     reward/none/<name>      samples for which <name> returned None
     reward/errors/<name>    samples on which <name> failed (on_error: skip)
-    reward/seconds/<name>   wall time of <name> on this batch
+    timing/reward/<name>    wall time of <name> on this batch (seconds)
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ logger = logging.getLogger(__name__)
 REWARD_KEYWORDS: tuple[str, ...] = ("tasks", "metadata", "env_states", "completions", "result")
 """The keywords toolrl passes to a reward (each a list aligned with the trajectories)."""
 
-RESERVED_NAMES = frozenset({"total", "excluded", "infra_error"})
-"""Reward names that would collide with composition metrics (`reward/total` ...)."""
+RESERVED_NAMES = frozenset({"total", "mean", "std", "min", "max", "accuracy", "excluded", "infra_error",
+                            "none", "errors", "kl_penalty", "zero_std_groups"})
+"""Reward names that would collide with composition and step metrics (`reward/mean` ...)."""
 
 RewardValue = float | None
 RewardFn = Callable[..., Any]
@@ -533,7 +535,7 @@ def _metrics(results: list[RewardResult], prepared: list[PreparedReward], outcom
     m: dict[str, float] = {}
     totals = [r.total for r in results if r.total is not None]
     if totals:
-        m["reward/total"] = sum(totals) / len(totals)
+        m["reward/mean"] = sum(totals) / len(totals)
     m["reward/excluded"] = float(sum(1 for r in results if r.total is None))
     m["reward/infra_error"] = float(infra)
     for r, out in zip(prepared, outcomes):
@@ -543,5 +545,5 @@ def _metrics(results: list[RewardResult], prepared: list[PreparedReward], outcom
         errs = sum(1 for e in out.errors if e is not None)
         m[f"reward/errors/{r.name}"] = float(errs)
         m[f"reward/none/{r.name}"] = float(sum(1 for v in out.values if v is None) - errs)
-        m[f"reward/seconds/{r.name}"] = out.seconds
+        m[f"timing/reward/{r.name}"] = out.seconds
     return m

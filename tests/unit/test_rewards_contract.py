@@ -59,11 +59,11 @@ async def test_weighted_sum_components_and_metrics():
     assert [r.total for r in results] == [0.5 * 1 + 2.0 * 0.25] * 3
     assert results[0].components == {"length": 1.0, "const": 0.25}
     assert all(r.excluded_reason is None for r in results)
-    assert metrics["reward/total"] == pytest.approx(1.0)
+    assert metrics["reward/mean"] == pytest.approx(1.0)
     assert metrics["reward/length"] == 1.0 and metrics["reward/const"] == 0.25
     assert metrics["reward/excluded"] == 0.0 and metrics["reward/infra_error"] == 0.0
     assert metrics["reward/errors/length"] == 0.0 and metrics["reward/none/const"] == 0.0
-    assert metrics["reward/seconds/length"] >= 0.0
+    assert metrics["timing/reward/length"] >= 0.0
 
 
 async def test_documented_keywords_are_aligned_and_only_declared_ones_are_passed():
@@ -215,7 +215,7 @@ async def test_infra_error_trajectories_are_masked_not_scored():
     seen.clear()
     results, metrics = await compute_rewards([traj("a", "x", infra=True)], TASKS, [{"name": "r"}],
                                              registry={"r": record})
-    assert seen == [] and results[0].total is None and "reward/total" not in metrics
+    assert seen == [] and results[0].total is None and "reward/mean" not in metrics
 
 
 async def test_numpy_bool_and_int_values_are_accepted():
@@ -283,6 +283,8 @@ def test_unknown_name_and_bad_spec():
         prepare_rewards([{"name": "length"}, {"name": "length"}], registry={"length": length_reward})
     with pytest.raises(RewardError, match="reserved"):
         prepare_rewards([{"name": "total"}], registry={"total": length_reward})
+    with pytest.raises(RewardError, match="reserved"):  # reward/mean is the step's mean total
+        prepare_rewards([{"name": "mean"}], registry={"mean": length_reward})
 
 
 async def test_missing_task_is_named():
@@ -317,7 +319,7 @@ async def test_config_rewards_section_drives_the_composition(tmp_path):
     results, metrics = await compute_rewards(batch(), TASKS, config.rewards,
                                              registry={"length": length_reward, "const": constant})
     assert [r.total for r in results] == [pytest.approx(0.6 + 0.8)] * 3
-    assert set(metrics) >= {"reward/length", "reward/const", "reward/total"}
+    assert set(metrics) >= {"reward/length", "reward/const", "reward/mean"}
 
 
 def guide_files() -> dict[str, str]:
