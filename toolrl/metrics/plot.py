@@ -1,4 +1,4 @@
-"""`toolrl plot RUN_DIR`: PNG curves of a run (reward, KL, length, accuracy, losses).
+"""`toolrl plot RUN_DIR`: PNG curves of a run (reward, KL, length, accuracy, losses, resources).
 
 Reads `RUN_DIR/metrics.jsonl` (written by the `jsonl` sink), falling back to
 `metrics.csv`, and draws with matplotlib's Agg backend (no display needed).
@@ -33,6 +33,12 @@ FIGURES: dict[str, tuple[str, str, Sequence[str] | Callable[[str], bool]]] = {
     "length": ("Response length", "tokens", ["rollout/response_length", "rollout/total_length"]),
     "loss": ("Losses", "loss", ["loss/policy", "loss/value", "loss/total"]),
     "entropy": ("Policy entropy", "nats/token", ["actor/entropy"]),
+    "throughput": ("Throughput", "tokens/s", lambda k: k.startswith("timing/") and k.endswith("_tokens_per_s")),
+    "memory": ("Memory per process", "MiB",
+               lambda k: k.startswith("resources/") and k.endswith(("rss_mib", "_mem_allocated_mib",
+                                                                     "_mem_reserved_mib", "_mem_peak_mib"))),
+    "utilisation": ("CPU and GPU use per process", "percent (100 = one core / one GPU)",
+                    lambda k: k.startswith("resources/") and k.endswith(("cpu_percent", "gpu_utilization"))),
 }
 
 
@@ -63,18 +69,17 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[flo
     return xs, ys
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
-    """Write one PNG per figure with data; return their paths."""
+def figures(run_dir: str | Path) -> dict[str, Any]:
+    """One matplotlib Figure per entry of FIGURES that has data (the caller closes them)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = load_metrics(run_dir)
     keys = sorted({k for r in rows for k in r if k not in ("step", "time")})
-    out_dir = Path(out) if out else Path(run_dir) / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    out: dict[str, Any] = {}
     for name, (title, ylabel, select) in FIGURES.items():
         chosen = [k for k in keys if select(k)] if callable(select) else [k for k in select if k in keys]
         series = [(k, *_series(rows, k)) for k in chosen]
@@ -90,10 +95,24 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
                     ax.fill_between(xs, [y - s for y, s in zip(ys, sy)], [y + s for y, s in zip(ys, sy)], alpha=0.15)
         ax.set_title(f"{title} — {Path(run_dir).name}")
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
+        out[name] = fig
+    return out
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
+    """Write one PNG per figure with data; return their paths."""
+    import matplotlib.pyplot as plt
+
+    figs = figures(run_dir)
+    out_dir = Path(out) if out else Path(run_dir) / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, fig in figs.items():
         path = out_dir / f"{name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)

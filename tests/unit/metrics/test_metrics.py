@@ -130,6 +130,31 @@ def test_plot_writes_pngs(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_step_ticks_are_whole_numbers_and_resources_are_drawn(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from toolrl.metrics.plot import figures
+
+    s = JsonlSink(tmp_path)
+    for step in (1, 2, 3):  # few steps: matplotlib's default locator would put ticks at 1.25, 1.5, ...
+        s.log(step, {"reward/mean": step / 3, "resources/driver/rss_mib": 900.0 + step,
+                     "resources/actor/rss_mib": 2000.0, "resources/actor/cpu_percent": 150.0,
+                     "timing/rollout_tokens_per_s": 40.0 + step})
+    s.close()
+    figs = figures(tmp_path)
+    try:
+        assert {"reward", "memory", "utilisation", "throughput"} <= set(figs)
+        labels = [line.get_label() for line in figs["memory"].axes[0].get_lines()]
+        assert labels == ["resources/actor/rss_mib", "resources/driver/rss_mib"]
+        for fig in figs.values():
+            fig.canvas.draw()
+            ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
+
+
 def test_plot_without_metrics_says_what_to_do(tmp_path):
     with pytest.raises(ToolrlError, match="no metrics found") as exc:
         plot_command(str(tmp_path))
