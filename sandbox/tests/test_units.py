@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import threading
@@ -56,28 +57,81 @@ def test_package_does_not_import_toolrl() -> None:
 
 
 def test_executor_is_stdlib_only() -> None:
-    tree = ast.parse(image_mod._asset("executor.py"))
-    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    names |= set(ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign)
-                                       and getattr(n.targets[0], "id", "") == "WARM_MODULES")))
+    names: set[str] = set()
+    for asset in ("executor.py", "grading.py"):
+        tree = ast.parse(image_mod._asset(asset))
+        names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        if asset == "executor.py":
+            names |= set(ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                                               and getattr(n.targets[0], "id", "") == "WARM_MODULES")))
+    assert "grading" in names  # the executor's sibling in the image
+    names.discard("grading")
     assert names and all(name.split(".")[0] in sys.stdlib_module_names for name in names), names
 
 
 def test_harness_rejects_ambiguous_formats() -> None:
     with pytest.raises(ValueError, match="entry_point"):
-        harness.build_program("x = 1", "def check(candidate):\n    pass\n", None)
+        harness.tests_frame("def check(candidate):\n    pass\n", None)
     with pytest.raises(ValueError, match="entry_point"):
-        harness.build_program("x = 1", ["assert x == 1"], "f")
-    program = harness.build_program("x = 1", ["assert x == 1"], None)
-    compile(program, "<harness>", "exec")
+        harness.tests_frame(["assert x == 1"], "f")
+    with pytest.raises(ValueError, match="function name"):
+        harness.tests_frame("def check(candidate):\n    pass\n", "not a name")
+    with pytest.raises(ValueError, match="empty"):
+        harness.tests_frame([], None)
+    with pytest.raises(ValueError, match="test 1: a stdin/stdout test"):
+        harness.io_cases([{"input": "1", "output": "1"}, "assert f(1) == 1"])
+    with pytest.raises(ValueError, match="must be strings"):
+        harness.io_cases([("1", 1)])
+    assert harness.io_cases(["assert x == 1"]) is None
+    assert harness.io_cases([{"input": "1\n", "output": "2"}, ("a", "b")]) == [("1\n", "2"), ("a", "b")]
+    assert harness.tests_frame(["assert x == 1"], None) == {"op": "tests", "tests": ["assert x == 1"],
+                                                            "entry_point": None}
+
+
+def test_output_normalisation() -> None:
+    assert harness.normalise("1 2  \r\n3\n\n\n") == harness.normalise("1 2\n3") == "1 2\n3"
+    assert harness.normalise(" 1\n\n2") != harness.normalise("1\n2")  # leading space, inner blank line count
+    assert harness.normalise("1   2\n3", "tokens") == harness.normalise("1 2 3\n", "tokens")
+    assert harness.normalise("3\n", "exact") != harness.normalise("3", "exact")
+    with pytest.raises(ValueError, match="compare must be one of"):
+        harness.normalise("x", "fuzzy")  # type: ignore[arg-type]
+
+
+def test_plain_value_codec_round_trips_and_refuses_the_rest() -> None:
+    from toolrl_sandbox import grading
+
+    values = [None, True, 0, -(10 ** 30), 1.5, float("inf"), "é", b"\x00\xff", [1, (2, 3)], {(1, 2): {"a": [None]}},
+              {1, 2}, frozenset({"x"}), 1 + 2j, ()]
+    for v in values:
+        wire = json.loads(json.dumps(grading.encode(v)))
+        back = grading.decode(wire)
+        assert back == v and type(back) is type(v)
+    nan = grading.decode(json.loads(json.dumps(grading.encode(float("nan")))))
+    assert nan != nan
+
+    class Always:
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    class MyInt(int):
+        pass
+
+    for bad in (Always(), MyInt(3), [MyInt(3)], {"k": Always()}, object(), print, iter([1])):
+        with pytest.raises(grading.NotPlain):
+            grading.encode(bad)
+    for forged in ({"t": "tuple"}, {"t": "ref", "v": [1]}, {"a": 1}, {"t": "dict", "v": [[1]]},
+                   {"t": "float", "v": "1e3"}):
+        with pytest.raises(ValueError):
+            grading.decode(forged)
 
 
 def test_parse_report_counts_side_channel_lines() -> None:
     ok = ExecResult("ok", "", "", 0, 1.0)
-    side = '{"total": 3}\n{"i": 0, "ok": true}\n{"i": 1, "ok": false, "msg": "boom"}\nnot json\n{"i": 2, "ok": true}\n'
+    side = ('{"total": 3}\n{"i": 0, "ok": true}\n{"i": 1, "ok": false, "msg": "boom"}\nnot json\n{"i": 2, "ok": true}\n'
+            '{"i": 2, "ok": true}\n{"i": 7, "ok": true}\n')
     rep = harness.parse_report(ok, side, ["a", "b", "c"])
-    assert (rep.passed, rep.total, rep.failures) == (2, 3, ("boom",))
+    assert (rep.passed, rep.total, rep.failures) == (2, 3, ("boom",))  # repeats and unknown indices ignored
     timeout = ExecResult("timeout", "", "", -9, 1.0)
     rep = harness.parse_report(timeout, "", ["a", "b"])
     assert (rep.passed, rep.total) == (0, 2) and "timeout" in rep.failures[0]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import fcntl
 import json
 import os
 import resource
@@ -267,17 +268,22 @@ def _oom_kills() -> int:
 
 
 # ---------------------------------------------------------------- the child
-def _child(req: dict, fds: tuple, warm_path: list) -> None:
-    """Runs in the forked child; never returns."""
-    stdin_fd, out_w, err_w, side_w = fds
+def _enter_child(req: dict, fds: tuple, warm_path: list, *, dumpable: bool = True, oom: str = "1000",
+                 cwd: str = WORKDIR, path: tuple = (WORKDIR,), name: str = "<snippet>"):
+    """Turn a freshly forked child into a clean, limited interpreter; return its ``__main__``.
+
+    ``fds[i]`` becomes descriptor ``i``; every other descriptor is closed."""
     try:
         os.setsid()
-        for target, fd in ((0, stdin_fd), (1, out_w), (2, err_w), (3, side_w)):
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 512) for fd in fds]  # no clash while renumbering
+        for target, fd in enumerate(high):
             os.dup2(fd, target)
-        os.closerange(4, 1 << 16)
-        _prctl_dumpable(1)
+        os.closerange(len(fds), 1 << 16)
+        _prctl_dumpable(1)  # a non-dumpable process's /proc/self files belong to root
         with open("/proc/self/oom_score_adj", "w") as fh:
-            fh.write("1000")
+            fh.write(oom)
+        if not dumpable and not _prctl_dumpable(0):
+            raise OSError("cannot make the process non-dumpable")
         timeout = float(req.get("timeout", 5.0))
         cpu = int(timeout) + 1
         mem = int(req.get("memory_mb", 256)) * 1024 * 1024
@@ -289,7 +295,7 @@ def _child(req: dict, fds: tuple, warm_path: list) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.umask(0o022)
-        os.chdir(WORKDIR)
+        os.chdir(cwd)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.clear()
         os.environ.update(CHILD_ENV)
@@ -307,28 +313,30 @@ def _child(req: dict, fds: tuple, warm_path: list) -> None:
         sys.stdout = sys.__stdout__ = stream(1, "w", errors="backslashreplace")
         sys.stderr = sys.__stderr__ = stream(2, "w", errors="backslashreplace", line_buffering=True)
         sys.argv = ["-c"]
-        sys.path[:] = [WORKDIR] + warm_path  # keep the zygote's finder caches of the read-only stdlib
+        sys.path[:] = list(path) + warm_path  # keep the zygote's finder caches of the read-only stdlib
         sys.dont_write_bytecode = True
         if "random" in sys.modules:
             sys.modules["random"].seed()  # do not share the zygote's state
         source = req.get("code", "")
-        filename = "<snippet>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__
         sys.modules["__main__"] = main
+        return main
     except BaseException as exc:  # noqa: BLE001 - report anything and leave
         try:
             os.write(2, ("toolrl-sandbox: child setup failed: %r\n" % (exc,)).encode())
         finally:
             os._exit(CHILD_SETUP_FAILED)
-    code = 0
+
+
+def _exec_main(source: str, filename: str, main) -> int:
+    """Run ``source`` as ``__main__``; return the exit code python would give (traceback on stderr)."""
     try:
         exec(compile(source, filename, "exec"), main.__dict__)
     except SystemExit as exc:
-        code = _exit_code(exc.code)
+        return _exit_code(exc.code)
     except BaseException:  # noqa: BLE001 - the snippet's error, printed like python does
-        code = 1
         try:
             import traceback
 
@@ -336,6 +344,12 @@ def _child(req: dict, fds: tuple, warm_path: list) -> None:
             traceback.print_exception(etype, value, tb.tb_next if tb is not None else None)
         except BaseException:  # noqa: BLE001
             os.write(2, b"MemoryError\n" if sys.exc_info()[0] is MemoryError else b"error\n")
+        return 1
+    return 0
+
+
+def _finish(code: int) -> None:
+    """Python's own exit steps (threads, atexit, flush), then leave without unwinding the zygote."""
     try:
         if "threading" in sys.modules:
             sys.modules["threading"]._shutdown()
@@ -350,6 +364,12 @@ def _child(req: dict, fds: tuple, warm_path: list) -> None:
         except BaseException:  # noqa: BLE001
             pass
     os._exit(code)
+
+
+def _child(req: dict, fds: tuple, warm_path: list) -> None:
+    """Runs in the forked child of a ``run``; never returns."""
+    main = _enter_child(req, fds, warm_path)
+    _finish(_exec_main(req.get("code", ""), "<snippet>", main))
 
 
 def _exit_code(value) -> int:
@@ -487,6 +507,12 @@ def _is_memory_error(exit_code: int, stderr: str, ooms_before: int) -> bool:
     return exit_code != 0 and tail.startswith("MemoryError")
 
 
+def _drain_one(fd: int, cap: int) -> str:
+    bufs = {fd: bytearray()}
+    _drain(bufs, {fd: cap})
+    return bufs[fd].decode("utf-8", "replace")
+
+
 def _drain(bufs: dict, caps: dict) -> None:
     """Read what is left in the pipes; every writer is dead, so EOF comes."""
     end = time.monotonic() + 0.5
@@ -528,6 +554,11 @@ def main() -> int:
         _libc = None
     dumpable_off = _prctl_dumpable(0)
     here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    import grading  # the code grader, beside this file on the read-only root
+
+    del sys.path[0]
+    this = sys.modules[__name__]
     warm_path = [p for p in sys.path if p and os.path.abspath(p) != here]
     use_pidfd = hasattr(os, "pidfd_open")
     if use_pidfd:
@@ -556,6 +587,13 @@ def main() -> int:
                 resp = run(req, warm_path, statuses, use_pidfd)
             except Exception as exc:  # noqa: BLE001 - report it as ours, not the snippet's
                 _log("run failed: %r" % (exc,))
+                resp = {"status": "infra_error", "stdout": "", "stderr": "executor: %r" % (exc,),
+                        "exit_code": -1, "wall_ms": 0.0, "tainted": True}
+        elif op == "grade":
+            try:
+                resp = grading.run_grade(req, this, warm_path, statuses)
+            except Exception as exc:  # noqa: BLE001 - ours, not the solution's
+                _log("grade failed: %r" % (exc,))
                 resp = {"status": "infra_error", "stdout": "", "stderr": "executor: %r" % (exc,),
                         "exit_code": -1, "wall_ms": 0.0, "tainted": True}
         elif op == "ping":

@@ -309,11 +309,12 @@ class SandboxPool:
     # ------------------------------------------------------------------ runs
     async def _execute(self, code: str, *, stdin: str | bytes | None, files: Mapping[str, str | bytes] | None,
                        timeout: float, memory_mb: int, max_output: int | None,
-                       env: Mapping[str, str] | None) -> tuple[ExecResult, str]:
+                       env: Mapping[str, str] | None, op: str = "run",
+                       tests: dict[str, Any] | None = None) -> tuple[ExecResult, str]:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         req = {
-            "op": "run", "id": next(self._req_ids), "code": code, "stdin": encode_blob(stdin),
+            "op": op, "id": next(self._req_ids), "code": code, "stdin": encode_blob(stdin),
             "files": {name: encode_blob(data) for name, data in (files or {}).items()},
             "timeout": float(timeout), "memory_mb": int(memory_mb),
             "max_output": int(max_output if max_output is not None else self.max_output),
@@ -323,7 +324,8 @@ class SandboxPool:
         healthy = False
         t0 = time.monotonic()
         try:
-            resp = await asyncio.wait_for(sb.stream.request(req), timeout + self.grace_s)
+            resp = await asyncio.wait_for(sb.stream.request(req, *([tests] if tests else [])),
+                                          timeout + self.grace_s)
             if resp.get("id") != req["id"]:
                 raise ConnectionLost(f"response id {resp.get('id')!r} does not match request {req['id']}")
             sb.runs += 1
@@ -367,13 +369,28 @@ class SandboxPool:
                                         memory_mb=memory_mb, max_output=max_output, env=env)
         return result
 
-    async def run_tests(self, code: str, tests: str | Sequence[str], entry_point: str | None = None,
-                        timeout: float = 10.0, memory_mb: int = 256) -> TestReport:
-        """Run ``tests`` against the solution ``code``; see :mod:`toolrl_sandbox.harness`."""
-        program = harness.build_program(code, tests, entry_point)
-        result, side = await self._execute(program, stdin=None, files=None, timeout=timeout,
-                                           memory_mb=memory_mb, max_output=None, env=None)
-        return harness.parse_report(result, side, tests)
+    async def run_tests(self, code: str, tests: str | Sequence[Any], entry_point: str | None = None,
+                        timeout: float = 10.0, memory_mb: int = 256, *, compare: harness.Compare = "lines",
+                        max_output: int | None = None) -> TestReport:
+        """Grade the solution ``code`` against ``tests`` (formats in :mod:`toolrl_sandbox.harness`).
+
+        The solution runs in its own process; the tests run in a separate,
+        trusted grader process and reach the solution's functions only through
+        plain values (see :mod:`toolrl_sandbox.grading`).  stdin/stdout tests
+        run the solution once per case (each with ``timeout``) and compare its
+        output here, on the host, after :func:`harness.normalise` with ``compare``.
+        """
+        cases = harness.io_cases(tests)
+        if cases is not None:
+            harness.normalise("", compare)  # reject a bad mode before running anything
+            results = await asyncio.gather(*(
+                self.run(code, stdin=inp, timeout=timeout, memory_mb=memory_mb, max_output=max_output)
+                for inp, _ in cases))
+            return harness.io_report(results, cases, compare)
+        frame = harness.tests_frame(tests, entry_point)
+        result, side = await self._execute(code, stdin=None, files=None, timeout=timeout, memory_mb=memory_mb,
+                                           max_output=max_output, env=None, op="grade", tests=frame)
+        return harness.parse_report(result, side, frame["tests"])
 
     # ---------------------------------------------------------------- status
     @property

@@ -104,15 +104,16 @@ class AttachStream:
         except ValueError as exc:
             raise ConnectionLost(f"container {self.name}: undecodable frame") from exc
 
-    async def send(self, msg: dict[str, Any]) -> None:
+    async def send(self, msg: dict[str, Any], *more: dict[str, Any]) -> None:
         try:
-            self._writer.write(encode_frame(msg))
+            self._writer.write(b"".join(encode_frame(m) for m in (msg, *more)))
             await self._writer.drain()
         except (ConnectionError, RuntimeError) as exc:
             raise ConnectionLost(f"container {self.name}: cannot write: {exc}") from exc
 
-    async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        await self.send(msg)
+    async def request(self, msg: dict[str, Any], *more: dict[str, Any]) -> dict[str, Any]:
+        """Send ``msg`` (and frames that belong to it, like a grade's tests); return the one answer."""
+        await self.send(msg, *more)
         return await self.receive()
 
     @property

@@ -90,10 +90,10 @@ class SyncSandboxPool:
         """See :meth:`SandboxPool.run`."""
         return self._call(self._require().run(code, stdin, files, timeout, memory_mb, **kwargs))
 
-    def run_tests(self, code: str, tests: str | Sequence[str], entry_point: str | None = None,
-                  timeout: float = 10.0, memory_mb: int = 256) -> TestReport:
+    def run_tests(self, code: str, tests: str | Sequence[Any], entry_point: str | None = None,
+                  timeout: float = 10.0, memory_mb: int = 256, **kwargs: Any) -> TestReport:
         """See :meth:`SandboxPool.run_tests`."""
-        return self._call(self._require().run_tests(code, tests, entry_point, timeout, memory_mb))
+        return self._call(self._require().run_tests(code, tests, entry_point, timeout, memory_mb, **kwargs))
 
     def run_many(self, codes: Sequence[str], **kwargs: Any) -> list[ExecResult]:
         """Run several snippets concurrently (as many at once as the pool allows)."""
