@@ -47,7 +47,9 @@ class ModelConfig(Section):
         "float32", description="Parameter dtype for training and the hf backend."
     )
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N'.")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Trade compute for activation memory; None = on when the policy trains on a CUDA device, "
+        "off on the CPU.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
 
 
@@ -65,6 +67,12 @@ class RolloutConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="Top-k sampling; 0 = off.")
     stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+    ignore_eos: bool = Field(
+        False, description="Sample every turn to max_new_tokens: end-of-sequence and end-of-turn tokens do not stop "
+        "it (throughput benchmarks with fixed lengths; never for real training).")
+    min_tokens: int = Field(
+        0, ge=0, description="No stop before this many tokens in a turn (vllm and sglang only; the hf backend refuses "
+        "values above 0).")
     tool_parser: str = Field("auto", description="Registered tool-call parser, or 'auto' (hermes tags and JSON blocks).")
     max_batch_size: int = Field(32, ge=1, description="Most sequences the backend decodes together.")
     env_timeout: float = Field(30.0, gt=0, description="Seconds an environment step may take before it is abandoned.")
@@ -76,21 +84,49 @@ class RolloutConfig(Section):
 
 
 class AlgorithmConfig(Section):
-    """Advantage estimation and the policy loss."""
+    """What is optimised: the RL objective (advantage estimator + policy loss), SFT or DPO (docs/algorithms.md)."""
 
-    advantage: str = Field("grpo", description="Registered advantage estimator: grpo, rloo, ppo (critic + GAE).")
+    objective: Literal["rl", "sft", "dpo"] = Field(
+        "rl", description="rl: sample, reward and update with the estimator and policy loss below; sft: supervised "
+        "fine-tuning on data.train_file conversations (loss on assistant tokens); dpo: preference pairs "
+        "(chosen/rejected) in data.train_file against the frozen start.")
+    advantage: str = Field("grpo", description="Registered advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, "
+                           "reinforce_pp_baseline, ppo (critic + GAE).")
+    policy_loss: str = Field("ppo", description="Registered policy loss: ppo (token-level clipped ratio) or gspo "
+                             "(sequence-level ratio; use clip_ratio ~3e-4).")
     norm_adv_by_std: bool = Field(True, description="GRPO: divide group-centred rewards by the group std.")
     gamma: float = Field(1.0, ge=0, le=1, description="PPO: discount.")
     lam: float = Field(1.0, ge=0, le=1, description="PPO: GAE lambda.")
     clip_ratio: float = Field(0.2, gt=0, description="PPO clip range (lower side, and upper when clip_ratio_high is unset).")
     clip_ratio_high: float | None = Field(None, gt=0, description="Upper clip range (DAPO clip-higher); None = clip_ratio.")
-    loss_agg: Literal["token-mean", "seq-mean"] = Field(
-        "token-mean", description="Average the loss over all tokens of the batch, or per sequence then over sequences."
+    loss_agg: Literal["token-mean", "seq-mean", "token-sum-norm"] = Field(
+        "token-mean", description="Average the loss over all tokens of the batch (DAPO), per sequence then over "
+        "sequences, or sum each sequence's tokens over a constant length (Dr. GRPO: loss_norm_tokens)."
     )
+    loss_norm_tokens: int | None = Field(
+        None, ge=1, description="token-sum-norm's constant length; None = rollout.max_total_tokens.")
+    dual_clip: float | None = Field(
+        None, gt=1, description="Dual-clip constant c (e.g. 3): caps the loss of negative-advantage tokens at -A*c; "
+        "None = off.")
+    tis_cap: float | None = Field(
+        None, gt=0, description="Truncated importance sampling: weight each token by min(exp(trainer - rollout "
+        "logprob), tis_cap) to correct the rollout engine's mismatch (e.g. 2); None = off.")
+    overlong_buffer: int = Field(
+        0, ge=0, description="DAPO overlong shaping: responses within this many tokens of rollout.max_total_tokens "
+        "get a penalty growing linearly to overlong_penalty; 0 = off.")
+    overlong_penalty: float = Field(1.0, ge=0, description="Overlong shaping: the penalty at the length cap.")
+    dynamic_sampling: bool = Field(
+        False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and roll out more prompts "
+        "until the batch is full (at most max_sampling_draws rounds).")
+    max_sampling_draws: int = Field(3, ge=1, description="Dynamic sampling: most rollout rounds per step.")
+    dpo_beta: float = Field(0.1, gt=0, description="DPO: the strength of the implicit KL to the reference.")
+    dpo_loss: Literal["sigmoid", "ipo", "hinge"] = Field(
+        "sigmoid", description="DPO variant: sigmoid (DPO), ipo (squared), hinge (SLiC).")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator (Schulman's k1/k2/k3).")
     kl_coef: float = Field(0.0, ge=0, description="Initial KL coefficient; 0 disables the reference policy.")
     kl_in: Literal["auto", "loss", "reward"] = Field(
-        "auto", description="Where the KL penalty goes: the loss (GRPO default) or the reward (PPO default)."
+        "auto", description="Where the KL penalty goes: the loss, or the reward; auto = what the estimator declares "
+        "(reward for ppo and reinforce_pp, loss otherwise)."
     )
     kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="Keep kl_coef, or adapt it toward target_kl.")
     target_kl: float = Field(0.1, gt=0, description="Adaptive controller target.")
@@ -118,6 +154,21 @@ class DataConfig(Section):
     eval_file: str | None = Field(None, description="JSONL task file for evaluation during training.")
     prompts_per_step: int = Field(4, ge=1, description="Tasks sampled per step; the batch is prompts_per_step * rollout.n.")
     shuffle: bool = Field(True, description="Shuffle task order each epoch (seeded by trainer.seed).")
+
+
+class FSDPConfig(Section):
+    """FSDP2 sharding of the policy on CUDA (toolrl/trainer/fsdp.py; docs/training.md)."""
+
+    enabled: bool = Field(
+        False, description="Shard the policy with FSDP2 (torch.distributed.fsdp.fully_shard per decoder layer + root) "
+        "when it trains on CUDA; needed to fully fine-tune models whose weights, gradients and optimizer state do "
+        "not fit one GPU. Ignored on the CPU.")
+    mixed_precision: bool = Field(
+        True, description="bfloat16 parameters in forward/backward with float32 master weights, gradients reduced "
+        "in float32 (the model is kept in float32 whatever model.dtype says).")
+    cpu_offload: bool = Field(
+        False, description="Keep the sharded parameters, gradients and optimizer state in CPU memory (the optimizer "
+        "step runs on the CPU): less GPU memory, slower steps.")
 
 
 class TrainerConfig(Section):
@@ -157,6 +208,18 @@ class TrainerConfig(Section):
     share_prompt: bool = Field(
         True, description="Forward passes run a prompt shared by several samples (a GRPO group) once and reuse its "
         "keys/values: same logprobs and gradients, less compute (off under model.gradient_checkpointing).")
+    token_budget: int | None = Field(
+        None, ge=16, description="Most tokens (samples x padded length) in one forward/backward: micro-batches are "
+        "formed by length up to this budget (whole prompt groups kept together) instead of micro_batch_size samples, "
+        "so short samples share a pass and long ones do not pad each other; None = micro_batch_size samples.")
+    logits_chunk: int = Field(
+        4096, ge=16, description="Response tokens whose full-vocabulary logits exist at once when computing logprobs "
+        "and entropy; the chunk's logits are recomputed in backward instead of kept.")
+    fsdp: FSDPConfig = Field(default_factory=FSDPConfig, description="FSDP2 sharding of the policy on CUDA.")
+    data_parallel: int = Field(
+        1, ge=1, description="Ranks of the trainer group: N policy actors (each with ray.policy resources) form one "
+        "torch.distributed group (gloo on CPU, NCCL on GPU); each step's batch is split across them by tokens and "
+        "the gradients summed, so N ranks compute what one computes. The reference and critic actors scale the same.")
 
 
 class WorkerResources(Section):
@@ -206,7 +269,8 @@ class Config(Section):
     def kl_in(self) -> str:
         if self.algorithm.kl_in != "auto":
             return self.algorithm.kl_in
-        return "reward" if self.algorithm.advantage == "ppo" else "loss"
+        needs = _estimator_needs(self.algorithm.advantage)
+        return needs.kl_in if needs is not None else "loss"
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Config:
@@ -222,9 +286,20 @@ class _CombinationError(ValueError):
         super().__init__("; ".join(str(p) for p in problems))
 
 
+def _estimator_needs(name: str) -> Any:
+    """The registered estimator's declared needs (`toolrl.algorithms.spec`); None if no plugin registers it."""
+    from toolrl.algorithms.spec import registered_needs
+
+    return registered_needs(name)
+
+
 def combination_problems(cfg: Config) -> list[ConfigProblem]:
     """Checks that need several keys at once."""
+    if cfg.algorithm.objective != "rl":
+        return _offline_problems(cfg)
     out: list[ConfigProblem] = []
+    needs = _estimator_needs(cfg.algorithm.advantage)
+    groups = bool(needs and needs.groups)
     batch = cfg.batch_size
     mini = cfg.trainer.mini_batch_size or batch
     if mini > batch or batch % mini:
@@ -234,7 +309,7 @@ def combination_problems(cfg: Config) -> list[ConfigProblem]:
             f"rollout.n={cfg.rollout.n}) must split into whole mini-batches",
             f"use a divisor of {batch}, e.g. trainer.mini_batch_size={_divisor_at_most(batch, mini)}",
         ))
-    if mini % cfg.rollout.n and cfg.algorithm.advantage in ("grpo", "rloo"):
+    if mini % cfg.rollout.n and groups:
         out.append(ConfigProblem(
             "trainer.mini_batch_size", mini,
             f"it is not a multiple of the group size rollout.n={cfg.rollout.n}, so groups would be split "
@@ -247,11 +322,24 @@ def combination_problems(cfg: Config) -> list[ConfigProblem]:
             f"it must divide the mini-batch of {mini} trajectories",
             f"use a divisor of {mini}, e.g. trainer.micro_batch_size={_divisor_at_most(mini, cfg.trainer.micro_batch_size)}",
         ))
-    if cfg.algorithm.advantage in ("grpo", "rloo") and cfg.rollout.n < 2:
+    if groups and cfg.rollout.n < 2:
         out.append(ConfigProblem(
             "rollout.n", cfg.rollout.n,
             f"{cfg.algorithm.advantage} compares samples within a group, which needs at least 2 per prompt",
-            "set rollout.n=4 (or more), or use algorithm.advantage=ppo",
+            "set rollout.n=4 (or more), or use an estimator without groups (algorithm.advantage=reinforce_pp or ppo)",
+        ))
+    if cfg.algorithm.dynamic_sampling and not groups:
+        out.append(ConfigProblem(
+            "algorithm.dynamic_sampling", True,
+            f"dynamic sampling drops groups whose rewards are all equal, but {cfg.algorithm.advantage} does not "
+            "compare samples within groups",
+            "use a group estimator (grpo, dr_grpo, rloo, reinforce_pp_baseline) or set algorithm.dynamic_sampling=false",
+        ))
+    if cfg.algorithm.overlong_buffer > cfg.rollout.max_total_tokens:
+        out.append(ConfigProblem(
+            "algorithm.overlong_buffer", cfg.algorithm.overlong_buffer,
+            f"it exceeds the length cap rollout.max_total_tokens={cfg.rollout.max_total_tokens}",
+            f"use a buffer of at most {cfg.rollout.max_total_tokens}, e.g. {cfg.rollout.max_total_tokens // 4}",
         ))
     if cfg.rollout.max_new_tokens > cfg.rollout.max_total_tokens:
         out.append(ConfigProblem(
@@ -282,6 +370,26 @@ def combination_problems(cfg: Config) -> list[ConfigProblem]:
     if cfg.model.lora.rank and cfg.model.lora.rank > 0 and not cfg.model.lora.target_modules:
         out.append(ConfigProblem("model.lora.target_modules", [], "LoRA needs at least one target module",
                                  "e.g. model.lora.target_modules=[q_proj,v_proj]"))
+    return out
+
+
+def _offline_problems(cfg: Config) -> list[ConfigProblem]:
+    """SFT and DPO: a step is data.prompts_per_step examples (pairs), split into micro-batches."""
+    out: list[ConfigProblem] = []
+    batch = cfg.data.prompts_per_step
+    if cfg.trainer.micro_batch_size > batch or batch % cfg.trainer.micro_batch_size:
+        out.append(ConfigProblem(
+            "trainer.micro_batch_size", cfg.trainer.micro_batch_size,
+            f"with algorithm.objective={cfg.algorithm.objective} a step takes data.prompts_per_step={batch} "
+            "examples, which must split into whole micro-batches",
+            f"use a divisor of {batch}, e.g. trainer.micro_batch_size={_divisor_at_most(batch, cfg.trainer.micro_batch_size)}",
+        ))
+    if cfg.trainer.eval_freq:
+        out.append(ConfigProblem(
+            "trainer.eval_freq", cfg.trainer.eval_freq,
+            f"algorithm.objective={cfg.algorithm.objective} does not evaluate during training",
+            "set trainer.eval_freq=0 and evaluate the checkpoint: toolrl eval --config CONFIG --model "
+            "RUN/checkpoints/latest --tasks EVAL.jsonl"))
     return out
 
 

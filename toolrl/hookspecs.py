@@ -37,6 +37,11 @@ def register_advantage_estimators(register):
 
 
 @hookspec
+def register_policy_losses(register):
+    """Register policy losses: register(name, fn); fn(inp: PolicyLossInput, config) -> PolicyLossOutput (toolrl.algorithms.losses)."""
+
+
+@hookspec
 def register_metric_sinks(register):
     """Register metric sinks: register(name, factory); factory(run_dir: Path) -> MetricSink."""
 

@@ -56,6 +56,7 @@ KINDS: dict[str, str] = {
     "register_rewards": "rewards",
     "register_tool_parsers": "tool_parsers",
     "register_advantage_estimators": "advantage_estimators",
+    "register_policy_losses": "policy_losses",
     "register_metric_sinks": "metric_sinks",
     "register_evaluators": "evaluators",
     "register_task_suites": "task_suites",
@@ -166,6 +167,7 @@ class PluginManager:
         for modname in default_plugins():
             mod = importlib.import_module(modname)
             self.pm.register(mod, name=modname)
+            self._reject_unknown_hooks(modname)
             self._infos[modname] = PluginInfo(modname, "toolrl", _version("toolrl"), builtin=True)
         if self._load_entrypoints:
             for ep in md.entry_points(group=ENTRY_POINT_GROUP):
@@ -183,6 +185,7 @@ class PluginManager:
         try:
             obj = ep.load()
             self.pm.register(obj, name=ep.name)
+            self._reject_unknown_hooks(ep.name)
         except Exception as exc:  # a broken plugin must not take the others down
             info.error = f"{type(exc).__name__}: {exc}"
             logger.error("plugin %s from %s failed to load: %s", ep.name, dist, info.error)
@@ -195,10 +198,33 @@ class PluginManager:
             pname = self.pm.register(plugin, name=name)
             if pname is None:
                 raise PluginError(f"plugin {name!r} is blocked or already registered")
+            self._reject_unknown_hooks(pname)
             self._infos[pname] = PluginInfo(pname, distribution, _version(distribution) if distribution else None,
                                             builtin=False)
             self._registries = None
             return pname
+
+    def _reject_unknown_hooks(self, pname: str) -> None:
+        """A `@hookimpl` whose name is no toolrl hook (a typo such as `register_reward`) would never be
+        called; unregister the plugin and raise a PluginError naming the hook and the right spelling."""
+        import difflib
+
+        plugin = self.pm.get_plugin(pname)
+        unknown = sorted({hc.name for hc in (self.pm.get_hookcallers(plugin) or []) if not hc.has_spec()})
+        if not unknown:
+            return
+        self.pm.unregister(name=pname)
+        hints = []
+        for hook in unknown:
+            close = difflib.get_close_matches(hook, list(KINDS), n=1, cutoff=0.6)
+            hints.append(f"{hook!r} -> {close[0]!r}" if close else f"{hook!r} (no hook of that kind)")
+        raise PluginError(
+            f"it implements {', '.join(repr(h) for h in unknown)}, which "
+            f"{'is not a toolrl hook' if len(unknown) == 1 else 'are not toolrl hooks'}, so "
+            f"{'it' if len(unknown) == 1 else 'they'} would never be called",
+            where=f"plugin {pname!r}",
+            fix=f"rename: {'; '.join(hints)}. The hooks are: {', '.join(KINDS)} (docs/plugins.md)",
+        )
 
     def unregister(self, name: str) -> None:
         with self._lock:

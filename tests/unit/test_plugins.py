@@ -151,3 +151,19 @@ def test_unregister_removes_names(plugin_manager):
     assert "temp" in plugins.registry("rewards")
     plugin_manager.unregister("temp-plugin")
     assert "temp" not in plugins.registry("rewards")
+
+
+def test_misspelt_hook_is_reported_with_the_right_spelling(plugin_manager):
+    from toolrl.errors import PluginError
+
+    class Typo:
+        @hookimpl
+        def register_reward(self, register):  # register_rewards
+            register("never", lambda *a, **k: [])
+
+    with pytest.raises(PluginError) as exc:
+        plugin_manager.register(Typo(), name="typo-plugin")
+    text = str(exc.value)
+    assert "typo-plugin" in text and "'register_reward'" in text and "'register_rewards'" in text
+    assert not plugin_manager.pm.has_plugin("typo-plugin")
+    assert "never" not in plugins.names("rewards")

@@ -1,10 +1,12 @@
-"""Advantage estimators: grpo, rloo and ppo (GAE with a critic).
+"""Advantage estimators: grpo, dr_grpo, rloo, reinforce_pp (+ group baseline) and ppo (GAE with a critic).
 
 An estimator is a function `fn(batch: AdvantageInput, config) -> AdvantageOutput`
 registered through the `register_advantage_estimators` hook, where `config` is
-the run's `AlgorithmConfig` (`norm_adv_by_std`, `gamma`, `lam`, ...). Mark one
-that needs a value model with `@needs_critic`: the trainer then starts the
-critic worker and fills `batch.values`.
+the run's `AlgorithmConfig` (`norm_adv_by_std`, `gamma`, `lam`, ...). Declare
+what it needs with `toolrl.algorithms.spec.declare`: `groups=True` when it
+compares the samples of a prompt (the config then requires `rollout.n >= 2`),
+`critic=True` when it needs a value model (the trainer starts the critic worker
+and fills `batch.values`; `@needs_critic` is the short form).
 
     from toolrl import hookimpl
     from toolrl.algorithms.advantages import AdvantageOutput, broadcast_to_tokens
@@ -31,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from toolrl.algorithms.losses import masked_whiten
+from toolrl.algorithms.spec import declare, estimator_needs
 
 EPS = 1e-6
 
@@ -74,12 +77,11 @@ F = TypeVar("F", bound=Callable[..., AdvantageOutput])
 
 def needs_critic(fn: F) -> F:
     """Mark an estimator that needs critic values (the trainer starts the critic worker)."""
-    fn.needs_critic = True  # type: ignore[attr-defined]
-    return fn
+    return declare(critic=True, groups=bool(getattr(fn, "needs_groups", False)))(fn)
 
 
 def uses_critic(fn: Callable[..., Any]) -> bool:
-    return bool(getattr(fn, "needs_critic", False))
+    return estimator_needs(fn).critic
 
 
 def broadcast_to_tokens(per_sample: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -104,6 +106,7 @@ def _groups(group_ids: Sequence[str], valid: torch.Tensor) -> list[list[int]]:
     return list(out.values())
 
 
+@declare(groups=True)
 def grpo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
     """Group-normalised advantage: `(r_i - mean_g) / (std_g + eps)`.
 
@@ -124,6 +127,7 @@ def grpo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
     return AdvantageOutput(broadcast_to_tokens(adv, batch.response_mask))
 
 
+@declare(groups=True)
 def rloo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
     """Leave-one-out baseline: `r_i - mean_{j != i} r_j` over the group's valid samples."""
     scores = sequence_scores(batch)
@@ -184,4 +188,70 @@ def gae(batch: AdvantageInput, config: Any) -> AdvantageOutput:
     return AdvantageOutput(masked_whiten(adv, mask), returns * mask)
 
 
-BUILTIN: dict[str, Callable[..., AdvantageOutput]] = {"grpo": grpo, "rloo": rloo, "ppo": gae}
+@declare(groups=True)
+def dr_grpo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
+    """Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training"): `r_i - mean_g`, never divided by the std.
+
+    The std division up-weights groups whose rewards barely differ (question-level
+    difficulty bias); the paper drops it, whatever `norm_adv_by_std` says. Its
+    other half, the length bias, is the loss aggregation: pair this estimator with
+    `algorithm.loss_agg=token-sum-norm` (a constant divisor instead of each
+    response's length; see `toolrl.algorithms.losses.aggregate`).
+    """
+    scores = sequence_scores(batch)
+    adv = torch.zeros_like(scores)
+    for idx in _groups(batch.group_ids, batch.valid):
+        if len(idx) < 2:
+            continue
+        g = scores[idx]
+        adv[idx] = g - g.mean()
+    return AdvantageOutput(broadcast_to_tokens(adv, batch.response_mask))
+
+
+def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """`G_t = r_t + gamma * G_next` over masked tokens (tool tokens are stepped over, as in `gae`); 0 off the mask."""
+    B, T = mask.shape
+    out = torch.zeros_like(mask)
+    running = torch.zeros(B, dtype=mask.dtype)
+    for t in reversed(range(T)):
+        m = mask[:, t]
+        g = rewards[:, t] + gamma * running
+        out[:, t] = g * m
+        running = m * g + (1 - m) * running
+    return out
+
+
+def _reinforce_pp(scores: torch.Tensor, batch: AdvantageInput, config: Any) -> AdvantageOutput:
+    gamma = float(getattr(config, "gamma", 1.0))
+    mask = batch.response_mask.to(torch.float32) * batch.valid.to(torch.float32).unsqueeze(-1)
+    rewards = last_token_rewards(scores, mask)
+    if batch.token_rewards is not None:
+        rewards = rewards + batch.token_rewards.to(torch.float32) * mask
+    return AdvantageOutput(masked_whiten(returns_to_go(rewards, mask, gamma), mask))
+
+
+@declare(kl_in="reward")
+def reinforce_pp(batch: AdvantageInput, config: Any) -> AdvantageOutput:
+    """REINFORCE++ (Hu 2025): returns-to-go of the score (last token) plus the per-token KL penalty
+    (`algorithm.kl_in=auto` puts the KL in the reward for it), normalised over the *whole batch*:
+    `A_t = (G_t - mean) / std` over every valid sampled token. No critic, no groups: works with `rollout.n=1`.
+    """
+    return _reinforce_pp(batch.scores.to(torch.float32), batch, config)
+
+
+@declare(groups=True, kl_in="reward")
+def reinforce_pp_baseline(batch: AdvantageInput, config: Any) -> AdvantageOutput:
+    """REINFORCE++ with a group baseline: each score minus its group's mean (valid samples), then the
+    returns-to-go with the KL penalty and the global batch normalisation of `reinforce_pp`."""
+    scores = batch.scores.to(torch.float32).clone()
+    centred = torch.zeros_like(scores)
+    for idx in _groups(batch.group_ids, batch.valid):
+        g = scores[idx]
+        centred[idx] = g - g.mean()
+    return _reinforce_pp(centred, batch, config)
+
+
+BUILTIN: dict[str, Callable[..., AdvantageOutput]] = {
+    "grpo": grpo, "dr_grpo": dr_grpo, "rloo": rloo, "reinforce_pp": reinforce_pp,
+    "reinforce_pp_baseline": reinforce_pp_baseline, "ppo": gae,
+}
