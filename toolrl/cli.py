@@ -34,7 +34,41 @@ def _feature(module: str, func: str, command: str):
     return getattr(mod, func)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Toolrl(click.Group):
+    """The `toolrl` group; `serve` is the toolrl-serving distribution's own command, loaded when asked for.
+
+    One definition of the server options (toolrl_serving.cli.serve) serves both
+    `toolrl serve` and `toolrl-serve`; importing it only on demand keeps the
+    other commands from loading the serving package.
+    """
+
+    LAZY = {"serve": ("toolrl_serving.cli", "serve")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.LAZY:
+            return super().get_command(ctx, cmd_name)
+        module, attr = self.LAZY[cmd_name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing not in ("toolrl_serving", "fastapi", "uvicorn", "pydantic"):
+                raise
+
+        @click.command(cmd_name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                       add_help_option=False)
+        def unavailable() -> None:
+            """Serve a checkpoint behind an OpenAI-compatible API (needs the toolrl-serving distribution)."""
+            raise ToolrlError(f"`toolrl {cmd_name}` needs the toolrl-serving distribution ({missing} is missing)",
+                              fix="pip install -e ./serving  (or: pip install 'toolrl[serve]' toolrl-serving)")
+
+        return unavailable
+
+
+@click.group(cls=_Toolrl, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="toolrl")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -82,33 +116,6 @@ def eval_(model: str, tasks: str, n: int, config_path: str | None, out: str | No
 def compare(results: tuple[str, ...]) -> None:
     """Before/after table of `toolrl eval --out` result files (e.g. base vs trained)."""
     _feature("toolrl.evaluation.cli", "compare_command", "compare")(list(results))
-
-
-@cli.command()
-@click.argument("model")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--backend", default="hf", show_default=True, help="Rollout backend that generates: hf, vllm, sglang.")
-@click.option("--api-key-env", default=None, help="Name of an environment variable holding the API key(s), comma-separated.")
-@click.option("--tool-parser", default="auto", show_default=True, help="Tool-call parser (same as training).")
-@click.option("--max-batch-size", default=32, show_default=True, type=int)
-@click.option("--dtype", default="float32", show_default=True)
-@click.option("--max-queue", default=None, type=int, help="Requests that may wait for a batch slot (then 503).")
-@click.option("--max-tokens", default=None, type=int, help="Largest max_tokens a request may ask for.")
-@click.option("--num-threads", default=None, type=int, help="torch CPU threads for the hf backend.")
-@click.option("--served-model-name", default=None, help="Model id clients send (default: MODEL as given).")
-def serve(model: str, host: str, port: int, backend: str, api_key_env: str | None, tool_parser: str,
-          max_batch_size: int, dtype: str, **more: Any) -> None:
-    """Serve a checkpoint or model name behind an OpenAI-compatible API (more options: toolrl-serve --help)."""
-    try:
-        run = importlib.import_module("toolrl_serving.cli").run_server
-    except ModuleNotFoundError as exc:
-        if exc.name in ("toolrl_serving", "fastapi", "uvicorn"):
-            raise ToolrlError(f"`toolrl serve` needs the toolrl-serving distribution ({exc.name} is missing)",
-                              fix="pip install -e ./serving  (or: pip install 'toolrl[serve]' toolrl-serving)") from None
-        raise
-    run(model=model, host=host, port=port, backend=backend, api_key_env=api_key_env, tool_parser=tool_parser,
-        max_batch_size=max_batch_size, dtype=dtype, **{k: v for k, v in more.items() if v is not None})
 
 
 @cli.command()

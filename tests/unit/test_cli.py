@@ -77,3 +77,29 @@ def test_doctor_json():
 @pytest.mark.parametrize("cmd", [["serve", "--help"], ["eval", "--help"], ["data", "make", "--help"]])
 def test_help_of_feature_commands(cmd):
     toolrl(*cmd, check=True)
+
+
+def test_toolrl_serve_is_the_serving_distributions_command():
+    """One definition: `toolrl serve` and `toolrl-serve` are the same click command, with the same options."""
+    import click
+
+    from toolrl.cli import cli
+    from toolrl_serving.cli import serve
+
+    ctx = click.Context(cli)
+    assert cli.get_command(ctx, "serve") is serve
+    a, b = toolrl("serve", "--help", check=True), subprocess.run(
+        [sys.executable, "-m", "toolrl_serving", "--help"], capture_output=True, text=True, check=True,
+        env={**__import__("os").environ, "COLUMNS": "250"})
+    strip = lambda text: text.split("\n", 1)[1]  # noqa: E731 - the usage line names the program
+    assert strip(a.stdout) == strip(b.stdout)
+    for opt in ("--max-queue", "--device", "--max-prompt-tokens", "--max-n", "--log-level"):
+        assert opt in a.stdout
+
+
+def test_serve_without_the_serving_distribution_says_what_to_install():
+    code = ("import sys; sys.modules['toolrl_serving'] = None; from toolrl.cli import main; "
+            "main(['serve', 'some-model', '--port', '1'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "needs the toolrl-serving distribution" in r.stderr and "pip install -e ./serving" in r.stderr

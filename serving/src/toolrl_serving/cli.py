@@ -61,11 +61,11 @@ def run_server(*, model: str, host: str = "127.0.0.1", port: int = 8000, backend
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--backend", default="hf", show_default=True, help="Rollout backend: hf, vllm, sglang.")
+@click.option("--backend", default="hf", show_default=True, help="Rollout backend that generates: hf, vllm, sglang.")
 @click.option("--api-key-env", default=None, help="Environment variable holding the API key(s), comma-separated.")
 @click.option("--tool-parser", default="auto", show_default=True, help="Tool-call parser (same as training).")
 @click.option("--max-batch-size", default=32, show_default=True, type=int)
@@ -80,13 +80,31 @@ def run_server(*, model: str, host: str = "127.0.0.1", port: int = 8000, backend
 @click.option("--max-n", default=None, type=int, help="Largest n.")
 @click.option("--max-body-bytes", default=None, type=int, help="Largest request body.")
 @click.option("--log-level", default="info", show_default=True)
-def main(model: str, **kw: Any) -> None:
-    """Serve MODEL (checkpoint, HF folder or offline model name) behind an OpenAI-compatible API."""
+def serve(model: str, **kw: Any) -> None:
+    """Serve MODEL (checkpoint, HF folder or offline model name) behind an OpenAI-compatible API.
+
+    This one command is both `toolrl serve` and `toolrl-serve` (the toolrl CLI
+    loads it from here), so the two cannot drift apart.
+    """
     logging.basicConfig(level=kw["log_level"].upper(), format="%(levelname)s %(name)s: %(message)s")
+    run_server(model=model, **kw)
+
+
+def main(argv: list[str] | None = None, prog_name: str = "toolrl-serve") -> None:
+    """`toolrl-serve` / `python -m toolrl_serving`: a mistake the user can fix prints one message and exits 2."""
+    import sys
+
     try:
-        run_server(model=model, **kw)
+        serve.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except ToolrlError as exc:
-        raise click.ClickException(str(exc)) from None
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
