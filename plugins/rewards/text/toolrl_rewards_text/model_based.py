@@ -1,7 +1,10 @@
-"""A model-based reward: BERTScore-style F1 with a local embedding model.
+"""BERTScore F1 through the `bert-score` library, with a local embedding model (no model hub).
 
-The model (all-MiniLM-L6-v2 by default, from `toolrl.models.resolve_embedding_model`)
-is loaded once per process and cached; every later call reuses it.
+`bert_score.BERTScorer` takes a local folder as `model_type` and loads it with
+`AutoModel.from_pretrained`, so the packaged all-MiniLM-L6-v2
+(`toolrl.models.resolve_embedding_model`) works offline. The scorer is created
+once per process per (model folder, layer, device) and reused by every call.
+This replaced a hand-written approximation of the same greedy matching.
 """
 
 from __future__ import annotations
@@ -17,54 +20,35 @@ from toolrl_rewards_text.overlap import references
 
 logger = logging.getLogger(__name__)
 
-_MODELS: dict[str, tuple[Any, Any]] = {}
+_MODELS: dict[tuple[str, int, str], Any] = {}  # (folder, num_layers, device) -> bert_score.BERTScorer
 _LOCK = threading.Lock()
+WHERE = "rewards[name=bertscore_f1].args"
 
 
-def load_embedding_model(name_or_path: str = "all-minilm-l6-v2") -> tuple[Any, Any]:
-    """(tokenizer, model) for a packaged embedding model name or a local folder; cached per process."""
+def load_scorer(name_or_path: str = "all-minilm-l6-v2", num_layers: int | None = None, device: str = "cpu") -> Any:
+    """A `bert_score.BERTScorer` for a packaged embedding model name or a local folder; cached per process.
+
+    `num_layers` None uses the model's last layer (`config.num_hidden_layers`).
+    """
+    import json
+    from pathlib import Path
+
     from toolrl.models import resolve_embedding_model
 
     path = str(resolve_embedding_model(name_or_path))
+    depth = json.loads((Path(path) / "config.json").read_text()).get("num_hidden_layers")
+    layers = depth if num_layers is None else num_layers
+    if not isinstance(layers, int) or not 1 <= layers <= (depth or layers):
+        raise RewardError(f"bertscore_f1: num_layers must be between 1 and {depth} for {path!r}, got {num_layers!r}",
+                          where=f"{WHERE}.num_layers", fix=f"leave it unset (the last layer, {depth}) or pick 1..{depth}")
+    key = (path, layers, device)
     with _LOCK:
-        if path not in _MODELS:
-            from transformers import AutoModel, AutoTokenizer
+        if key not in _MODELS:
+            from bert_score import BERTScorer
 
-            logger.info("loading embedding model %s (once per process)", path)
-            tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModel.from_pretrained(path).eval()
-            _MODELS[path] = (tok, model)
-        return _MODELS[path]
-
-
-def token_embeddings(texts: Sequence[str], tok: Any, model: Any, batch_size: int = 32,
-                     max_length: int = 256) -> list[Any]:
-    """Unit-length contextual embeddings of each text's tokens (special tokens dropped)."""
-    import torch
-
-    out: list[Any] = []
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start:start + batch_size])
-        enc = tok(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                  return_special_tokens_mask=True)
-        special = enc.pop("special_tokens_mask").bool()
-        with torch.inference_mode():
-            hidden = model(**enc).last_hidden_state
-        keep = enc["attention_mask"].bool() & ~special
-        for i in range(len(chunk)):
-            out.append(torch.nn.functional.normalize(hidden[i][keep[i]].float(), dim=-1))
-    return out
-
-
-def _f1(cand: Any, ref: Any) -> float:
-    if cand.shape[0] == 0 or ref.shape[0] == 0:
-        return 0.0
-    sim = cand @ ref.T
-    precision = sim.max(dim=1).values.mean().item()
-    recall = sim.max(dim=0).values.mean().item()
-    if precision + recall <= 0:
-        return 0.0
-    return 2 * precision * recall / (precision + recall)
+            logger.info("loading BERTScore model %s (layer %d, %s; once per process)", path, layers, device)
+            _MODELS[key] = BERTScorer(model_type=path, num_layers=layers, device=device)
+        return _MODELS[key]
 
 
 def bertscore_f1(
@@ -75,17 +59,19 @@ def bertscore_f1(
     tasks: Sequence[Any],
     reference_key: str = "reference",
     model: str = "all-minilm-l6-v2",
+    num_layers: int | None = None,
+    device: str = "cpu",
     baseline: float = 0.0,
     batch_size: int = 32,
 ) -> list[float]:
-    """BERTScore-style F1 between the final answer and the reference, with a local embedding model.
+    """BERTScore F1 (the `bert-score` library) between the final answer and the reference.
 
     Each token of the answer is matched to its most similar reference token
-    (cosine of contextual embeddings) and vice versa; precision and recall are the
-    mean best similarities, and the reward is their harmonic mean. With several
-    references the best F1 counts. Raw scores of unrelated sentences are well
-    above 0 (around 0.3–0.5 with MiniLM); `baseline` rescales them:
-    `(f1 - baseline) / (1 - baseline)`, clipped at 0.
+    (cosine of contextual embeddings from layer `num_layers`) and vice versa;
+    precision and recall are the mean best similarities, F1 their harmonic mean
+    (no IDF weighting). With several references the best F1 counts. Raw scores of
+    unrelated sentences are above 0 (about 0.15-0.5 with MiniLM, depending on
+    length); `baseline` rescales them: `(f1 - baseline) / (1 - baseline)`, clipped to [0, 1].
 
     Args:
         trajectories: the batch (toolrl passes it positionally).
@@ -95,6 +81,8 @@ def bertscore_f1(
         reference_key: the metadata key of the reference (a string or a list of strings).
         model: an embedding model name known to `toolrl.models` (`all-minilm-l6-v2`) or a local
             Hugging Face folder; loaded once per process.
+        num_layers: the layer whose embeddings are compared (unset: the last one).
+        device: the torch device (`cpu`, `cuda`, ...).
         baseline: score of unrelated text, subtracted and rescaled away (0: raw F1).
         batch_size: texts per forward pass.
 
@@ -110,19 +98,22 @@ def bertscore_f1(
         far higher than "I like turtles." does.
     """
     if not 0.0 <= baseline < 1.0:
-        raise RewardError(f"bertscore_f1: baseline must be in [0, 1), got {baseline}", where="rewards[].args.baseline",
+        raise RewardError(f"bertscore_f1: baseline must be in [0, 1), got {baseline}", where=f"{WHERE}.baseline",
                           fix="use 0 (raw F1) or the score of unrelated text, e.g. 0.3")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise RewardError(f"bertscore_f1: batch_size must be a positive integer, got {batch_size!r}",
+                          where=f"{WHERE}.batch_size", fix="use e.g. 32")
     refs = [references(meta, reference_key, task, "bertscore_f1") for meta, task in zip(metadata, tasks)]
     texts = [(c or "").strip() for c in completions]
-    tok, enc_model = load_embedding_model(model)
-    flat_refs = [r for rs in refs for r in rs]
-    cand_emb = token_embeddings([t or "." for t in texts], tok, enc_model, batch_size)
-    ref_emb = token_embeddings(flat_refs, tok, enc_model, batch_size)
-    out, k = [], 0
-    for text, cand, rs in zip(texts, cand_emb, refs):
-        best = max(_f1(cand, ref_emb[k + j]) for j in range(len(rs))) if text else 0.0
-        k += len(rs)
+    out = [0.0] * len(texts)
+    scored = [i for i, t in enumerate(texts) if t]
+    if not scored:
+        return out
+    scorer = load_scorer(model, num_layers, device)
+    with _LOCK:  # one scoring pass at a time per process (the scorer is shared)
+        _, _, f1 = scorer.score([texts[i] for i in scored], [list(refs[i]) for i in scored], batch_size=batch_size)
+    for i, f in zip(scored, f1.tolist()):
         if baseline:
-            best = (best - baseline) / (1.0 - baseline)
-        out.append(float(min(1.0, max(0.0, best))))
+            f = (f - baseline) / (1.0 - baseline)
+        out[i] = float(min(1.0, max(0.0, f)))
     return out
