@@ -38,6 +38,7 @@ from toolrl.chat.template import ChatFormat, render_prompt
 from toolrl.env import EnvContext
 from toolrl.errors import ToolrlError
 from toolrl.rollout.base import GenerationRequest, QueueFullError, RolloutBackend, SamplingParams
+from toolrl.rollout import program_loop
 from toolrl.rollout.env_calls import EnvCaller, EnvTimeoutError
 from toolrl.types import Task, ToolCall, ToolResult, Trajectory
 
@@ -114,9 +115,11 @@ async def run_episodes(
     ctx = ctx or EnvContext()
     runner = _Runner(backend, tokenizer, settings, ctx, get_parser(settings.tool_parser), step)
     try:
-        prompts = [render_prompt(tokenizer, t) for t in tasks]
-        coros = [runner.episode(task, prompt, i) for task, prompt in zip(tasks, prompts) for i in range(n)]
-        return list(await asyncio.gather(*coros))
+        drivers = program_loop.episode_drivers(tasks, envs)  # environments that run whole episodes (env: program)
+        prompts = {id(t): render_prompt(tokenizer, t) for t in tasks if t.env not in drivers}
+        services = program_loop.RolloutServices(backend, tokenizer, settings, ctx, step)
+        return await program_loop.run_mixed(tasks, n, drivers, services,
+                                            lambda task, i: runner.episode(task, prompts[id(task)], i))
     finally:
         runner.close()
         if own_ctx:
