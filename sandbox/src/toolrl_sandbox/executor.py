@@ -269,7 +269,7 @@ def _oom_kills() -> int:
 
 # ---------------------------------------------------------------- the child
 def _enter_child(req: dict, fds: tuple, warm_path: list, *, dumpable: bool = True, oom: str = "1000",
-                 cwd: str = WORKDIR, path: tuple = (WORKDIR,), name: str = "<snippet>"):
+                 cwd: str = WORKDIR, path: tuple = (WORKDIR,), name: str = "<snippet>", source=None):
     """Turn a freshly forked child into a clean, limited interpreter; return its ``__main__``.
 
     ``fds[i]`` becomes descriptor ``i``; every other descriptor is closed."""
@@ -317,7 +317,7 @@ def _enter_child(req: dict, fds: tuple, warm_path: list, *, dumpable: bool = Tru
         sys.dont_write_bytecode = True
         if "random" in sys.modules:
             sys.modules["random"].seed()  # do not share the zygote's state
-        source = req.get("code", "")
+        source = req.get("code", "") if source is None else source
         linecache.cache[name] = (len(source), None, source.splitlines(True), name)
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__

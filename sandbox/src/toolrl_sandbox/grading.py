@@ -467,17 +467,15 @@ def run_grade(req, ex, warm_path, statuses):
     timeout = float(req.get("timeout", 10.0))
     cap = int(req.get("max_output", 1 << 20))
     ooms_before = ex._oom_kills()
-    side_r, side_w = os.pipe2(os.O_CLOEXEC)
-    log_r, log_w = os.pipe2(os.O_CLOEXEC)
     ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
     call_r, call_w = os.pipe2(os.O_CLOEXEC)
     reply_r, reply_w = os.pipe2(os.O_CLOEXEC)
-    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     greq = dict(req, memory_mb=max(int(req.get("memory_mb", 256)), 256), env={})
     gpid = os.fork()
-    if gpid == 0:
-        _grader_child(greq, ex, warm_path, (null, log_w, log_w, side_w, call_w, reply_r, ack_w))
-    for fd in (null, log_w, side_w, call_w, reply_r, ack_w):
+    if gpid == 0:  # fd 3 of the grader is the host connection itself (see _grader_child)
+        _grader_child(greq, ex, warm_path, (null, null, null, 1, call_w, reply_r, ack_w))
+    for fd in (null, call_w, reply_r, ack_w):
         os.close(fd)
     # The grader takes the tests frame off the connection itself; wait until it has.
     ready = select.select([ack_r], [], [], 10.0)[0] and os.read(ack_r, 1) == b"1"
@@ -486,12 +484,9 @@ def run_grade(req, ex, warm_path, statuses):
         for fd in (call_r, reply_w):
             os.close(fd)
         ex.kill_all(statuses)
-        log = ex._drain_one(log_r, 65536)
-        for fd in (side_r, log_r):
-            os.close(fd)
         ex.cleanup(statuses)
-        return {"status": "infra_error", "stdout": "", "stderr": "grader did not start: %s" % log[-2000:],
-                "exit_code": None, "wall_ms": 0.0, "side": "", "tainted": True}
+        return {"status": "infra_error", "stdout": "", "stderr": "the grader process did not start",
+                "exit_code": None, "wall_ms": 0.0, "tainted": True}
     stdin_fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -500,8 +495,8 @@ def run_grade(req, ex, warm_path, statuses):
         _solution_child(req, ex, warm_path, (stdin_fd, out_w, err_w, call_r, reply_w))
     for fd in (stdin_fd, out_w, err_w, call_r, reply_w):
         os.close(fd)
-    bufs = {out_r: bytearray(), err_r: bytearray(), side_r: bytearray(), log_r: bytearray()}
-    caps = {out_r: cap, err_r: cap, side_r: ex.SIDE_CHANNEL_CAP, log_r: 65536}
+    bufs = {out_r: bytearray(), err_r: bytearray()}
+    caps = {out_r: cap, err_r: cap}
     poller = select.poll()
     for fd in bufs:
         poller.register(fd, select.POLLIN)
@@ -526,7 +521,7 @@ def run_grade(req, ex, warm_path, statuses):
                 continue
             room = caps[fd] - len(bufs[fd])
             bufs[fd] += data[:max(room, 0)]
-            if len(data) > room and fd in (out_r, err_r):
+            if len(data) > room:
                 reason = "output_limit"
         if reason is None:
             try:
@@ -545,50 +540,56 @@ def run_grade(req, ex, warm_path, statuses):
     for fd in list(bufs) + ([pidfd] if pidfd >= 0 else []):
         os.close(fd)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    log = bufs[log_r].decode("utf-8", "replace")
     if reason is None:
         if code in (0, 1):
             reason = "ok" if code == 0 else "error"
         elif code == -signal.SIGXCPU:
             reason = "timeout"
-        elif code == ex.CHILD_SETUP_FAILED and "child setup failed" in log:
-            reason = "infra_error"
-        elif ex._is_memory_error(code, log, ooms_before):
+        elif code == -signal.SIGKILL and ooms_before >= 0 and ex._oom_kills() > ooms_before:
             reason = "memory"
         else:
             reason = "error"
     clean = ex.cleanup(statuses) and clean
     return {"status": reason, "stdout": bufs[out_r].decode("utf-8", "replace"),
             "stderr": bufs[err_r].decode("utf-8", "replace"), "exit_code": code, "wall_ms": round(wall_ms, 3),
-            "side": bufs[side_r].decode("utf-8", "replace"), "grader_log": log, "tainted": not clean}
+            "tainted": not clean}
 
 
 def _grader_child(req, ex, warm_path, fds):
-    """The trusted process: reads the tests from the host connection, runs them, reports; never returns."""
+    """The trusted process; never returns.
+
+    It reads the tests frame from the host connection (fd 0 of the executor)
+    and writes each outcome as its own frame straight to the host connection
+    (its fd 3): no test text ever passes through the executor, whose memory
+    every later solution inherits.  Each outcome frame is one ``write`` of at
+    most 4096 bytes to a pipe, so it is atomic: killing the grader cannot
+    leave half a frame.  Its stdout and stderr are /dev/null for the same reason."""
     try:
         spec = ex.read_frame(0)
     except BaseException:  # noqa: BLE001
         spec = None
-    ex._enter_child(req, fds, warm_path, dumpable=False, oom="900", cwd="/", path=(), name="<tests>")
+    ex._enter_child(req, fds, warm_path, dumpable=False, oom="900", cwd="/", path=(), name="<tests>", source="")
     if type(spec) is not dict or spec.get("op") != "tests":
-        os.write(2, b"toolrl-sandbox: child setup failed: no tests frame\n")
         os._exit(ex.CHILD_SETUP_FAILED)
     write_all(6, b"1")
     os.close(6)
+    rid = req.get("id")
 
     def emit(rec):
-        write_all(3, (json.dumps(rec) + "\n").encode("utf-8", "surrogatepass"))
+        for key in ("msg", "error"):
+            if key in rec:
+                rec[key] = str(rec[key])[-600:]
+        body = json.dumps({"op": "outcome", "id": rid, "rec": rec}, separators=(",", ":")).encode("ascii")
+        os.write(3, len(body).to_bytes(4, "big") + body)  # <= PIPE_BUF: one atomic write
 
     try:
         code = grade(spec, 4, 5, emit)
     except BaseException as exc:  # noqa: BLE001 - counted as failures by the host (no outcome lines)
-        emit({"error": "grader: " + _describe(exc)})
-        code = 1
-    for s in (sys.stdout, sys.stderr):
         try:
-            s.flush()
+            emit({"error": "grader: " + _describe(exc)})
         except BaseException:  # noqa: BLE001
             pass
+        code = 1
     os._exit(code)
 
 

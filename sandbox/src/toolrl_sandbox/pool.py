@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import logging
 import time
 import uuid
@@ -324,7 +325,8 @@ class SandboxPool:
         healthy = False
         t0 = time.monotonic()
         try:
-            resp = await asyncio.wait_for(sb.stream.request(req, *([tests] if tests else [])),
+            outcomes: list[dict[str, Any]] = []
+            resp = await asyncio.wait_for(sb.stream.request(req, *([tests] if tests else []), outcomes=outcomes),
                                           timeout + self.grace_s)
             if resp.get("id") != req["id"]:
                 raise ConnectionLost(f"response id {resp.get('id')!r} does not match request {req['id']}")
@@ -338,7 +340,8 @@ class SandboxPool:
                 self.stats["infra_errors"] += 1
             elif not healthy:
                 self.stats["tainted"] += 1
-            return result, str(resp.get("side", ""))
+            side = "".join(json.dumps(o.get("rec")) + "\n" for o in outcomes) if tests else str(resp.get("side", ""))
+            return result, side
         except (ConnectionLost, asyncio.TimeoutError, OSError) as exc:
             self.stats["infra_errors"] += 1
             why = "no answer in time" if isinstance(exc, asyncio.TimeoutError) else str(exc) or repr(exc)

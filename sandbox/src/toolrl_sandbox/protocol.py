@@ -111,10 +111,20 @@ class AttachStream:
         except (ConnectionError, RuntimeError) as exc:
             raise ConnectionLost(f"container {self.name}: cannot write: {exc}") from exc
 
-    async def request(self, msg: dict[str, Any], *more: dict[str, Any]) -> dict[str, Any]:
-        """Send ``msg`` (and frames that belong to it, like a grade's tests); return the one answer."""
+    async def request(self, msg: dict[str, Any], *more: dict[str, Any],
+                      outcomes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Send ``msg`` (and frames that belong to it, like a grade's tests); return the answer.
+
+        A grade's outcome frames (``{"op": "outcome"}``, written by the grader
+        process before the executor answers) are appended to ``outcomes``."""
         await self.send(msg, *more)
-        return await self.receive()
+        while True:
+            resp = await self.receive()
+            if resp.get("op") != "outcome":
+                return resp
+            if outcomes is None or resp.get("id") != msg.get("id"):
+                raise ConnectionLost(f"container {self.name}: unexpected outcome frame")
+            outcomes.append(resp)
 
     @property
     def closed(self) -> bool:
