@@ -60,7 +60,6 @@ import inspect
 import logging
 import math
 import numbers
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -403,20 +402,16 @@ def compute_rewards_sync(
     else:
         raise RewardError("compute_rewards_sync was called from inside a running event loop",
                           fix="use `await toolrl.rewards.compute_rewards(...)` in async code")
-    with _loop_lock:
-        return reward_loop().run_until_complete(compute_rewards(trajectories, tasks, specs, registry=registry))
+    from toolrl import runtime
 
-
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
+    return runtime.current().run(compute_rewards(trajectories, tasks, specs, registry=registry))
 
 
 def reward_loop() -> asyncio.AbstractEventLoop:
-    """The process-wide event loop that `compute_rewards_sync` runs on (created on first use)."""
-    global _loop
-    if _loop is None or _loop.is_closed():
-        _loop = asyncio.new_event_loop()
-    return _loop
+    """The process-wide event loop that `compute_rewards_sync` runs on: `toolrl.runtime.current().loop`."""
+    from toolrl import runtime
+
+    return runtime.current().loop
 
 
 def _index_tasks(tasks: Sequence[Task] | Mapping[str, Task]) -> dict[str, Task]:

@@ -4,6 +4,9 @@
     result = toolrl.train("examples/format/config.yaml", ["trainer.total_steps=5"])
     result.run_dir, result.last_checkpoint, result.history[-1]["reward/mean"]
 
+    # environments / rewards / other plugins registered in Python reach every worker process
+    result = toolrl.train(config, plugins=[MyEnvPlugin()])
+
 Everything a user can get wrong (config, task files, reward names and
 arguments, metric sinks, the model, the checkpoint to resume) is checked
 before Ray or any model starts. The step itself is `toolrl.trainer.step`.
@@ -22,6 +25,7 @@ from typing import Any
 
 from toolrl.errors import ToolrlError
 from toolrl.metrics.sinks import key_figures
+from toolrl.trainer.roles import TrainerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +39,8 @@ class TrainResult:
         last_checkpoint: the final checkpoint folder (its `policy/` is a normal HF model folder).
         first_step: the first step this call ran (> 1 after a resume).
         history: the metrics of every step this call ran, in order.
-        placement: process id of each worker ("policy", "reference", "critic"); colocated ones share the policy's.
+        placement: process id of each worker ("policy", "policy/1", ... "reference", "critic"); colocated
+            ones share the policy's.
     """
 
     run_dir: Path
@@ -58,22 +63,27 @@ def coerce_config(config: Any, overrides: Sequence[str] = ()) -> Any:
     raise TypeError(f"config must be a toolrl Config, a dict or a YAML path, not {type(config).__name__}")
 
 
-def train(config: Any, overrides: Sequence[str] = ()) -> TrainResult:
-    """Train a policy (see the module docstring and docs/training.md)."""
+def train(config: Any, overrides: Sequence[str] = (), plugins: Sequence[object] = ()) -> TrainResult:
+    """Train a policy (see the module docstring and docs/training.md).
+
+    `plugins`: plugin objects or modules (with `@hookimpl` methods: environments, rewards, estimators, ...)
+    registered here and in every worker process of the run.
+    """
     cfg = coerce_config(config, overrides)
-    return Trainer(cfg).run()
+    return Trainer(cfg, plugins).run()
 
 
 class Trainer:
     """Run-level plumbing around `step.train_step`: set-up, resume, eval, checkpoints, sinks."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Any, plugins: Sequence[object] = ()):
         self.cfg = cfg
+        self.plugins = list(plugins)
         self.run_dir = Path(cfg.trainer.output_dir)
 
     # -- set-up that fails fast --------------------------------------------------------------------
     def _prepare(self) -> None:
-        from toolrl import models, plugins
+        from toolrl import models, plugins, runtime
         from toolrl.algorithms.advantages import uses_critic
         from toolrl.algorithms.kl import make_kl_controller
         from toolrl.metrics.sinks import MetricLogger
@@ -82,6 +92,7 @@ class Trainer:
         from toolrl.types import load_tasks
 
         cfg = self.cfg
+        runtime.register_plugins(self.plugins)
         if not cfg.data.train_file:
             raise ToolrlError("no training tasks: data.train_file is not set", where="data.train_file",
                               fix="make a task file (`toolrl data make arith-tool --n 200 --out data/train.jsonl`) "
@@ -114,31 +125,33 @@ class Trainer:
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        from toolrl import runtime
         from toolrl.config import dump_yaml
-        from toolrl.trainer.cluster import create_workers, kill_workers, start_ray, stop_ray
+        from toolrl.trainer.cluster import start_ray, stop_ray
+        from toolrl.trainer.group import start_roles
         from toolrl.trainer.sampler import TaskSampler
         from toolrl.trainer.step import StepContext, train_step
 
         self._prepare()
         cfg = self.cfg
         (self.run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-        started, workers = False, None
+        started, roles = False, None
         result = TrainResult(self.run_dir, None, 1)
         try:
             started = start_ray(cfg)
-            workers = create_workers(cfg, self.model_path, self.needs_reference, self.needs_critic)
-            self.workers = workers
-            result.placement = dict(workers.pids)
-            info = self._get(workers.policy.info.remote())
+            roles = start_roles(cfg, self.model_path, needs_reference=self.needs_reference,
+                                needs_critic=self.needs_critic, plugins=self.plugins)
+            result.placement = dict(roles.pids)
+            info = roles.trainer.info()
             sampler = TaskSampler(len(self.tasks), cfg.data.prompts_per_step, cfg.data.shuffle, cfg.trainer.seed)
-            start = self._resume(sampler) if self.resume_from else 1
+            ctx = StepContext(cfg=cfg, tasks=self.tasks, sampler=sampler, rewards=self.rewards,
+                              estimator=self.estimator, kl_ctl=self.kl_ctl, trainer=roles.trainer,
+                              reference=roles.reference, critic=roles.critic, engines=roles.engines,
+                              pad_token_id=info.pad_token_id)
+            self.ctx, self.sampler = ctx, sampler
+            start = self._resume() if self.resume_from else 1
             result.first_step = start
             self._announce(info, start)
-            ctx = StepContext(cfg=cfg, tasks=self.tasks, sampler=sampler, rewards=self.rewards,
-                              estimator=self.estimator, kl_ctl=self.kl_ctl, policy=workers.policy,
-                              reference=workers.reference, critic=workers.critic,
-                              pad_token_id=info["pad_token_id"])
-            self.sampler = sampler
             total = cfg.trainer.total_steps
             self.sinks.begin(total, start if self.resume_from else 0)
             if start > total:
@@ -170,75 +183,63 @@ class Trainer:
             return result
         finally:
             self.sinks.close()
-            kill_workers(workers)
+            if roles is not None:
+                roles.close()
+            runtime.close()
             stop_ray(started)
             _close_file_log(self._log_handler)
 
-    def _get(self, *refs: Any) -> Any:
-        from toolrl.trainer.cluster import ray_get
-
-        return ray_get(*refs)
-
     # -- resume ------------------------------------------------------------------------------------
-    def _resume(self, sampler: Any) -> int:
-        import torch
+    def _resume(self) -> int:
+        from toolrl.trainer.checkpoint import read_state, restore_run_rng
 
-        from toolrl.trainer.checkpoint import RNG_FILE, read_state, restore_rng
-
-        ckpt = self.resume_from
+        ckpt, ctx = self.resume_from, self.ctx
         state = read_state(ckpt)
         _check_compatible(state.get("config", {}), self.cfg.model_dump(mode="json"), ckpt)
-        refs = [self.workers.policy.load.remote(str(ckpt))]
-        if self.workers.critic is not None:
-            refs.append(self.workers.critic.critic_load.remote(str(ckpt)))
-        self._get(*refs)
-        sampler.load_state_dict(state["sampler"])
+        loading = [ctx.trainer.load(ckpt)]
+        if ctx.critic is not None:
+            loading.append(ctx.critic.load(ckpt))
+        for pending in loading:
+            pending.get()
+        ctx.version = int(state.get("weight_version", state["step"]))
+        ctx.engines.sync_weights(ctx.trainer.weights(ctx.version))
+        self.sampler.load_state_dict(state["sampler"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
-        if (ckpt / RNG_FILE).exists():
-            restore_rng(torch.load(ckpt / RNG_FILE, weights_only=False))
-        logger.info("resumed from %s (step %d)", ckpt, state["step"])
+        restore_run_rng(ckpt)
+        logger.info("resumed from %s (step %d, weight version %d)", ckpt, state["step"], ctx.version)
         return int(state["step"]) + 1
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _save(self, step: int) -> Path:
-        import torch
-
         from toolrl import __version__
-        from toolrl.trainer.checkpoint import (
-            RNG_FILE,
-            STATE_FILE,
-            atomic_checkpoint,
-            capture_rng,
-            checkpoints_dir,
-            step_name,
-        )
+        from toolrl.trainer.checkpoint import atomic_checkpoint, checkpoints_dir, step_name, write_run_state
 
-        cfg = self.cfg
+        cfg, ctx = self.cfg, self.ctx
         with atomic_checkpoint(self.run_dir, step, keep=cfg.trainer.keep_checkpoints) as tmp:
-            refs = [self.workers.policy.save.remote(str(tmp), cfg.model.lora.save_merged)]
-            if self.workers.critic is not None:
-                refs.append(self.workers.critic.critic_save.remote(str(tmp)))
-            self._get(*refs)
-            state = {
-                "step": step, "sampler": self.sampler.state_dict(), "kl_controller": self.kl_ctl.state_dict(),
-                "seed": cfg.trainer.seed, "model_path": self.model_path, "toolrl_version": __version__,
-                "config": cfg.model_dump(mode="json"),
-            }
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-            torch.save(capture_rng(), tmp / RNG_FILE)
+            saving = [ctx.trainer.save(tmp, cfg.model.lora.save_merged)]
+            if ctx.critic is not None:
+                saving.append(ctx.critic.save(tmp))
+            for pending in saving:
+                pending.get()
+            write_run_state(tmp, {
+                "step": step, "weight_version": ctx.version, "sampler": self.sampler.state_dict(),
+                "kl_controller": self.kl_ctl.state_dict(), "seed": cfg.trainer.seed, "model_path": self.model_path,
+                "toolrl_version": __version__, "config": cfg.model_dump(mode="json"),
+            })
         return checkpoints_dir(self.run_dir) / step_name(step)
 
     # -- evaluation during training ----------------------------------------------------------------
     def _evaluate(self, step: int) -> dict[str, float]:
         from toolrl.evaluation.metrics import eval_metrics, eval_temperature, run_evaluators
         from toolrl.rewards import compute_rewards_sync
+        from toolrl.trainer.roles import RolloutJob
         from toolrl.trainer.step import step_seed
 
         cfg = self.cfg
         t0 = time.perf_counter()
         n = cfg.trainer.eval_n
-        trajs = self._get(self.workers.policy.evaluate_rollout.remote(
-            list(self.eval_tasks), n, step_seed(cfg.trainer.seed + 1, step), eval_temperature(cfg, n)))
+        trajs = self.ctx.engines.rollout(RolloutJob(tuple(self.eval_tasks), n, step_seed(cfg.trainer.seed + 1, step),
+                                                    eval_temperature(cfg, n)))
         results, _ = compute_rewards_sync(trajs, self.eval_tasks, self.rewards)
         m = eval_metrics(trajs, results, n, cfg.trainer.accuracy_reward, cfg.trainer.success_threshold)
         m.update(run_evaluators(self.evaluators, trajs, self.eval_tasks, results))
@@ -253,17 +254,18 @@ class Trainer:
         tmp.write_text(json.dumps({"step": step, "state": state, "time": time.time(), "pid": os.getpid()}))
         tmp.replace(p)
 
-    def _announce(self, info: dict[str, Any], start: int) -> None:
+    def _announce(self, info: TrainerInfo, start: int) -> None:
         from rich.console import Console
 
         cfg = self.cfg
         ref = ("base with adapters disabled (LoRA)" if cfg.model.lora.rank else
                ("in the policy actor" if cfg.ray.colocate else "own actor")) if self.needs_reference else "none"
         critic = ("in the policy actor" if cfg.ray.colocate else "own actor") if self.needs_critic else "none"
+        ranks = f"{info.world_size} trainer ranks" if info.world_size > 1 else "1 trainer rank"
         text = (
-            f"toolrl train: {cfg.model.name_or_path} ({info['total_params']:,} params, "
-            f"{info['trainable_params']:,} trainable) on {info['device']}, rollout backend {info['backend']}, "
-            f"{info['torch_threads']} torch threads\n"
+            f"toolrl train: {cfg.model.name_or_path} ({info.total_params:,} params, "
+            f"{info.trainable_params:,} trainable) on {info.device}, {ranks}, rollout backend {cfg.rollout.backend} "
+            f"({getattr(cfg.rollout, 'placement', 'colocated')}), {info.torch_threads} torch threads\n"
             f"  {cfg.algorithm.advantage}: batch {cfg.batch_size} = {cfg.data.prompts_per_step} prompts x "
             f"{cfg.rollout.n} samples, reference: {ref}, critic: {critic}\n"
             f"  steps {start}..{cfg.trainer.total_steps} -> {self.run_dir}"

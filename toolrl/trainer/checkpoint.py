@@ -8,9 +8,17 @@ Layout of `<output_dir>/checkpoints/step_000010/`:
     optimizer.pt         policy optimizer state
     scheduler.pt         LR scheduler state
     critic/              PPO: critic backbone, value_head.safetensors, optimizer.pt, scheduler.pt
-    trainer_state.json   step, data order, KL coefficient, seed, config
+    trainer_state.json   step, weight version, data order, KL coefficient, seed, config
     rng.pt               the driver's Python / NumPy / torch RNG states
     COMPLETE             written last
+
+Every file of that list is written and read by a function of this module
+(`save_policy_files`/`load_policy_files` in trainer rank 0, `save_critic_files`/
+`load_critic_files` in critic rank 0, `write_run_state`/`read_state` on the
+driver). With a data-parallel group the weights and optimizer state are
+identical on every rank (gradients are summed before each step), so rank 0
+writes them and every rank reads them on resume: the checkpoint does not depend
+on the number of ranks.
 
 A checkpoint is written into a hidden temporary folder next to the final one
 and renamed into place when complete (a rename is atomic on one filesystem), so
@@ -41,6 +49,10 @@ LATEST = "latest"
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "rng.pt"
+POLICY_DIR = "policy"
+CRITIC_DIR = "critic"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
 
 
 def step_name(step: int) -> str:
@@ -177,3 +189,69 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+
+
+# -- contents --------------------------------------------------------------------------------------
+
+
+def save_policy_files(out: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, *,
+                      base_path: str | Path, save_merged: bool) -> None:
+    """policy/ (HF folder or LoRA adapters, merged/ if asked), optimizer.pt, scheduler.pt."""
+    import torch
+
+    from toolrl.trainer.modeling import save_policy
+
+    save_policy(model, tokenizer, out, base_path=base_path, save_merged=save_merged)
+    torch.save(optimizer.state_dict(), out / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), out / SCHEDULER_FILE)
+
+
+def load_policy_files(src: Path, model: Any, optimizer: Any, scheduler: Any) -> None:
+    import torch
+
+    from toolrl.trainer.modeling import load_policy_weights
+
+    load_policy_weights(model, src / POLICY_DIR)
+    optimizer.load_state_dict(torch.load(src / OPTIMIZER_FILE, weights_only=False))
+    scheduler.load_state_dict(torch.load(src / SCHEDULER_FILE, weights_only=False))
+
+
+def save_critic_files(ckpt: Path, critic: Any, optimizer: Any, scheduler: Any) -> None:
+    """critic/: backbone (HF folder or adapters), value_head.safetensors, optimizer.pt, scheduler.pt."""
+    import torch
+
+    from toolrl.trainer.modeling import save_critic
+
+    out = ckpt / CRITIC_DIR
+    save_critic(critic, out)
+    torch.save(optimizer.state_dict(), out / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), out / SCHEDULER_FILE)
+
+
+def load_critic_files(ckpt: Path, critic: Any, optimizer: Any, scheduler: Any) -> None:
+    import torch
+
+    from toolrl.trainer.modeling import load_critic_weights
+
+    src = ckpt / CRITIC_DIR
+    if not src.is_dir():
+        raise ToolrlError("the checkpoint has no critic/ folder, but this run trains a critic (PPO)",
+                          where=str(ckpt), fix="resume with the algorithm.advantage the run was started with")
+    load_critic_weights(critic, src)
+    optimizer.load_state_dict(torch.load(src / OPTIMIZER_FILE, weights_only=False))
+    scheduler.load_state_dict(torch.load(src / SCHEDULER_FILE, weights_only=False))
+
+
+def write_run_state(tmp: Path, state: dict[str, Any]) -> None:
+    """trainer_state.json (the driver's state) and rng.pt (the driver's RNG states)."""
+    import torch
+
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+    torch.save(capture_rng(), tmp / RNG_FILE)
+
+
+def restore_run_rng(ckpt: Path) -> None:
+    import torch
+
+    if (ckpt / RNG_FILE).exists():
+        restore_rng(torch.load(ckpt / RNG_FILE, weights_only=False))

@@ -1,35 +1,46 @@
 """How the trainer and evaluation get trajectories: n episodes per task through the agent loop.
 
 `run_rollouts` is the single call site of the agent loop for training and
-evaluation, so both render prompts with the same code (`render_prompt`) and
-run the same episode logic. Trajectories come back task-major: the n samples
-of `tasks[0]`, then those of `tasks[1]`, … (the trainer's GRPO groups rely on
-this order).
+evaluation (the colocated trainer rank, separate engine actors and `toolrl
+eval` all call it), so every path renders prompts with the same code
+(`render_prompt`) and runs the same episode logic. Trajectories come back
+task-major: the n samples of `tasks[0]`, then those of `tasks[1]`, …, each
+stamped with the weight version that sampled it.
 
 Seeds: the agent loop seeds sample i of task t from (trainer.seed, `seed`,
-t.id, i), so a step's samples do not depend on batching or timing, and a
-resumed run draws the same tokens as an uninterrupted one.
+t.id, i), so a step's samples do not depend on batching, timing or which
+engine ran them, and a resumed run draws the same tokens as an uninterrupted one.
 
-Episodes run on one process-wide event loop (`toolrl.rewards.reward_loop`),
-so run-scoped environment resources in `env_ctx` (a sandbox pool, an
-embedding model) stay usable from step to step.
+Episodes run on the process's runtime (`toolrl.runtime.current()`): its event
+loop, and its environment context, where run-scoped resources (a sandbox
+pool, an embedding model) stay usable from step to step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from toolrl.env import EnvContext
 from toolrl.types import Task, Trajectory
 
 
-def run_rollouts(backend: Any, tokenizer: Any, tasks: Sequence[Task], n: int, cfg: Any, env_ctx: Any, *,
-                 seed: int, temperature: float | None = None) -> list[Trajectory]:
-    """`n` episodes of every task (task-major), sampled with `cfg.rollout` (temperature overridable)."""
-    from toolrl.rewards import reward_loop
+def run_rollouts(backend: Any, tokenizer: Any, tasks: Sequence[Task], n: int, cfg: Any,
+                 env_ctx: EnvContext | None = None, *, seed: int, temperature: float | None = None,
+                 weight_version: int = 0) -> list[Trajectory]:
+    """`n` episodes of every task (task-major), sampled with `cfg.rollout` (temperature overridable).
+
+    `env_ctx` defaults to the process runtime's context (configured with `cfg.envs`).
+    """
+    from toolrl import runtime
     from toolrl.rollout.agent_loop import LoopSettings, run_episodes
 
+    rt = runtime.current()
+    ctx = env_ctx if env_ctx is not None else rt.configure(cfg.envs).env
     overrides = {} if temperature is None else {"temperature": temperature}
     settings = LoopSettings.from_config(cfg.rollout, seed=cfg.trainer.seed, envs=cfg.envs, **overrides)
-    coro = run_episodes(list(tasks), n, backend, tokenizer, settings, env_ctx, step=seed)
-    return reward_loop().run_until_complete(coro)
+    trajs = rt.run(run_episodes(list(tasks), n, backend, tokenizer, settings, ctx, step=seed))
+    if weight_version:
+        trajs = [dataclasses.replace(t, weight_version=weight_version) for t in trajs]
+    return trajs

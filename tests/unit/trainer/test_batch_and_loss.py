@@ -5,7 +5,7 @@ import torch
 from toolrl.algorithms.losses import entropy_from_logits, logprobs_from_logits
 from toolrl.trainer.batch import build_batch
 from toolrl.trainer.forward import response_logits, response_logprobs
-from toolrl.trainer.step import loss_terms, update_critic, update_policy
+from toolrl.trainer.optimize import loss_terms, update_critic, update_policy
 
 
 def test_build_batch_layout(make_traj):
