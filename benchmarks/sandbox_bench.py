@@ -8,10 +8,14 @@ Methods (same image, same hardening flags): (a) ``docker run --rm`` per
 snippet, (b) ``docker exec`` per snippet in one running container, (c) the
 pool in ``reuse`` mode, (d) the pool in ``fresh`` mode; each at concurrency 1
 and 8, for a trivial snippet and for a HumanEval canonical solution with its
-tests.  Then a correctness check: all 164 HumanEval canonical solutions must
-pass their tests in the pool, and the same 164 with the body replaced by
-``pass`` must fail.  Prints a table and writes
-``benchmarks/results/sandbox_bench.json``.
+tests.  The cost of a test program through the grader (``run_tests``: the
+solution and the tests in two processes, calls as plain values) is measured
+next to the same program run in one process (``run``).  Then a correctness
+check: all 164 HumanEval canonical solutions must pass their tests through
+``run_tests``, and the same 164 with the body replaced by ``pass`` must fail.
+Prints a table and writes ``benchmarks/results/sandbox_bench.json``.
+
+    .venv/bin/python benchmarks/sandbox_bench.py --grader-only   # run vs run_tests + correctness only
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from toolrl_sandbox import SandboxPool, __version__, build_image
 from toolrl_sandbox.bench import (
     TRIVIAL,
     Row,
+    _row,
     bench_docker_exec,
     bench_docker_run,
     bench_pool,
     markdown,
+    measure_async,
     render,
     reuse_sizes,
 )
@@ -86,14 +92,32 @@ async def correctness(image: str, problems: dict[str, dict[str, Any]], size: int
     }
 
 
+async def bench_grader(pool: SandboxPool, problem: dict[str, Any], n: int, concurrency: int) -> Row:
+    """``run_tests`` of the canonical solution (HumanEval form): the per-test-program cost of the grader."""
+    async def call() -> bool:
+        rep = await pool.run_tests(problem["prompt"] + problem["canonical_solution"], problem["test"],
+                                   entry_point=problem["entry_point"], timeout=10.0)
+        return rep.all_passed
+
+    await call()  # warm
+    lat, oks, wall = await measure_async(call, n, concurrency)
+    return _row(f"pool {pool.mode} x{pool.size}", f"run_tests {problem['task_id']} (grader)", concurrency,
+                lat, oks, wall)
+
+
 async def pool_rows(image: str, snippets: list[tuple[str, str, str]], n_reuse: int, n_fresh: int,
-                    fresh_size: int) -> list[Row]:
+                    fresh_size: int, grader: dict[str, Any] | None = None, fresh: bool = True) -> list[Row]:
     rows: list[Row] = []
     for size in reuse_sizes():
         async with SandboxPool(size=size, mode="reuse", image=image) as pool:
             for label, code, expect in snippets:
                 for conc in (1, 8):
                     rows.append(await bench_pool(pool, code, expect, n_reuse, conc, label))
+            if grader is not None:
+                for conc in (1, 8):
+                    rows.append(await bench_grader(pool, grader, n_reuse, conc))
+    if not fresh:
+        return rows
     for label, code, expect in snippets:
         for conc in (1, 8):
             async with SandboxPool(size=fresh_size, mode="fresh", image=image) as pool:
@@ -115,6 +139,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller samples")
     parser.add_argument("--no-baselines", action="store_true", help="skip docker run / docker exec")
     parser.add_argument("--no-correctness", action="store_true", help="skip the 2 x 164 HumanEval check")
+    parser.add_argument("--grader-only", action="store_true",
+                        help="only the reuse pools (run vs run_tests of HumanEval/0) and the correctness check")
     parser.add_argument("--size", type=int, default=8,
                         help="fresh pool size and correctness-check pool size (default 8); reuse pools are "
                              "measured with one container per core and with 8")
@@ -134,20 +160,23 @@ def main() -> int:
 
     rows: list[Row] = []
     t_start = time.perf_counter()
-    if not args.no_baselines:
+    if args.grader_only:
+        snippets = snippets[1:]
+    if not args.no_baselines and not args.grader_only:
         for label, code, expect in snippets:
             for conc, nr, ne in ((1, n["run1"], n["exec1"]), (8, n["run8"], n["exec8"])):
                 print(f"docker run --rm / exec: {label}, concurrency {conc} ...", flush=True)
                 rows.append(bench_docker_run(client, build.image, code, expect, nr, conc, label))
                 rows.append(bench_docker_exec(client, build.image, code, expect, ne, conc, label))
     print("pool reuse / fresh ...", flush=True)
-    rows += asyncio.run(pool_rows(build.image, snippets, n["reuse"], n["fresh"], args.size))
+    rows += asyncio.run(pool_rows(build.image, snippets, n["reuse"], n["fresh"], args.size, grader=he,
+                                  fresh=not args.grader_only))
     order = ["docker run --rm", "docker exec", "pool reuse", "pool fresh"]
 
-    def key(r: Row) -> tuple[bool, int, int, int]:
+    def key(r: Row) -> tuple[bool, int, int, bool, int]:
         kind = next(i for i, name in enumerate(order) if r.method.startswith(name))
         size = int(r.method.rsplit("x", 1)[1]) if r.method.startswith("pool") else 0
-        return (r.snippet != "trivial", kind, size, r.concurrency)
+        return (r.snippet != "trivial", kind, size, "grader" in r.snippet, r.concurrency)
 
     rows.sort(key=key)
     print(render(rows, f"toolrl-sandbox {__version__}: latency at the host, {os.cpu_count()} cores"))

@@ -507,12 +507,6 @@ def _is_memory_error(exit_code: int, stderr: str, ooms_before: int) -> bool:
     return exit_code != 0 and tail.startswith("MemoryError")
 
 
-def _drain_one(fd: int, cap: int) -> str:
-    bufs = {fd: bytearray()}
-    _drain(bufs, {fd: cap})
-    return bufs[fd].decode("utf-8", "replace")
-
-
 def _drain(bufs: dict, caps: dict) -> None:
     """Read what is left in the pipes; every writer is dead, so EOF comes."""
     end = time.monotonic() + 0.5
