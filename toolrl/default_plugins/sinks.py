@@ -1,4 +1,4 @@
-"""Built-in metric sinks: console (rich progress), jsonl, csv, tensorboard."""
+"""Built-in metric sinks: console (rich progress), jsonl, csv, tensorboard, wandb, mlflow."""
 
 from toolrl.hookspecs import hookimpl
 
@@ -27,9 +27,23 @@ def tensorboard(run_dir):
     return TensorBoardSink(run_dir)
 
 
+def wandb(run_dir):
+    from toolrl.metrics.tracking import WandbSink
+
+    return WandbSink(run_dir)
+
+
+def mlflow(run_dir):
+    from toolrl.metrics.tracking import MlflowSink
+
+    return MlflowSink(run_dir)
+
+
 @hookimpl
 def register_metric_sinks(register):
     register("console", console)
     register("jsonl", jsonl)
     register("csv", csv)
     register("tensorboard", tensorboard)
+    register("wandb", wandb)
+    register("mlflow", mlflow)
