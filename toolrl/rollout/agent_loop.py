@@ -56,6 +56,8 @@ class LoopSettings:
     top_p: float = 1.0
     top_k: int = 0
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    min_tokens: int = 0
     tool_parser: str = "auto"
     env_timeout: float = 30.0
     max_tool_result_chars: int = 2000
@@ -73,13 +75,17 @@ class LoopSettings:
             top_k=rollout.top_k, stop=tuple(rollout.stop), tool_parser=rollout.tool_parser,
             env_timeout=rollout.env_timeout, max_tool_result_chars=rollout.max_tool_result_chars,
             debug=rollout.debug, seed=seed, env_defaults=dict(envs or {}),
+            ignore_eos=getattr(rollout, "ignore_eos", False), min_tokens=getattr(rollout, "min_tokens", 0),
         )
         values.update(overrides)
         return cls(**values)
 
     def sampling(self, max_tokens: int, stop_ids: Sequence[int], seed: int) -> SamplingParams:
+        # ignore_eos (fixed-length benchmarks): no end-of-turn stop ids either
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              max_tokens=max_tokens, stop_token_ids=tuple(stop_ids), stop=self.stop, seed=seed)
+                              max_tokens=max_tokens, stop_token_ids=() if self.ignore_eos else tuple(stop_ids),
+                              stop=self.stop, seed=seed, ignore_eos=self.ignore_eos,
+                              min_tokens=min(self.min_tokens, max_tokens))
 
 
 def derive_seed(*parts: Any) -> int:

@@ -29,6 +29,11 @@ class SamplingParams:
         stop_token_ids: extra ids that end generation (EOS always does); the stop id is kept in the output.
         stop: strings that end generation; the output is cut after the token that completes one.
         seed: per-request seed for reproducible sampling (None = from the backend's generator).
+        ignore_eos: keep sampling past the end-of-sequence token (benchmarks that need fixed
+            lengths); `stop_token_ids` and `stop` still end the request.
+        min_tokens: no stop (EOS, stop ids, stop strings) before this many new tokens; the
+            vllm and sglang backends mask the stop tokens until then, the hf backend refuses
+            values above 0 (InvalidRequestError).
     """
 
     temperature: float = 1.0
@@ -38,6 +43,8 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
 
 
 @dataclass(frozen=True)

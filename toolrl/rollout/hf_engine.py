@@ -176,6 +176,10 @@ class HFEngine:
                 fix="shorten the prompt (fewer or shorter messages/tools), or use a model with a longer context",
             )
         sp = check_sampling(request.sampling, where)
+        if sp.min_tokens > 0:
+            raise InvalidRequestError(
+                f"min_tokens={sp.min_tokens} is not supported by the hf backend", field="min_tokens", where=where,
+                fix="force lengths with ignore_eos=True and max_tokens (and no stop ids), or use the vllm/sglang backend")
         if sp.stop and self.tokenizer is None:
             raise InvalidRequestError(
                 "stop strings need a tokenizer, and this hf backend has none", field="stop", where=where,
@@ -215,7 +219,7 @@ class HFEngine:
             seq = Sequence_(
                 handle=RequestHandle(request, request.request_id, on_token=on_token),
                 sampler=sampler,
-                stop_ids=self.eos_token_ids | frozenset(sp.stop_token_ids),
+                stop_ids=(frozenset() if sp.ignore_eos else self.eos_token_ids) | frozenset(sp.stop_token_ids),
                 max_tokens=min(sp.max_tokens, self.max_positions - plen),
             )
             with self._done_lock:

@@ -53,7 +53,7 @@ def check_sampling(sp: SamplingParams, where: str = "generation request") -> Sam
     Raises `InvalidRequestError` (a `ValueError`) naming the field for values no sampler can
     use: a temperature that is negative, NaN or infinite; `top_p` outside (0, 1]; a negative
     `top_k`; `max_tokens` < 1; a seed or stop token id that is not an integer; an empty stop
-    string. Temperatures below `GREEDY_BELOW` become 0 (greedy), so 6e-136 is argmax, not NaN.
+    string; `min_tokens` outside [0, max_tokens]; a non-bool `ignore_eos`. Temperatures below `GREEDY_BELOW` become 0 (greedy), so 6e-136 is argmax, not NaN.
     """
 
     def bad(field: str, what: str, fix: str) -> InvalidRequestError:
@@ -88,6 +88,12 @@ def check_sampling(sp: SamplingParams, where: str = "generation request") -> Sam
         raise bad("max_tokens", f"must be >= 1, got {max_tokens}", "ask for at least one new token")
     if sp.seed is not None:
         integer("seed", sp.seed)
+    if not isinstance(sp.ignore_eos, bool):
+        raise bad("ignore_eos", f"must be a bool, got {sp.ignore_eos!r}", "pass ignore_eos=True or False")
+    min_tokens = integer("min_tokens", sp.min_tokens)
+    if not 0 <= min_tokens <= max_tokens:
+        raise bad("min_tokens", f"must be in [0, max_tokens={max_tokens}], got {min_tokens}",
+                  "use 0 (no minimum), or at most max_tokens")
     stop_ids = tuple(integer("stop_token_ids", t) for t in sp.stop_token_ids)
     if isinstance(sp.stop, str):
         raise bad("stop", f"must be a tuple of strings, got the string {sp.stop!r}", f"pass stop=({sp.stop!r},)")

@@ -83,6 +83,8 @@ def sampling_dict(sp: SamplingParams) -> dict[str, Any]:
         stop_token_ids=[int(i) for i in sp.stop_token_ids],
         no_stop_trim=True,
         skip_special_tokens=False,
+        ignore_eos=bool(sp.ignore_eos),
+        min_new_tokens=int(sp.min_tokens),
     )
     if sp.seed is not None:
         d["sampling_seed"] = int(sp.seed) & 0x7FFFFFFF

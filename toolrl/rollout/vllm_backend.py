@@ -5,13 +5,19 @@
 One background thread owns the `vllm.LLM` and runs its engine loop
 (`llm.llm_engine.add_request / step / abort_request`): requests that arrive
 while others run join the running batch at the next step (vLLM's own
-continuous batching), tokens stream out as `RequestOutputKind.DELTA`
-outputs, and weight updates run between two steps.
+continuous batching), and weight updates run between two steps. A streamed
+request (`astream`, serving) gets `RequestOutputKind.DELTA` outputs every
+step; every other request (`generate`, `agenerate`: the trainer's rollouts)
+is `FINAL_ONLY`, as in `LLM.generate`: vLLM builds no per-step output object
+for it, so the stepping thread does no per-token Python work.
 
-- Prompts go in as `TokensPrompt(prompt_token_ids=...)`; nothing is
+- Prompts go in as `TokensPrompt(prompt_token_ids=...)` rendered by vLLM's
+  `llm.renderer.render_cmpl(...)` (the supported input path of vLLM 0.25;
+  raw prompts passed to `add_request` are deprecated there); nothing is
   tokenized or detokenized on our side (vLLM detokenizes only to check stop
   strings).
-- Logprobs: `SamplingParams(logprobs=0)` returns the sampled token's logprob;
+- Logprobs: `SamplingParams(logprobs=0, flat_logprobs=True)` returns the
+  sampled token's logprob in vLLM's flat container (no dict per token);
   the engine is created with `logprobs_mode="processed_logprobs"`, i.e.
   log softmax(logits / T), the hf backend's definition (docs/rollout.md). With
   top_k/top_p active vLLM renormalises over the kept tokens; RL runs keep
@@ -86,8 +92,11 @@ def sampling_kwargs(sp: SamplingParams) -> dict[str, Any]:
         stop_token_ids=[int(i) for i in sp.stop_token_ids],
         seed=sp.seed,
         logprobs=0,
+        flat_logprobs=True,
         skip_special_tokens=False,
         detokenize=bool(sp.stop),  # only stop strings need text
+        ignore_eos=bool(sp.ignore_eos),
+        min_tokens=int(sp.min_tokens),
     )
     if sp.stop:
         kw.update(stop=list(sp.stop), include_stop_str_in_output=True)
@@ -95,12 +104,19 @@ def sampling_kwargs(sp: SamplingParams) -> dict[str, Any]:
 
 
 def delta_of(completion: Any) -> tuple[list[int], list[float]]:
-    """New token ids and their logprobs from a `CompletionOutput` (DELTA output kind)."""
-    ids = [int(t) for t in completion.token_ids]
+    """Token ids and their logprobs from a `CompletionOutput` (the new ones for DELTA outputs, all for FINAL_ONLY)."""
+    ids = list(completion.token_ids)
     entries = completion.logprobs
     if entries is None:
         raise ToolrlError("vLLM returned no logprobs", where="vllm backend",
                           fix="this is a bug in the request conversion: logprobs=0 must be set")
+    starts = getattr(entries, "start_indices", None)
+    if starts is not None:  # FlatLogprobs: position i's entries start at start_indices[i], the sampled token first
+        flat_ids, flat_lps = entries.token_ids, entries.logprobs
+        if len(starts) != len(ids) or any(flat_ids[k] != t for k, t in zip(starts, ids)):
+            raise ToolrlError(f"vLLM's flat logprobs ({len(starts)} positions) do not match its {len(ids)} tokens",
+                              where="vllm backend")
+        return ids, [flat_lps[k] for k in starts]
     lps: list[float] = []
     for tok, entry in zip(ids, entries):
         lp = entry[tok] if not hasattr(entry, "get") else entry.get(tok)
@@ -129,6 +145,7 @@ class VLLMTypes:
     SamplingParams: Callable[..., Any]
     TokensPrompt: Callable[..., Any]
     delta_kind: Any
+    final_kind: Any = None  # None: every request streams DELTA outputs
 
     @classmethod
     def load(cls) -> VLLMTypes:
@@ -136,7 +153,7 @@ class VLLMTypes:
         from vllm.inputs import TokensPrompt  # type: ignore[import-not-found]
         from vllm.sampling_params import RequestOutputKind  # type: ignore[import-not-found]
 
-        return cls(vllm.SamplingParams, TokensPrompt, RequestOutputKind.DELTA)
+        return cls(vllm.SamplingParams, TokensPrompt, RequestOutputKind.DELTA, RequestOutputKind.FINAL_ONLY)
 
 
 # ---------------------------------------------------------------------------------- backend
@@ -258,15 +275,41 @@ class VLLMBackend:
         for h in [*self._waiting, *self._active.values()]:
             h.fail(RuntimeError("the vllm backend was closed"))
 
+    def _render(self, handles: list[RequestHandle]) -> list[Any]:
+        """Engine inputs for the handles' prompts through vLLM's renderer (one call for all of them).
+
+        An entry is an exception when that prompt cannot be rendered (the others still go in).
+        """
+        prompts = [self.types.TokensPrompt(prompt_token_ids=list(h.request.prompt_ids)) for h in handles]
+        renderer = getattr(self.llm, "renderer", None)
+        if renderer is None:  # an engine without the renderer API (older vLLM, unit-test fakes)
+            return prompts
+        try:
+            return list(renderer.render_cmpl(prompts))
+        except Exception:
+            out: list[Any] = []
+            for p in prompts:  # find the bad one(s)
+                try:
+                    out.append(renderer.render_cmpl([p])[0])
+                except Exception as exc:
+                    out.append(exc)
+            return out
+
     def _step(self, engine: Any, new: list[RequestHandle]) -> None:
+        live = []
         for h in new:
             if h.cancelled:
                 h.finish("abort")
-                continue
-            params = self.types.SamplingParams(**sampling_kwargs(h.request.sampling), output_kind=self.types.delta_kind)
+            else:
+                live.append(h)
+        for h, prompt in zip(live, self._render(live) if live else []):
+            streamed = h.on_token is not None or self.types.final_kind is None
+            kind = self.types.delta_kind if streamed else self.types.final_kind
             try:
-                engine.add_request(h.request_id, self.types.TokensPrompt(prompt_token_ids=list(h.request.prompt_ids)),
-                                   params)
+                if isinstance(prompt, Exception):
+                    raise prompt
+                params = self.types.SamplingParams(**sampling_kwargs(h.request.sampling), output_kind=kind)
+                engine.add_request(h.request_id, prompt, params)
             except Exception as exc:  # e.g. a prompt longer than max_model_len: this request only
                 h.fail(exc)
                 continue

@@ -1,13 +1,33 @@
-"""Teacher-forced forward passes over a TrainBatch: per-token logprobs, entropy, values."""
+"""Teacher-forced forward passes over a TrainBatch: per-token logprobs, entropy, values.
+
+Memory on a GPU is dominated by the full-vocabulary logits (tokens x vocabulary
+x 4 bytes: 77k tokens of a 152k-vocabulary model are 46 GB), so:
+
+- `response_logprobs` never materialises them for the whole batch: the LM head
+  runs on `logits_chunk` response tokens at a time, only on real (unpadded)
+  response positions, and each chunk is recomputed in backward instead of kept
+  (`torch.utils.checkpoint`). The head runs *inside* the model's forward (its
+  `forward` is swapped for the call), so FSDP2's hooks gather its weight as
+  usual. Logprobs, entropies and gradients equal the unchunked computation
+  (tested).
+- `micro_batches` forms micro-batches by a token budget (samples x padded
+  length, prompt groups kept whole, similar lengths together) instead of a
+  fixed number of samples (`trainer.token_budget`).
+- `peak_memory` reports the device's peak memory as `perf/*` metrics.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from toolrl.algorithms.losses import entropy_from_logits, logprobs_from_logits
 from toolrl.trainer.batch import TrainBatch
+
+DEFAULT_LOGITS_CHUNK = 4096
 
 
 def prompt_runs(batch: TrainBatch) -> list[int] | None:
@@ -85,13 +105,20 @@ def _shared_prompt_pass(model: Any, batch: TrainBatch, runs: list[int], *, hidde
 
 def response_logprobs(
     model: Any, batch: TrainBatch, temperature: float = 1.0, *, with_entropy: bool = False, entropy_grad: bool = False,
-    share_prompt: bool = True,
+    share_prompt: bool = True, logits_chunk: int | None = DEFAULT_LOGITS_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probabilities of the response ids `[B, T]`, and the entropy `[B, T]` if asked.
 
     The entropy is computed without gradient unless `entropy_grad` (an entropy
     bonus needs it; logging does not, and skipping it saves a `[B, T, V]` graph).
+    With `logits_chunk` (default) the LM head runs chunk by chunk on the real
+    response tokens (module doc); padding positions get logprob 0 and entropy 0.
+    `logits_chunk=None` computes the whole `[B, T, V]` logits at once.
     """
+    head = _chunkable_head(model) if logits_chunk else None
+    if head is not None:
+        return _chunked_response_logprobs(model, head, batch, temperature, with_entropy, entropy_grad, share_prompt,
+                                          int(logits_chunk or DEFAULT_LOGITS_CHUNK))
     logits = response_logits(model, batch, temperature, share_prompt)
     logprobs = logprobs_from_logits(logits, batch.response_ids)
     entropy = None
@@ -102,6 +129,230 @@ def response_logprobs(
             with torch.no_grad():
                 entropy = entropy_from_logits(logits.detach())
     return logprobs, entropy
+
+
+# ----------------------------------------------------------------------------------------------
+# Micro-batches by token budget, peak memory, gradient checkpointing
+# ----------------------------------------------------------------------------------------------
+
+
+def micro_batches(batch: TrainBatch, micro_batch_size: int, token_budget: int | None = None,
+                  group_size: int = 1) -> list[TrainBatch]:
+    """The micro-batches of one forward/backward each: `micro_batch_size` samples, or by `token_budget`.
+
+    With a budget, units (a prompt group of `group_size` consecutive samples with the same group id, else one
+    sample) are sorted by length, longest first, and packed while rows x (longest prompt + longest response)
+    stays within the budget; a unit larger than the budget is split into single samples, and a single
+    sample larger than the budget gets a micro-batch of its own. Gradients summed over micro-batches do
+    not depend on how they are formed; only padding and the number of passes change.
+    """
+    if not token_budget:
+        return batch.split(micro_batch_size)
+    P = batch.prompt_width
+    plen = batch.attention_mask[:, :P].sum(-1).tolist()
+    rlen = batch.attention_mask[:, P:].sum(-1).tolist()
+    units: list[list[int]] = []
+    i = 0
+    while i < len(batch):
+        j = i + 1
+        if group_size > 1:
+            while j < len(batch) and j - i < group_size and batch.group_ids[j] == batch.group_ids[i]:
+                j += 1
+        units.append(list(range(i, j)))
+        i = j
+
+    def cost(rows: list[int]) -> int:
+        return len(rows) * (max(plen[r] for r in rows) + max(rlen[r] for r in rows))
+
+    pieces: list[list[int]] = []
+    for u in units:
+        pieces.extend([u] if cost(u) <= token_budget else [[r] for r in u])
+    pieces.sort(key=lambda u: (-max(plen[r] + rlen[r] for r in u), u[0]))
+    out: list[list[int]] = []
+    current: list[int] = []
+    for u in pieces:
+        if current and cost(current + u) > token_budget:
+            out.append(current)
+            current = []
+        current = current + u
+    if current:
+        out.append(current)
+    return [batch.select(sorted(rows)) for rows in out]
+
+
+def uses_gradient_checkpointing(model: Any) -> bool:
+    """Whether the (HF, possibly PEFT-wrapped or FSDP-sharded) model recomputes activations in backward."""
+    return bool(getattr(model, "is_gradient_checkpointing", False))
+
+
+def gradient_checkpointing_wanted(setting: bool | None, device: torch.device | str) -> bool:
+    """`model.gradient_checkpointing` resolved: None means on for CUDA, off on the CPU."""
+    if setting is None:
+        return torch.device(device).type == "cuda"
+    return bool(setting)
+
+
+def peak_memory(device: torch.device | str, *, reset: bool = True) -> dict[str, float]:
+    """`perf/peak_memory_gib` (allocated by tensors) and `perf/peak_reserved_gib` (held by the caching allocator)
+    on a CUDA device since the last reset, then reset; {} on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return {}
+    gib = float(1 << 30)
+    out = {"perf/peak_memory_gib": torch.cuda.max_memory_allocated(device) / gib,
+           "perf/peak_reserved_gib": torch.cuda.max_memory_reserved(device) / gib}
+    if reset:
+        torch.cuda.reset_peak_memory_stats(device)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunked LM head
+# ----------------------------------------------------------------------------------------------
+
+
+def _chunkable_head(model: Any) -> torch.nn.Linear | None:
+    """The model's LM head when it is a plain linear layer applied last (no logit soft-capping/scaling)."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if not isinstance(head, torch.nn.Linear):
+        return None
+    config = getattr(model, "config", None)
+    for attr in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
+        if getattr(config, attr, None) not in (None, 1, 1.0):
+            return None
+    return head
+
+
+def _lp_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                temperature: float, entropy: bool, entropy_grad: bool) -> torch.Tensor:
+    """`[N, 1 or 2]`: logprob of each target (and the entropy) from hidden states `[N, H]` (one chunk)."""
+    logits = torch.nn.functional.linear(h, weight, bias).float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    lp = logprobs_from_logits(logits, targets)
+    if not entropy:
+        return lp[:, None]
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        ent = entropy_from_logits(logits)
+    return torch.stack((lp, ent.to(lp.dtype)), dim=-1)
+
+
+def chunked_logprobs(h: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, temperature: float = 1.0, *,
+                     chunk: int = DEFAULT_LOGITS_CHUNK, with_entropy: bool = False,
+                     entropy_grad: bool = False) -> torch.Tensor:
+    """`[N, 1 or 2]` logprobs (and entropies) of `targets` `[N]` under `head(h)`, `chunk` rows of logits at a time.
+
+    With gradients on, each chunk is checkpointed: its `[chunk, V]` logits are freed after the forward
+    and recomputed in backward, so at most one chunk's logits exist at any time.
+    """
+    outs = []
+    checkpoint = torch.is_grad_enabled() and (h.requires_grad or head.weight.requires_grad)
+    for s in range(0, h.shape[0], chunk):
+        args = (h[s : s + chunk], head.weight, head.bias, targets[s : s + chunk], temperature, with_entropy,
+                entropy_grad)
+        if checkpoint:
+            outs.append(torch.utils.checkpoint.checkpoint(_lp_entropy, *args, use_reentrant=False))
+        else:
+            outs.append(_lp_entropy(*args))
+    if not outs:
+        return h.new_zeros((0, 2 if with_entropy else 1), dtype=torch.float32)
+    return torch.cat(outs, 0)
+
+
+@contextlib.contextmanager
+def _head_replaced(head: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Run `fn` instead of `head.forward` (inside the model's own forward, where FSDP2 has gathered the weights)."""
+    had = "forward" in head.__dict__
+    saved = head.__dict__.get("forward")
+    head.forward = fn  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if had:
+            head.forward = saved  # type: ignore[method-assign]
+        else:
+            del head.forward
+
+
+class _ResponseHead:
+    """The chunked LM head for one batch: logprobs (and entropies) of the response tokens at given columns."""
+
+    def __init__(self, head: torch.nn.Linear, batch: TrainBatch, temperature: float, with_entropy: bool,
+                 entropy_grad: bool, chunk: int):
+        self.head, self.batch, self.chunk = head, batch, chunk
+        self.temperature, self.with_entropy, self.entropy_grad = temperature, with_entropy, entropy_grad
+        P, T = batch.prompt_width, batch.response_width
+        self.real = batch.attention_mask[:, P : P + T].bool()  # real response tokens (padding is never computed)
+
+    def columns(self, cols: slice) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A head for hidden states `[B, L, H]` that predict response columns `cols`: returns `[B, L, k]`."""
+
+        def fn(h: torch.Tensor) -> torch.Tensor:
+            keep = self.real[:, cols]
+            vals = chunked_logprobs(h[keep], self.head, self.batch.response_ids[:, cols][keep], self.temperature,
+                                    chunk=self.chunk, with_entropy=self.with_entropy, entropy_grad=self.entropy_grad)
+            full = torch.zeros((*keep.shape, vals.shape[-1]), dtype=vals.dtype, device=vals.device)
+            return full.index_put((keep,), vals)  # out of place: gradients flow to vals
+
+        return fn
+
+    def from_logits(self, logits: torch.Tensor, col: int) -> torch.Tensor:
+        """`[B, 1, k]` for response column `col` from already computed logits `[B, V]`."""
+        logits = logits.float()
+        if self.temperature > 0 and self.temperature != 1.0:
+            logits = logits / self.temperature
+        lp = logprobs_from_logits(logits, self.batch.response_ids[:, col])
+        parts = [lp]
+        if self.with_entropy:
+            with torch.set_grad_enabled(self.entropy_grad and torch.is_grad_enabled()):
+                parts.append(entropy_from_logits(logits).to(lp.dtype))
+        vals = torch.stack(parts, dim=-1) * self.real[:, col, None]
+        return vals[:, None, :]
+
+
+def _chunked_response_logprobs(model: Any, head: torch.nn.Linear, batch: TrainBatch, temperature: float,
+                               with_entropy: bool, entropy_grad: bool, share_prompt: bool,
+                               chunk: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    P, T = batch.prompt_width, batch.response_width
+    rh = _ResponseHead(head, batch, temperature, with_entropy, entropy_grad, chunk)
+    runs = prompt_runs(batch) if share_prompt else None
+    out = _shared_prompt_chunked(model, head, batch, runs, rh) if runs else None
+    if out is None:
+        with _head_replaced(head, rh.columns(slice(0, T))):
+            # positions P-1 .. P+T-2 predict response tokens 0 .. T-1 (the last input position predicts nothing)
+            out = model(input_ids=batch.input_ids[:, : P + T - 1], attention_mask=batch.attention_mask[:, : P + T - 1],
+                        position_ids=batch.position_ids[:, : P + T - 1], logits_to_keep=T, use_cache=False).logits
+    logprobs = out[..., 0]
+    entropy = out[..., 1] if with_entropy else None
+    if entropy is not None and not entropy_grad:
+        entropy = entropy.detach()
+    return logprobs, entropy
+
+
+def _shared_prompt_chunked(model: Any, head: torch.nn.Linear, batch: TrainBatch, runs: list[int],
+                           rh: _ResponseHead) -> torch.Tensor | None:
+    """`_shared_prompt_pass` with the chunked head: each prompt once (its last position's logits, one row per
+    group, give response token 0 of each of its samples), then the responses through the chunked head."""
+    P, T = batch.prompt_width, batch.response_width
+    counts = torch.tensor(runs, device=batch.input_ids.device)
+    first = torch.cumsum(counts, 0) - counts
+    out = model(input_ids=batch.input_ids[first, :P], attention_mask=batch.attention_mask[first, :P],
+                position_ids=batch.position_ids[first, :P], use_cache=True, logits_to_keep=1)
+    cache = getattr(out, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
+        return None
+    for layer in layers:
+        layer.keys = layer.keys.repeat_interleave(counts, dim=0)
+        layer.values = layer.values.repeat_interleave(counts, dim=0)
+    first_vals = rh.from_logits(out.logits[:, -1, :].repeat_interleave(counts, dim=0), 0)
+    if T == 1:
+        return first_vals
+    with _head_replaced(head, rh.columns(slice(1, T))):
+        rest = model(input_ids=batch.response_ids[:, : T - 1], attention_mask=batch.attention_mask[:, : P + T - 1],
+                     position_ids=batch.position_ids[:, P : P + T - 1], past_key_values=cache, use_cache=True).logits
+    return torch.cat([first_vals, rest], dim=1)
 
 
 @torch.no_grad()

@@ -87,11 +87,17 @@ def load_policy(cfg: Any, path: str | Path, device: torch.device) -> Any:
     model = load_causal_lm(path, cfg.model.dtype, device)
     if cfg.model.lora.rank:
         model = apply_lora(model, cfg.model.lora)
-    if cfg.model.gradient_checkpointing:
+    if _checkpointing(cfg, device):  # None: on for CUDA (optimize.py asks the model: forward.uses_gradient_checkpointing)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.model.lora.rank:
             model.enable_input_require_grads()
     return model
+
+
+def _checkpointing(cfg: Any, device: torch.device) -> bool:
+    from toolrl.trainer.forward import gradient_checkpointing_wanted
+
+    return gradient_checkpointing_wanted(cfg.model.gradient_checkpointing, device)
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
@@ -206,7 +212,7 @@ def load_critic(cfg: Any, path: str | Path, device: torch.device) -> CriticModel
     backbone = AutoModel.from_pretrained(str(path), dtype=DTYPES[cfg.model.dtype])
     if cfg.model.lora.rank:
         backbone = apply_lora(backbone, cfg.model.lora)
-    if cfg.model.gradient_checkpointing:
+    if _checkpointing(cfg, device):
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.model.lora.rank:
             backbone.enable_input_require_grads()

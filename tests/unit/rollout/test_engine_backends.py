@@ -33,9 +33,9 @@ class FakeVLLMEngine:
         self.running, self.aborted, self.added = {}, [], []
 
     def add_request(self, request_id, prompt, params):
-        assert params.output_kind == "DELTA" and params.logprobs == 0
+        assert params.output_kind in ("DELTA", "FINAL") and params.logprobs == 0
         self.added.append((request_id, prompt, params))
-        self.running[request_id] = [prompt["prompt_token_ids"], params, 0]
+        self.running[request_id] = [prompt["prompt_token_ids"], params, 0, [], []]
 
     def abort_request(self, ids):
         self.aborted.extend(ids)
@@ -45,14 +45,22 @@ class FakeVLLMEngine:
     def step(self):
         outs = []
         for rid, state in list(self.running.items()):
-            prompt, params, k = state
+            prompt, params, k, toks, lps = state
             tok = prompt[-1] + k + 1
             state[2] = k + 1
+            toks.append(tok)
+            lps.append(-0.1 * (k + 1))
             stop = tok in params.stop_token_ids
             done = stop or state[2] >= params.max_tokens
-            comp = SimpleNamespace(token_ids=[tok], logprobs=[{tok: SimpleNamespace(logprob=-0.1 * (k + 1), rank=1)}],
-                                   finish_reason=("stop" if stop else "length") if done else None)
-            outs.append(SimpleNamespace(request_id=rid, outputs=[comp], finished=done))
+            reason = ("stop" if stop else "length") if done else None
+            if params.output_kind == "DELTA":  # the new token, logprobs as one dict per position
+                comp = SimpleNamespace(token_ids=[tok], logprobs=[{tok: SimpleNamespace(logprob=lps[-1], rank=1)}],
+                                       finish_reason=reason)
+                outs.append(SimpleNamespace(request_id=rid, outputs=[comp], finished=done))
+            elif done:  # FINAL_ONLY: everything at the end, logprobs in vLLM's flat container
+                flat = SimpleNamespace(start_indices=list(range(len(toks))), token_ids=list(toks), logprobs=list(lps))
+                comp = SimpleNamespace(token_ids=list(toks), logprobs=flat, finish_reason=reason)
+                outs.append(SimpleNamespace(request_id=rid, outputs=[comp], finished=True))
             if done:
                 del self.running[rid]
         return outs
@@ -86,7 +94,7 @@ class FakeLLM:
 
 VLLM_TYPES = vlb.VLLMTypes(SamplingParams=lambda **kw: SimpleNamespace(**kw),
                            TokensPrompt=lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids},
-                           delta_kind="DELTA")
+                           delta_kind="DELTA", final_kind="FINAL")
 
 
 @pytest.fixture
@@ -100,7 +108,9 @@ def test_vllm_request_conversion():
     kw = vlb.sampling_kwargs(SamplingParams(temperature=0.7, top_p=0.9, top_k=0, max_tokens=12, stop_token_ids=(2,),
                                             seed=5))
     assert kw == dict(n=1, temperature=0.7, top_p=0.9, top_k=0, max_tokens=12, stop_token_ids=[2], seed=5, logprobs=0,
-                      skip_special_tokens=False, detokenize=False)
+                      flat_logprobs=True, skip_special_tokens=False, detokenize=False, ignore_eos=False, min_tokens=0)
+    forced = vlb.sampling_kwargs(SamplingParams(max_tokens=64, ignore_eos=True, min_tokens=64))
+    assert forced["ignore_eos"] is True and forced["min_tokens"] == 64
     with_stop = vlb.sampling_kwargs(SamplingParams(stop=("###",), top_k=20))
     assert with_stop["detokenize"] and with_stop["stop"] == ["###"] and with_stop["include_stop_str_in_output"]
     assert with_stop["top_k"] == 20
@@ -116,6 +126,44 @@ def test_vllm_output_conversion():
     with pytest.raises(ToolrlError, match="no logprob for the sampled token 7"):
         vlb.delta_of(SimpleNamespace(token_ids=[7], logprobs=[{8: SimpleNamespace(logprob=-1)}]))
     assert [vlb.finish_of(r) for r in ("stop", "length", "abort", None)] == ["stop", "length", "abort", "stop"]
+    flat = SimpleNamespace(start_indices=[0, 2], token_ids=[7, 9, 2], logprobs=[-0.5, -1.0, -0.25])
+    assert vlb.delta_of(SimpleNamespace(token_ids=[7, 2], logprobs=flat)) == ([7, 2], [-0.5, -0.25])
+    with pytest.raises(ToolrlError, match="flat logprobs"):
+        vlb.delta_of(SimpleNamespace(token_ids=[7, 3], logprobs=flat))
+
+
+class FakeRenderer:
+    """vLLM 0.25's `llm.renderer.render_cmpl`: token prompts in, engine inputs out; a prompt holding -1 is bad."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def render_cmpl(self, prompts):
+        self.calls += 1
+        if any(-1 in p["prompt_token_ids"] for p in prompts):
+            raise ValueError("token id -1 is out of range")
+        return [{"type": "token", "prompt_token_ids": p["prompt_token_ids"]} for p in prompts]
+
+
+def test_vllm_requests_rendered_final_only_unless_streamed():
+    llm = FakeLLM()
+    llm.renderer = FakeRenderer()
+    b = vlb.VLLMBackend(SETTINGS, llm=llm, types=VLLM_TYPES)
+    try:
+        good, bad = GenerationRequest((3, 4), SamplingParams(max_tokens=3)), GenerationRequest((5, -1))
+        handles = [b.submit(good), b.submit(bad)]
+        assert handles[0].future.result(timeout=10).token_ids == (5, 6, 7)
+        with pytest.raises(ValueError, match="out of range"):  # the bad prompt fails alone
+            handles[1].future.result(timeout=10)
+
+        async def stream():
+            return [c async for c in b.astream(good)]
+
+        assert [c.token_ids for c in asyncio.run(stream())] == [(5,), (6,), (7,)]
+        kinds = [(p["type"], params.output_kind) for _, p, params in llm.llm_engine.added]
+        assert kinds == [("token", "FINAL"), ("token", "DELTA")] and llm.renderer.calls >= 2
+    finally:
+        b.close()
 
 
 def test_vllm_generate_stream_cancel(vllm_backend):
@@ -230,7 +278,9 @@ def sglang_backend():
 def test_sglang_request_and_output_conversion():
     d = sgb.sampling_dict(SamplingParams(temperature=0.0, max_tokens=7, stop_token_ids=(2,), seed=2**40 + 3))
     assert d == dict(temperature=0.0, top_p=1.0, top_k=-1, max_new_tokens=7, stop_token_ids=[2], no_stop_trim=True,
-                     skip_special_tokens=False, sampling_seed=3)
+                     skip_special_tokens=False, sampling_seed=3, ignore_eos=False, min_new_tokens=0)
+    forced = sgb.sampling_dict(SamplingParams(max_tokens=64, ignore_eos=True, min_tokens=64))
+    assert forced["ignore_eos"] is True and forced["min_new_tokens"] == 64
     with pytest.raises(ToolrlError) as err:
         sgb.sampling_dict(SamplingParams(stop=("###",)))
     assert "rollout.stop" in str(err.value) and "rollout.backend=hf or vllm" in str(err.value)

@@ -38,6 +38,10 @@ def greedy(n=12, **kw):
     ("max_tokens", 2.5, "max_tokens must be an integer"),
     ("seed", 1.5, "seed must be an integer"),
     ("stop", ("",), "stop entries must be non-empty strings"),
+    ("min_tokens", -1, "min_tokens must be in [0, max_tokens=4]"),
+    ("min_tokens", 5, "min_tokens must be in [0, max_tokens=4]"),
+    ("min_tokens", 2, "min_tokens=2 is not supported by the hf backend"),
+    ("ignore_eos", "yes", "ignore_eos must be a bool"),
 ])
 def test_impossible_sampling_values_are_refused_naming_the_field(tiny_backend, field, value, message):
     sp = SamplingParams(**{"temperature": 1.0, "max_tokens": 4, field: value})
@@ -49,6 +53,22 @@ def test_impossible_sampling_values_are_refused_naming_the_field(tiny_backend, f
     assert err.value.field == field
     assert message in str(err.value) and "r-bad" in str(err.value) and "Fix:" in str(err.value)
     assert tiny_backend.stats()["requests_total"] == before
+
+
+def test_ignore_eos_samples_past_the_end_of_sequence_token(tiny_backend):
+    engine = tiny_backend.engine
+    [free] = tiny_backend.generate([GenerationRequest(PROMPTS[2], greedy(30))])
+    eos_before = engine.eos_token_ids
+    engine.eos_token_ids = frozenset({free.token_ids[3]})  # the random model's 4th greedy token plays the EOS
+    try:
+        [stopped] = tiny_backend.generate([GenerationRequest(PROMPTS[2], greedy(30))])
+        [forced] = tiny_backend.generate([GenerationRequest(PROMPTS[2], greedy(30, ignore_eos=True))])
+    finally:
+        engine.eos_token_ids = eos_before
+    assert stopped.finish_reason == "stop" and stopped.token_ids == free.token_ids[: len(stopped.token_ids)]
+    assert len(stopped.token_ids) <= 4
+    assert forced.finish_reason == "length" and forced.token_ids == free.token_ids[:30]
+    assert len(forced.token_ids) == 30
 
 
 async def test_agenerate_and_astream_refuse_bad_values_too(tiny_backend):
