@@ -208,6 +208,31 @@ HACKS: dict[str, str] = {
                 except OSError:
                     pass
         """) + WRONG,
+    "prlimit, renice and rescheduling of the executor and grader": textwrap.dedent("""
+        import os, resource
+        def squeeze():
+            for pid in os.listdir('/proc'):
+                if pid.isdigit() and int(pid) != os.getpid():
+                    for lim, val in ((resource.RLIMIT_CPU, (0, 0)), (resource.RLIMIT_NOFILE, (3, 3)),
+                                     (resource.RLIMIT_AS, (1 << 20, 1 << 20)), (resource.RLIMIT_NPROC, (0, 0))):
+                        try:
+                            resource.prlimit(int(pid), lim, val)
+                        except OSError:
+                            pass
+                    for call in (lambda: os.sched_setscheduler(int(pid), os.SCHED_IDLE, os.sched_param(0)),
+                                 lambda: os.sched_setaffinity(int(pid), {0}),
+                                 lambda: os.setpriority(os.PRIO_PROCESS, int(pid), 19),
+                                 lambda: os.setpriority(os.PRIO_USER, 0, 19),
+                                 lambda: open('/proc/%s/oom_score_adj' % pid, 'w').write('1000')):
+                        try:
+                            call()
+                        except OSError:
+                            pass
+        squeeze()
+        def add(a, b):
+            squeeze()
+            return 0
+        """),
     # -- resource abuse
     "recursion bomb": "import sys\nsys.setrecursionlimit(10 ** 7)\ndef add(a, b):\n    return add(a, b) + 1\n",
     "deeply nested answer": "def add(a, b):\n    x = 3\n    for _ in range(100000):\n        x = [x]\n    return x\n",

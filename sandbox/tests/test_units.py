@@ -58,16 +58,28 @@ def test_package_does_not_import_toolrl() -> None:
 
 def test_executor_is_stdlib_only() -> None:
     names: set[str] = set()
-    for asset in ("executor.py", "grading.py"):
+    for asset in ("executor.py", "grading.py", "seccomp.py"):
         tree = ast.parse(image_mod._asset(asset))
         names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         if asset == "executor.py":
             names |= set(ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign)
                                                and getattr(n.targets[0], "id", "") == "WARM_MODULES")))
-    assert "grading" in names  # the executor's sibling in the image
-    names.discard("grading")
+    assert {"grading", "seccomp"} <= names  # the executor's siblings in the image
+    names -= {"grading", "seccomp"}
     assert names and all(name.split(".")[0] in sys.stdlib_module_names for name in names), names
+
+
+def test_seccomp_programs_jump_inside_themselves() -> None:
+    from toolrl_sandbox import seccomp
+
+    for machine in ("x86_64", "aarch64"):
+        prog = seccomp.program(machine)
+        assert prog is not None and prog[-1][0] == 0x06  # ends with a return
+        for i, (code, jt, jf, _k) in enumerate(prog):
+            if code & 0x07 == 0x05:  # a jump
+                assert i + 1 + max(jt, jf) < len(prog), (machine, i)
+    assert seccomp.program("sparc64") is None
 
 
 def test_harness_rejects_ambiguous_formats() -> None:

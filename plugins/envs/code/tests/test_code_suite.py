@@ -90,3 +90,29 @@ def test_families_knob_and_errors():
     with pytest.raises(ToolrlError, match="fizzbuzz") as exc:
         list(make_code_tasks(1, seed=0, families="caesar,fizzbuzz"))
     assert "sum_multiples" in exc.value.fix
+
+
+async def test_every_family_is_graded_correctly_by_the_sandbox_grader(docker_ready):
+    """The suite's tests through the real grader (tests and solution in separate processes, values
+    crossing as plain data): an oracle holding the reference outputs passes every test of every
+    family, and the oracle with its outputs shifted fails every one."""
+    from toolrl_sandbox import SandboxPool
+
+    tasks, codes = [], []
+    for family in sorted(FAMILIES):
+        for seed in range(3):
+            problem = FAMILIES[family](random.Random(seed))
+            table = {repr(args): problem.reference(*args) for args in problem.inputs}
+            oracle = (f"_T = {table!r}\n_SHIFT = {{}}\ndef {problem.entry_point}(*args):\n"
+                      f"    v = _T[repr(args)]\n    return _SHIFT.get(type(v), lambda x: x)(v)\n")
+            tasks.append(render_tests(problem))
+            codes.append(oracle)
+    wrong = {"int": "lambda x: x + 1", "str": "lambda x: x + '?'", "bool": "lambda x: not x",
+             "list": "lambda x: x + [None]", "float": "lambda x: x + 1.5", "tuple": "lambda x: x + (None,)",
+             "dict": "lambda x: {**x, '?': 0}", "type(None)": "lambda x: 0"}
+    shift = "_SHIFT = {" + ", ".join(f"{k}: {v}" for k, v in wrong.items()) + "}"
+    async with SandboxPool(size=2) as pool:
+        good = [await pool.run_tests(code, tests) for code, tests in zip(codes, tasks)]
+        bad = [await pool.run_tests(code.replace("_SHIFT = {}", shift), tests) for code, tests in zip(codes, tasks)]
+    assert all(r.all_passed for r in good), [(t[0], r.failures) for t, r in zip(tasks, good) if not r.all_passed]
+    assert all(r.passed == 0 for r in bad), [(t[0], r.passed) for t, r in zip(tasks, bad) if r.passed]

@@ -137,3 +137,57 @@ async def test_trajectories_with_infra_error_are_not_run(pools, build):
     results, metrics = await compute_rewards(trajs, [t], [{"name": "code_pass_rate"}],
                                              registry={"code_pass_rate": code_pass_rate})
     assert [r.total for r in results] == [1.0, None] and metrics["reward/infra_error"] == 1.0
+
+
+async def test_reward_hacks_score_zero_and_honest_code_full_marks(pools, build):
+    """The grader runs the tests outside the solution's process: hacks that fooled the old
+    in-process harness score 0 through the reward (sandbox/tests/test_reward_hacking.py has them all)."""
+    add = build.task("add", {"tests": ["assert add(1, 2) == 3", "assert add(-1, 5) == 4", "assert add(2, 2) == 4"]})
+    he = build.task("he", {"tests": "def check(candidate):\n    assert candidate(1, 2) == 3\n", "entry_point": "add"})
+    ut = build.task("ut", {"tests": "import unittest\nclass T(unittest.TestCase):\n"
+                                    "    def test_a(self):\n        self.assertEqual(add(1, 2), 3)\n"})
+    hacks = [
+        "class E:\n    def __eq__(self, o): return True\ndef add(a, b):\n    return E()",
+        "class I(int):\n    def __eq__(self, o): return True\ndef add(a, b):\n    return I(0)",
+        "import sys\nsys.exit(0)",
+        "import os\nfor fd in range(64):\n    try:\n        os.write(fd, b'{\"i\": 0, \"ok\": true}\\n')\n"
+        "    except OSError:\n        pass\ndef add(a, b):\n    return 0",
+        "import unittest\nunittest.TestCase.assertEqual = lambda *a, **k: None\ndef add(a, b):\n    return 0",
+        "import atexit, os\natexit.register(lambda: os._exit(0))\ndef add(a, b):\n    os._exit(0)",
+    ]
+    honest = "```python\ndef add(a, b):\n    return a + b\n```"
+    tasks, trajs = [], []
+    for task in (add, he, ut):
+        for i, code in enumerate([honest] + [f"```python\n{h}\n```" for h in hacks]):
+            tasks.append(task)
+            trajs.append(build.trajectory(task.id, code, sample=i))
+    scores = await code_pass_rate(trajs, **kwargs(trajs, tasks), timeout=3)
+    for task in range(3):
+        row = scores[task * (len(hacks) + 1):(task + 1) * (len(hacks) + 1)]
+        assert row == [1.0] + [0.0] * len(hacks), (tasks[task * (len(hacks) + 1)].id, row)
+
+
+async def test_stdin_stdout_tests(pools, build):
+    cases = [{"input": "1 2\n", "output": "3\n"}, {"input": "10 -4\n", "output": "6\n"},
+             {"input": "5 5\n", "output": "10\n"}]
+    t = build.task("sum", {"tests": cases})
+    answers = {
+        "```python\ndef main():\n    a, b = map(int, input().split())\n    print(a + b)\n\n"
+        "if __name__ == '__main__':\n    main()\n```": 1.0,  # the main guard is the program's entry here
+        "```python\nimport sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b, ' ')\n```": 1.0,
+        "```python\ninput()\nprint(3)\n```": 1 / 3,  # the example's answer, hard-coded
+        "```python\nimport sys\nsys.exit(0)\n```": 0.0,
+        "```python\nwhile True:\n    pass\n```": 0.0,
+    }
+    trajs = [build.trajectory("sum", text, sample=i) for i, text in enumerate(answers)]
+    scores = await code_pass_rate(trajs, **kwargs(trajs, [t] * len(trajs)), timeout=2)
+    assert scores == pytest.approx(list(answers.values()))
+    exact = await code_pass_rate(trajs[1:2], **kwargs(trajs[1:2], [t]), compare="exact")
+    assert exact == [0.0]  # "3  \n" is not "3\n" byte for byte
+    from toolrl.errors import RewardError
+
+    with pytest.raises(RewardError, match="compare"):
+        await code_pass_rate(trajs[:1], **kwargs(trajs[:1], [t]), compare="fuzzy")
+    bad = build.task("bad", {"tests": [{"input": "1"}]})
+    with pytest.raises(RewardError, match="stdin/stdout"):
+        await code_pass_rate(trajs[:1], **kwargs(trajs[:1], [bad]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,8 @@ from toolrl.errors import RewardError
 
 from toolrl_rewards_code.extract import extract_code
 from toolrl_rewards_code.pools import get_pool
+
+logger = logging.getLogger(__name__)
 
 
 async def code_pass_rate(
@@ -27,6 +30,7 @@ async def code_pass_rate(
     repair_truncated: bool = True,
     tests_key: str = "tests",
     entry_point_key: str = "entry_point",
+    compare: str = "lines",
 ) -> list[float | None]:
     """The fraction of the task's tests that the model's code passes, run in the toolrl sandbox.
 
@@ -61,6 +65,8 @@ async def code_pass_rate(
             does not parse, drop trailing lines until it does.
         tests_key: the metadata key of the tests.
         entry_point_key: the metadata key of the HumanEval entry point (used with tests given as one string).
+        compare: how stdin/stdout outputs are compared: `"lines"` (trailing whitespace and trailing
+            empty lines ignored), `"tokens"` (whitespace-separated tokens) or `"exact"`.
 
     Returns:
         One value per trajectory: passed / total in [0, 1], 0.0 when the answer has
@@ -74,30 +80,39 @@ async def code_pass_rate(
         For a task with `metadata: {tests: ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]}`,
         an answer ```` ```python\\ndef add(a, b):\\n    return a + b\\n``` ```` scores 1.0.
     """
-    if int(pool_size) < 1 or mode not in ("reuse", "fresh") or float(timeout) <= 0 or int(memory_mb) < 16:
+    if int(pool_size) < 1 or mode not in ("reuse", "fresh") or float(timeout) <= 0 or int(memory_mb) < 16 \
+            or compare not in ("lines", "tokens", "exact"):
         raise RewardError(
             f"code_pass_rate: bad arguments pool_size={pool_size!r}, mode={mode!r}, timeout={timeout!r}, "
-            f"memory_mb={memory_mb!r}",
-            where="rewards[].args", fix="use pool_size >= 1, mode reuse|fresh, timeout > 0, memory_mb >= 16",
+            f"memory_mb={memory_mb!r}, compare={compare!r}",
+            where="rewards[].args",
+            fix="use pool_size >= 1, mode reuse|fresh, timeout > 0, memory_mb >= 16, compare lines|tokens|exact",
         )
     jobs: list[tuple[str, Any, str | None] | None] = []
     for text, meta, task in zip(completions, metadata, tasks):
         tests, entry_point = _tests_of(meta, task, tests_key, entry_point_key)
-        code = extract_code(text, blocks=blocks, repair_truncated=repair_truncated)
+        # a stdin/stdout program is run as a script: its `if __name__ == "__main__":` is its entry
+        code = extract_code(text, blocks=blocks, repair_truncated=repair_truncated,
+                            strip_main_guard=not _is_io(tests))
         jobs.append(None if code is None else (code, tests, entry_point))
     if all(job is None for job in jobs):
         return [0.0] * len(jobs)
     pool = await get_pool(int(pool_size), mode)
+    from toolrl_sandbox import SandboxBusyError as busy
 
     async def score(job: tuple[str, Any, str | None] | None) -> float | None:
         if job is None:
             return 0.0
         code, tests, entry_point = job
         try:
-            report = await pool.run_tests(code, tests, entry_point, timeout=float(timeout), memory_mb=int(memory_mb))
+            report = await pool.run_tests(code, tests, entry_point, timeout=float(timeout), memory_mb=int(memory_mb),
+                                          compare=compare)
         except ValueError as exc:  # the harness rejects the test format
             raise RewardError(f"code_pass_rate: the tests cannot be run: {exc}",
                               fix="see the run_tests formats in docs/rewards.md") from exc
+        except busy as exc:  # no container free in time: the infrastructure's fault, not the code's
+            logger.warning("code_pass_rate: sandbox busy, sample masked: %s", exc)
+            return None
         if report.result.status == "infra_error":
             return None
         if all_or_nothing:
@@ -107,18 +122,27 @@ async def code_pass_rate(
     return list(await asyncio.gather(*(score(job) for job in jobs)))
 
 
+def _is_io(tests: Any) -> bool:
+    return isinstance(tests, list) and bool(tests) and all(isinstance(t, Mapping) for t in tests)
+
+
 def _tests_of(meta: Mapping[str, Any], task: Any, tests_key: str, entry_key: str) -> tuple[Any, str | None]:
     tests = meta.get(tests_key) if isinstance(meta, Mapping) else None
-    ok = (isinstance(tests, str) and tests.strip()) or (
-        isinstance(tests, Sequence) and not isinstance(tests, str) and tests and all(isinstance(t, str) for t in tests))
+    listed = isinstance(tests, Sequence) and not isinstance(tests, str) and bool(tests)
+    io = listed and all(isinstance(t, Mapping) and isinstance(t.get("input"), str) and isinstance(t.get("output"), str)
+                        for t in tests)
+    ok = (isinstance(tests, str) and tests.strip()) or io or (listed and all(isinstance(t, str) for t in tests))
     if not ok:
         raise RewardError(
             f"code_pass_rate: the task has no tests in metadata[{tests_key!r}] (got {tests!r})",
             where=f"task {getattr(task, 'id', '?')!r}",
             fix=f'add "metadata": {{"{tests_key}": ["assert f(1) == 2", ...]}} '
-                f'(or a HumanEval check() source with "{entry_key}")',
+                f'(or a HumanEval check() source with "{entry_key}", or stdin/stdout cases '
+                f'[{{"input": "1 2\\n", "output": "3\\n"}}, ...])',
         )
     entry = meta.get(entry_key)
     if isinstance(tests, str):
         return tests, (str(entry) if entry else None)
+    if io:
+        return [{"input": t["input"], "output": t["output"]} for t in tests], None
     return list(tests), None
