@@ -216,6 +216,22 @@ def plot(run_dir: str, out: str | None) -> None:
     _feature("toolrl.metrics.plot", "plot_command", "plot")(run_dir, out=out)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--step", type=int, default=None, help="Logged step to show (default: the latest).")
+@click.option("--worst", is_flag=True, help="Lowest rewards first.")
+@click.option("--best", is_flag=True, help="Highest rewards first.")
+@click.option("--n", "n", type=int, default=5, show_default=True, help="Samples to show.")
+@click.option("--task", default=None, help="Only this task id.")
+@click.option("--full", is_flag=True, help="Do not shorten long messages.")
+@click.option("--show-prompt", is_flag=True, help="Also show the system prompt and earlier prompt messages.")
+def inspect(run_dir: str, step: int | None, worst: bool, best: bool, n: int, task: str | None, full: bool,
+            show_prompt: bool) -> None:
+    """Show a step's samples: conversation, tool calls and results, reward components, advantage."""
+    _feature("toolrl.metrics.inspect_samples", "inspect_command", "inspect")(
+        run_dir, step=step, worst=worst, best=best, n=n, task=task, full=full, show_prompt=show_prompt)
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, standalone_mode=False)

@@ -196,6 +196,11 @@ class TrainerConfig(Section):
         default_factory=lambda: ["console", "jsonl", "csv", "tensorboard"], description="Registered metric sinks."
     )
     evaluators: list[str] = Field(default_factory=list, description="Registered evaluators run at eval time.")
+    log_samples: bool = Field(
+        True, description="Write each step's trajectories (messages, tool calls and results, reward components, "
+        "advantage, weight version) to <output_dir>/samples/step_NNNNNN.jsonl; read them with `toolrl inspect`.")
+    log_samples_max: int = Field(
+        64, ge=1, description="Most trajectories written per step (whole prompt groups, in batch order).")
     eval_temperature: float | None = Field(
         None, ge=0, description="Sampling temperature for evaluation; None = greedy when eval_n is 1, "
         "rollout.temperature otherwise (pass@k needs varied samples).")
