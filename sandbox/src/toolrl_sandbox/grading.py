@@ -477,24 +477,29 @@ def run_grade(req, ex, warm_path, statuses):
         _grader_child(greq, ex, warm_path, (null, null, null, 1, call_w, reply_r, ack_w))
     for fd in (null, call_w, reply_r, ack_w):
         os.close(fd)
-    # The grader takes the tests frame off the connection itself; wait until it has.
-    ready = select.select([ack_r], [], [], 10.0)[0] and os.read(ack_r, 1) == b"1"
-    os.close(ack_r)
-    if not ready:
-        for fd in (call_r, reply_w):
-            os.close(fd)
-        ex.kill_all(statuses)
-        ex.cleanup(statuses)
-        return {"status": "infra_error", "stdout": "", "stderr": "the grader process did not start",
-                "exit_code": None, "wall_ms": 0.0, "tainted": True}
+    # The solution's process is set up meanwhile, but runs no code of its own before "go".
     stdin_fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     spid = os.fork()
     if spid == 0:
-        _solution_child(req, ex, warm_path, (stdin_fd, out_w, err_w, call_r, reply_w))
-    for fd in (stdin_fd, out_w, err_w, call_r, reply_w):
+        _solution_child(req, ex, warm_path, (stdin_fd, out_w, err_w, call_r, reply_w, go_r))
+    for fd in (stdin_fd, out_w, err_w, call_r, reply_w, go_r):
         os.close(fd)
+    # The grader takes the tests frame off the connection itself; wait until it has.
+    ready = select.select([ack_r], [], [], 10.0)[0] and os.read(ack_r, 1) == b"1"
+    os.close(ack_r)
+    if ready:
+        write_all(go_w, b"1")
+    os.close(go_w)
+    if not ready:
+        ex.kill_all(statuses)
+        for fd in (out_r, err_r):
+            os.close(fd)
+        ex.cleanup(statuses)
+        return {"status": "infra_error", "stdout": "", "stderr": "the grader process did not start",
+                "exit_code": None, "wall_ms": 0.0, "tainted": True}
     bufs = {out_r: bytearray(), err_r: bytearray()}
     caps = {out_r: cap, err_r: cap}
     poller = select.poll()
@@ -596,6 +601,9 @@ def _grader_child(req, ex, warm_path, fds):
 def _solution_child(req, ex, warm_path, fds):
     """The untrusted process: runs the solution, then serves calls on fds 3 (in) and 4 (out); never returns."""
     main = ex._enter_child(req, fds, warm_path, name="<solution>")
+    if os.read(5, 1) != b"1":  # the grader is ready (it holds the tests); else leave
+        os._exit(0)
+    os.close(5)
     try:
         exec(compile(req.get("code", ""), "<solution>", "exec"), main.__dict__)
         msg = hello(main.__dict__)
