@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from toolrl.errors import ConfigProblem
 
@@ -81,6 +81,14 @@ class RolloutConfig(Section):
     backend_args: dict[str, Any] = Field(
         default_factory=dict, description="Backend-specific options (e.g. vllm gpu_memory_utilization)."
     )
+    placement: Literal["colocated", "separate"] = Field(
+        "colocated", description="Where the rollout engine runs: 'colocated' inside trainer rank 0 (the hf backend "
+        "samples with the live training weights), or 'separate': rollout.replicas engine actors of their own, each "
+        "on ray.engine resources, that get the weights through Ray's object store after every update "
+        "(docs/scaling.md).")
+    replicas: int = Field(
+        1, ge=1, description="Engine actors with rollout.placement=separate; a step's tasks are spread over them "
+        "(all n samples of a task on one replica).")
 
 
 class AlgorithmConfig(Section):
@@ -230,6 +238,19 @@ class TrainerConfig(Section):
 class WorkerResources(Section):
     num_cpus: float = Field(1, ge=0, description="CPUs reserved for this Ray actor.")
     num_gpus: float = Field(0, ge=0, description="GPUs reserved for this Ray actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources reserved for this actor, e.g. {trainer_node: 1} "
+        "to pin it to the nodes started with `ray start --resources='{\"trainer_node\": 4}'` (docs/scaling.md).")
+
+    @field_validator("resources")
+    @classmethod
+    def _check_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"'{name}' is not a custom resource (set num_cpus / num_gpus for CPUs and GPUs)")
+            if not amount > 0:
+                raise ValueError(f"the amount of '{name}' is {amount}; a custom resource amount must be > 0")
+        return value
 
 
 class RayConfig(Section):
@@ -249,6 +270,23 @@ class RayConfig(Section):
     torch_threads: int | None = Field(
         None, ge=1, description="Torch CPU threads per worker; None = all cores for CPU workers (the phases of a "
         "step run one after another), num_cpus for GPU workers.")
+    engine: WorkerResources = Field(
+        default_factory=WorkerResources, description="Each rollout engine actor (rollout.placement=separate): one "
+        "per rollout.replicas.")
+    dashboard: bool = Field(
+        False, description="Start Ray's dashboard with a local Ray instance (on 127.0.0.1 only; reach it from "
+        "elsewhere through an SSH tunnel). Needs `pip install 'ray[default]'`.")
+    auth: Literal["auto", "token", "disabled"] = Field(
+        "auto", description="Ray token authentication: 'auto' keeps the installed Ray's default (Ray >= 2.59 turns "
+        "it on for a local instance, and when joining a cluster uses it when a token is found); 'token' requires "
+        "it (the token from RAY_AUTH_TOKEN, ray.auth_token_file or ~/.ray/auth_token); 'disabled' turns it off "
+        "(only on a network you trust).")
+    auth_token_file: str | None = Field(
+        None, description="File holding the cluster's Ray auth token (`ray get-auth-token` on the head prints it); "
+        "None = RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.")
+    placement_timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for the cluster to reserve the placement groups of the trainer "
+        "and the engines before failing with the resources that are missing.")
 
 
 class Config(Section):
@@ -375,6 +413,27 @@ def combination_problems(cfg: Config) -> list[ConfigProblem]:
     if cfg.model.lora.rank and cfg.model.lora.rank > 0 and not cfg.model.lora.target_modules:
         out.append(ConfigProblem("model.lora.target_modules", [], "LoRA needs at least one target module",
                                  "e.g. model.lora.target_modules=[q_proj,v_proj]"))
+    out.extend(_placement_problems(cfg))
+    return out
+
+
+def _placement_problems(cfg: Config) -> list[ConfigProblem]:
+    """rollout.placement / rollout.replicas / ray.engine fit together."""
+    out: list[ConfigProblem] = []
+    ro, engine = cfg.rollout, cfg.ray.engine
+    if ro.placement == "colocated" and ro.replicas > 1:
+        out.append(ConfigProblem(
+            "rollout.replicas", ro.replicas, "a colocated engine lives inside trainer rank 0, so there is only one",
+            "set rollout.placement=separate to run rollout.replicas engine actors, or rollout.replicas=1"))
+    if ro.placement == "separate" and engine.num_cpus == 0 and engine.num_gpus == 0 and not engine.resources:
+        out.append(ConfigProblem(
+            "ray.engine.num_cpus", 0, "a separate engine actor must reserve something, or Ray may put every replica "
+            "on one core", "set ray.engine.num_cpus=1 (or ray.engine.num_gpus=1 on GPU)"))
+    if ro.placement == "separate" and ro.replicas > cfg.data.prompts_per_step:
+        out.append(ConfigProblem(
+            "rollout.replicas", ro.replicas, f"a step has data.prompts_per_step={cfg.data.prompts_per_step} tasks "
+            "and all samples of a task go to one replica, so some replicas would never get work",
+            f"use rollout.replicas <= {cfg.data.prompts_per_step}, or raise data.prompts_per_step"))
     return out
 
 

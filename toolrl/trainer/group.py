@@ -256,6 +256,7 @@ class Roles:
     engines: RolloutEngines
     pids: dict[str, int] = field(default_factory=dict)
     actors: list[Actor] = field(default_factory=list)
+    placement: Any = None  # cluster.Placement: its placement groups are removed at close (a joined cluster keeps running)
 
     def close(self) -> None:
         import ray
@@ -270,6 +271,8 @@ class Roles:
                 ray.kill(a)
             except Exception:
                 logger.debug("ray.kill(%r) failed", a, exc_info=True)
+        if self.placement is not None:
+            self.placement.remove()
 
 
 def where_roles_live(cfg: Any, needs_reference: bool, needs_critic: bool) -> tuple[str | None, str | None]:
@@ -366,23 +369,20 @@ def start_roles(cfg: Any, model_path: str, *, needs_reference: bool, needs_criti
     config = cfg.model_dump(mode="json")
     plugins = list(plugins)
     _pickle_plugins_by_value(plugins)
-    # TODO(B): use cluster.make_placement / actor_options (trainer bundles packed) once they exist
+    # one placement group for the trainer's actors (PACK), one for the engine replicas (SPREAD)
     from toolrl.trainer import cluster
 
-    make_placement = getattr(cluster, "make_placement", None)
-    pg = None
-    if make_placement is not None:
-        bundles = [{"CPU": r.policy.num_cpus, "GPU": r.policy.num_gpus} for _ in range(n)]
-        for res, where in ((r.reference, ref_where), (r.critic, critic_where)):
-            if where == "actor":
-                bundles += [{"CPU": res.num_cpus, "GPU": res.num_gpus} for _ in range(n)]
-        pg = make_placement(cfg, trainer_bundles=bundles, engine_bundles=[])
-    bundle = iter(range(10_000))
+    bundles = [cluster.bundle(r.policy) for _ in range(n)]
+    for res, where in ((r.reference, ref_where), (r.critic, critic_where)):
+        if where == "actor":
+            bundles += [cluster.bundle(res) for _ in range(n)]
+    engine_bundles = [cluster.bundle(r.engine) for _ in range(cfg.rollout.replicas)] if placement == "separate" else []
+    pg = cluster.make_placement(cfg, trainer_bundles=bundles, engine_bundles=engine_bundles)
+    bundle = iter(range(len(bundles)))
 
     def options(res: Any) -> dict[str, Any]:
-        if pg is not None:
-            return {**cluster.actor_options(pg.trainer_pg, next(bundle), res.num_cpus, res.num_gpus), "max_concurrency": 1}
-        return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_concurrency": 1}
+        return {**cluster.actor_options(pg.trainer_pg, next(bundle), res.num_cpus, res.num_gpus, res.resources),
+                "max_concurrency": 1}
 
     backend = "nccl" if r.policy.num_gpus > 0 else "gloo"
     lora = bool(cfg.model.lora.rank)
@@ -424,5 +424,6 @@ def start_roles(cfg: Any, model_path: str, *, needs_reference: bool, needs_criti
     else:
         from toolrl.trainer.engines import SeparateEngines  # B's engine actors
 
-        engines = SeparateEngines(cfg, model_path, placement=pg, plugins=plugins)  # type: ignore[call-arg]
-    return Roles(trainer, reference, critic, engines, pids, actors)
+        engines = SeparateEngines(cfg, model_path, placement=pg, plugins=plugins)
+        pids.update({f"engine/{f['replica']}": f["pid"] for f in engines.info})
+    return Roles(trainer, reference, critic, engines, pids, actors, placement=pg)
