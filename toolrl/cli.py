@@ -208,6 +208,64 @@ def data_make(suite: str, n: int, seed: int, out: str, args: tuple[str, ...]) ->
     _feature("toolrl.data", "make_command", "data make")(suite, n=n, seed=seed, out=out, args=args)
 
 
+@data.command("sft", context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config: rollout, envs and rewards.")
+@click.option("--model", required=True, help="Model name, HF folder or a run's checkpoint.")
+@click.option("--tasks", required=True, type=click.Path(dir_okay=False), help="JSONL task file (toolrl data make).")
+@click.option("--n", "n", default=4, show_default=True, help="Samples per task.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL conversations.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def data_sft(config_path: str | None, model: str, tasks: str, n: int, out: str, overrides: tuple[str, ...]) -> None:
+    """SFT conversations by rejection sampling: the best correct of N samples per task (docs/algorithms.md)."""
+    from toolrl.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    _feature("toolrl.trainer.offline_data", "sft_command", "data sft")(cfg, model=model, tasks=tasks, n=n, out=out)
+
+
+@data.command("dpo", context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config: rollout, envs and rewards.")
+@click.option("--model", required=True, help="Model name, HF folder or a run's checkpoint.")
+@click.option("--tasks", required=True, type=click.Path(dir_okay=False), help="JSONL task file (toolrl data make).")
+@click.option("--n", "n", default=4, show_default=True, help="Samples per task (a GRPO group).")
+@click.option("--min-margin", default=1e-6, show_default=True, help="Least reward gap between chosen and rejected.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL preference pairs.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def data_dpo(config_path: str | None, model: str, tasks: str, n: int, min_margin: float, out: str,
+             overrides: tuple[str, ...]) -> None:
+    """DPO pairs: the best and the worst of N samples per task, when their rewards differ (docs/algorithms.md)."""
+    from toolrl.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    _feature("toolrl.trainer.offline_data", "dpo_command", "data dpo")(cfg, model=model, tasks=tasks, n=n, out=out,
+                                                                       min_margin=min_margin)
+
+
+@data.command("convert")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL task file.")
+@click.option("--format", "fmt", default=None, help="parquet, json, csv, arrow or text (default: from the extension).")
+@click.option("--split", default="train", show_default=True, help="Split to read.")
+@click.option("--question", default="question", show_default=True, help="Column with the question.")
+@click.option("--answer", default="answer", show_default=True, help="Column with the reference answer ('' for none).")
+@click.option("--answer-regex", default=None, help="Take the answer from this regex's first group, e.g. '####\\s*(.+)$'.")
+@click.option("--system", default=None, help="System prompt for every task.")
+@click.option("--system-field", default=None, help="Column with each row's system prompt.")
+@click.option("--tools", "tools_file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="JSON file with a list of tool schemas for every task.")
+@click.option("--tools-field", default=None, help="Column with each row's tools (a list or a JSON string).")
+@click.option("--env", default=None, help="Environment that runs the tools, e.g. python.")
+@click.option("--id-field", default=None, help="Column with unique ids (default: <file stem>-<row>).")
+@click.option("--metadata", "metadata_fields", multiple=True, help="Column copied into metadata (repeatable).")
+@click.option("--prompt-template", default="{question}", show_default=True, help="User message; {question} is replaced.")
+@click.option("--limit", type=int, default=None, help="Convert only the first N rows.")
+def data_convert(path: str, out: str, fmt: str | None, split: str, limit: int | None, tools_file: str | None,
+                 answer: str, **mapping: Any) -> None:
+    """Turn a parquet/JSON/CSV/arrow file into tasks with a field mapping (question, answer, system, tools)."""
+    _feature("toolrl.data_convert", "convert_command", "data convert")(
+        path, out=out, fmt=fmt, split=split, limit=limit, tools_file=tools_file, answer=answer or None, **mapping)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--out", default=None, help="Folder for the PNGs (default: RUN_DIR/plots).")
