@@ -1,26 +1,22 @@
 """In-container executor of toolrl-sandbox.  Standard library only.
 
-This file is copied into the sandbox image and runs as the container's main
-process (PID 1 of the container's PID namespace), as a non-root user.  It
-speaks a tiny protocol on its stdin/stdout, which the host reaches through the
-Docker attach stream: every message is a 4-byte big-endian length followed by
-that many bytes of UTF-8 JSON.  On start it sends ``{"op": "hello", ...}``;
-after that it answers each request with exactly one response.
+The container's main process (PID 1 of its PID namespace), non-root.  It
+speaks length-prefixed JSON frames (4-byte big-endian length, UTF-8 JSON) on
+its stdin/stdout, which the host reaches through the Docker attach stream: a
+``hello`` first, then one response per request.  ``run`` forks a child from
+this pre-imported process (new session, OOM score, rlimits, fresh pipes,
+every other descriptor closed, clean environment and ``__main__``, seccomp
+filter) and runs the snippet; ``grade`` forks the grader and the solution
+(``grade_run.py``).  Afterwards every other process is SIGKILLed
+(``kill(-1)`` from PID 1 reaches setsid/double-forked ones too) and reaped,
+and the writable directories are wiped.
 
-Each snippet runs in a fresh child forked from this (pre-imported) process:
-the child starts a new session, raises its OOM score, sets rlimits, gets
-fresh stdin/stdout/stderr pipes, closes every other descriptor, resets its
-environment and ``__main__`` and then executes the code.  After the run,
-*every* other process in the container is SIGKILLed (``kill(-1, SIGKILL)``
-from PID 1 reaches all of them, including ones that used ``setsid`` or a
-double fork) and reaped, and the writable directories are wiped.
-
-Why the snippet cannot tamper with this process although it shares its uid:
-the kernel delivers no signal to a PID-namespace init from inside the
-namespace unless init installed a handler for it, and this process installs
-none (SIGINT is reset to SIG_DFL); the process is marked non-dumpable, so
-ptrace, /proc/1/mem and /proc/1/fd are closed to the snippet; the code file
-is on the read-only root file system.
+The snippet cannot tamper with this process although it shares its uid: a
+PID-namespace init gets no signal from inside the namespace unless it
+installed a handler (none is; SIGINT is reset to SIG_DFL); it is
+non-dumpable (no ptrace, /proc/1/mem, /proc/1/fd); the seccomp filter
+(``seccomp.py``) refuses prlimit/renice on other processes; the code is on
+the read-only root file system.
 """
 
 from __future__ import annotations
@@ -45,7 +41,6 @@ WORKDIR = os.environ.get("TOOLRL_SANDBOX_WORKDIR", "/sandbox")
 # not ours to chmod; the engine made them).
 SCRATCH_DIRS = ((WORKDIR, 0o700), ("/tmp", 0o700), ("/dev/shm", None), ("/dev/mqueue", None))
 MAX_FRAME = 256 * 1024 * 1024
-SIDE_CHANNEL_CAP = 1024 * 1024
 CHILD_SETUP_FAILED = 125
 # Modules imported once here so that forked snippets find them ready.
 WARM_MODULES = (
@@ -415,15 +410,14 @@ def run(req: dict, warm_path: list, statuses: dict, use_pidfd: bool) -> dict:
     os.lseek(stdin_fd, 0, os.SEEK_SET)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    side_r, side_w = os.pipe2(os.O_CLOEXEC)
     ooms_before = _oom_kills()
     pid = os.fork()
     if pid == 0:
-        _child(req, (stdin_fd, out_w, err_w, side_w), warm_path)
-    for fd in (stdin_fd, out_w, err_w, side_w):
+        _child(req, (stdin_fd, out_w, err_w), warm_path)
+    for fd in (stdin_fd, out_w, err_w):
         os.close(fd)
-    bufs = {out_r: bytearray(), err_r: bytearray(), side_r: bytearray()}
-    caps = {out_r: cap, err_r: cap, side_r: SIDE_CHANNEL_CAP}
+    bufs = {out_r: bytearray(), err_r: bytearray()}
+    caps = {out_r: cap, err_r: cap}
     poller = select.poll()
     for fd in bufs:
         poller.register(fd, select.POLLIN)
@@ -453,7 +447,7 @@ def run(req: dict, warm_path: list, statuses: dict, use_pidfd: bool) -> dict:
             buf = bufs[fd]
             room = caps[fd] - len(buf)
             buf += data[:max(room, 0)]
-            if len(data) > room and fd != side_r:
+            if len(data) > room:
                 reason = "output_limit"
         if reason is None:
             try:
@@ -498,7 +492,6 @@ def run(req: dict, warm_path: list, statuses: dict, use_pidfd: bool) -> dict:
         "stderr": stderr,
         "exit_code": exit_code,
         "wall_ms": round(wall_ms, 3),
-        "side": bufs[side_r].decode("utf-8", "replace"),
         "tainted": not clean,
     }
 
@@ -552,7 +545,7 @@ def main() -> int:
     dumpable_off = _prctl_dumpable(0)
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, here)
-    import grading  # the code grader, beside this file on the read-only root
+    import grade_run  # the code grader, beside this file on the read-only root
     import seccomp
 
     global _seccomp
@@ -592,7 +585,7 @@ def main() -> int:
                         "exit_code": -1, "wall_ms": 0.0, "tainted": True}
         elif op == "grade":
             try:
-                resp = grading.run_grade(req, this, warm_path, statuses)
+                resp = grade_run.run_grade(req, this, warm_path, statuses)
             except Exception as exc:  # noqa: BLE001 - ours, not the solution's
                 _log("grade failed: %r" % (exc,))
                 resp = {"status": "infra_error", "stdout": "", "stderr": "executor: %r" % (exc,),

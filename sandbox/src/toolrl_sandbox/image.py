@@ -57,7 +57,7 @@ def _asset(name: str) -> bytes:
 def content_hash() -> str:
     """Hash of everything that goes into the image."""
     digest = hashlib.sha256()
-    for part in (_asset("executor.py"), _asset("grading.py"), _asset("seccomp.py"),
+    for part in (_asset("executor.py"), _asset("grading.py"), _asset("grade_run.py"), _asset("seccomp.py"),
                  _asset("Dockerfile"), rootfs.RECIPE.encode(), __version__.encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
@@ -128,7 +128,7 @@ def _base_available(client: docker.DockerClient, base: str, pull_timeout: float)
 def _docker_build(client: docker.DockerClient, base: str, image: str, labels: dict[str, str]) -> None:
     ctx = tempfile.mkdtemp(prefix="toolrl-sandbox-ctx-")
     try:
-        for name in ("Dockerfile", "executor.py", "grading.py", "seccomp.py"):
+        for name in ("Dockerfile", "executor.py", "grading.py", "grade_run.py", "seccomp.py"):
             with open(os.path.join(ctx, name), "wb") as fh:
                 fh.write(_asset(name))
         stream = client.api.build(path=ctx, tag=image, buildargs={"BASE": base}, labels=labels,

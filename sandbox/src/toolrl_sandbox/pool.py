@@ -340,8 +340,7 @@ class SandboxPool:
                 self.stats["infra_errors"] += 1
             elif not healthy:
                 self.stats["tainted"] += 1
-            side = "".join(json.dumps(o.get("rec")) + "\n" for o in outcomes) if tests else str(resp.get("side", ""))
-            return result, side
+            return result, "".join(json.dumps(o.get("rec")) + "\n" for o in outcomes)
         except (ConnectionLost, asyncio.TimeoutError, OSError) as exc:
             self.stats["infra_errors"] += 1
             why = "no answer in time" if isinstance(exc, asyncio.TimeoutError) else str(exc) or repr(exc)
