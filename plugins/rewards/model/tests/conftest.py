@@ -1,9 +1,8 @@
-"""Fixtures for toolrl-rewards-model tests: real small models saved as reward-model checkpoints,
-a real `toolrl serve` (SmolLM2-135M-Instruct) on 127.0.0.1, and trajectories."""
+"""Fixtures for toolrl-rewards-model tests: real small models saved as reward-model checkpoints, and
+trajectories. (The judge's real `toolrl serve` is a fixture in test_judge.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,20 +63,3 @@ def batch():
         return trajs, tasks
 
     return make
-
-
-JUDGE_MODEL = "smollm2-judge"
-JUDGE_KEYS = ("sk-judge-test",)
-JUDGE_KEY_ENV = "TOOLRL_JUDGE_TEST_KEYS"
-
-
-@pytest.fixture(scope="module")
-def judge_server(smollm2_path) -> Iterator[object]:
-    """A real `toolrl serve` of SmolLM2-135M-Instruct on 127.0.0.1 (API key required)."""
-    from toolrl_serving.process import start_server
-
-    s = start_server(smollm2_path, "--served-model-name", JUDGE_MODEL, "--log-level", "warning",
-                     "--max-tokens", "64", "--max-batch-size", "8", "--num-threads", "2",
-                     "--api-key-env", JUDGE_KEY_ENV, env={JUDGE_KEY_ENV: ",".join(JUDGE_KEYS)})
-    yield s
-    s.stop()

@@ -11,7 +11,7 @@ Importing this package imports neither torch nor httpx; the rewards load them on
 """
 
 from toolrl_rewards_model.judge import DEFAULT_RUBRIC, DEFAULT_SCORE_REGEX, judge_stats, llm_judge
-from toolrl_rewards_model.reward_model import reward_model
+from toolrl_rewards_model.classifier import reward_model
 
 __version__ = "0.1.0"
 __all__ = ["DEFAULT_RUBRIC", "DEFAULT_SCORE_REGEX", "judge_stats", "llm_judge", "reward_model"]

@@ -3,7 +3,7 @@
 from toolrl import hookimpl
 
 from toolrl_rewards_model.judge import llm_judge
-from toolrl_rewards_model.reward_model import reward_model
+from toolrl_rewards_model.classifier import reward_model
 
 REWARDS = {
     "reward_model": reward_model,
