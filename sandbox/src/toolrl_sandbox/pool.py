@@ -379,15 +379,21 @@ class SandboxPool:
         The solution runs in its own process; the tests run in a separate,
         trusted grader process and reach the solution's functions only through
         plain values (see :mod:`toolrl_sandbox.grading`).  stdin/stdout tests
-        run the solution once per case (each with ``timeout``) and compare its
-        output here, on the host, after :func:`harness.normalise` with ``compare``.
+        run the solution once per case (each with ``timeout``; at most ``size``
+        cases of one call at a time) and compare its output here, on the host,
+        after :func:`harness.normalise` with ``compare``.
         """
         cases = harness.io_cases(tests)
         if cases is not None:
             harness.normalise("", compare)  # reject a bad mode before running anything
-            results = await asyncio.gather(*(
-                self.run(code, stdin=inp, timeout=timeout, memory_mb=memory_mb, max_output=max_output)
-                for inp, _ in cases))
+            lanes = asyncio.Semaphore(self.size)  # one call never floods the queue with its cases
+
+            async def case(inp: str) -> ExecResult:
+                async with lanes:
+                    return await self.run(code, stdin=inp, timeout=timeout, memory_mb=memory_mb,
+                                          max_output=max_output)
+
+            results = await asyncio.gather(*(case(inp) for inp, _ in cases))
             return harness.io_report(results, cases, compare)
         frame = harness.tests_frame(tests, entry_point)
         result, side = await self._execute(code, stdin=None, files=None, timeout=timeout, memory_mb=memory_mb,
