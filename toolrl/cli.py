@@ -97,17 +97,24 @@ def train(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--model", "model", required=True, help="Checkpoint directory or model name.")
 @click.option("--tasks", "tasks", required=True, type=click.Path(dir_okay=False), help="JSONL task file.")
 @click.option("--n", "n", default=1, show_default=True, help="Samples per task (pass@k uses these).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config for rollout/reward settings.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Config for rollout/reward settings (default for a checkpoint: the config it was trained with).")
 @click.option("--out", "out", type=click.Path(), default=None, help="Write results (JSON) here.")
 @click.option("--label", "label", default=None, help="Name for this model in the results table.")
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 def eval_(model: str, tasks: str, n: int, config_path: str | None, out: str | None, label: str | None,
           overrides: tuple[str, ...]) -> None:
-    """Evaluate a model on a task file: accuracy, pass@k, mean reward, diversity."""
-    from toolrl.config import load_config
+    """Evaluate a model on a task file: accuracy, pass@k, mean reward, diversity.
 
-    cfg = load_config(config_path, overrides)
-    _feature("toolrl.evaluation.cli", "eval_command", "eval")(cfg, model=model, tasks=tasks, n=n, out=out,
+    A toolrl checkpoint is evaluated with the config it was trained with (its prompt settings, tool parser,
+    limits, sampling and rewards) unless --config or key=value overrides say otherwise; a setting that then
+    differs from training is a warning naming the field.
+    """
+    from toolrl.checkpoint_config import announce, resolve_config
+
+    resolved = resolve_config(model, config_path, overrides)
+    announce(resolved, "toolrl eval")
+    _feature("toolrl.evaluation.cli", "eval_command", "eval")(resolved.config, model=model, tasks=tasks, n=n, out=out,
                                                                 label=label)
 
 
