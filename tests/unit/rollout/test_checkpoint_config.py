@@ -88,3 +88,19 @@ def test_toolrl_eval_says_where_the_settings_came_from(checkpoint, tmp_path):
     assert "using the training config of the checkpoint" in err and "'rollout.tool_parser': 'hermes'" not in err
     assert "rollout.tool_parser='hermes'" in err and "rewards: gsm8k_exact" in err
     assert "warning: rollout.max_new_tokens=3 (command line: rollout.max_new_tokens=3) differs" in err
+
+
+def test_serve_takes_the_checkpoint_tool_parser_dtype_and_turn_length(checkpoint):
+    from toolrl_serving.cli import build_settings, checkpoint_defaults
+
+    options = {}
+    parser, dtype, notes = checkpoint_defaults(str(checkpoint / "policy"), None, None, options)
+    assert (parser, dtype, options["default_max_tokens"]) == ("hermes", "float32", 5)
+    assert notes[0].startswith("toolrl serve: using the training config of the checkpoint")
+    assert "rollout.tool_parser='hermes'" in notes[0]
+    s = build_settings(model=str(checkpoint / "policy"), tool_parser=parser, dtype=dtype, **options)
+    assert s.tool_parser == "hermes" and s.limits.default_max_tokens == 5
+    parser, _, notes = checkpoint_defaults(str(checkpoint), "auto", None, {})
+    assert parser == "auto" and notes[1].startswith("warning: --tool-parser 'auto' differs") and \
+        "rollout.tool_parser='hermes'" in notes[1]
+    assert checkpoint_defaults("smollm2-135m-instruct", None, None, {}) == ("auto", "float32", [])
