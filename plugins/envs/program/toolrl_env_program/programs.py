@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -50,12 +51,18 @@ def load_entry(entry: str, where: str = "env_args.entry") -> Callable[..., Any]:
             if not path.is_file():
                 raise ToolrlError(f"the program file {module_name!r} does not exist (looked in {path})", where=where,
                                   fix="give a path relative to the directory toolrl runs in, or an absolute one")
-            name = f"toolrl_program_{abs(hash(str(path)))}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module  # dataclasses and pickling look modules up by name
-            spec.loader.exec_module(module)
+            name = "toolrl_program_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+            module = sys.modules.get(name)  # one module per file, whichever of its functions is the entry
+            if module is None:
+                spec = importlib.util.spec_from_file_location(name, path)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module  # dataclasses and pickling look modules up by name
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
         else:
             module = importlib.import_module(module_name)
     except ToolrlError:
@@ -149,8 +156,14 @@ class ProgramThread:
         """The program thread's current stack (to show where a hung program is)."""
         task = self._main_task
         if task is not None and not task.done():  # an async program: where its coroutines wait
-            frames = task.get_stack(limit=30)
-            return "".join(traceback.StackSummary.extract((f, f.f_lineno) for f in frames).format())
+            frames, coro = [], task.get_coro()
+            while coro is not None and len(frames) < 50:  # follow the chain of awaits
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                if frame is None:
+                    break
+                frames.append((frame, frame.f_lineno))
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            return "".join(traceback.StackSummary.extract(frames).format())
         frame = sys._current_frames().get(self.thread.ident or -1)
         if frame is None:
             return ""
