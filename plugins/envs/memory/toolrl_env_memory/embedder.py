@@ -1,4 +1,8 @@
-"""Sentence embeddings with the packaged all-MiniLM-L6-v2 (mean pooling, L2-normalised).
+"""Sentence embeddings with the packaged all-MiniLM-L6-v2, through sentence-transformers.
+
+The model folder is a sentence-transformers layout (transformer, mean pooling,
+L2 normalisation), so `SentenceTransformer(folder).encode` gives the vectors the
+model was published with; toolrl adds a cache and the async wrapper.
 
 One `Embedder` is loaded per run and shared by every episode through
 `EnvContext.shared`; it caches vectors by text, so the same memories seen by
@@ -32,17 +36,15 @@ class Embedder:
 
     def __init__(self, model: str = "all-minilm-l6-v2", *, max_length: int = 256, cache_size: int = 20_000,
                  batch_size: int = 64):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        from sentence_transformers import SentenceTransformer
 
         from toolrl.models import resolve_embedding_model
 
         path = Path(model) if Path(model).is_dir() else resolve_embedding_model(model)
         self.path = path
-        self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path)).eval()
-        self.dim: int = int(self.model.config.hidden_size)
+        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self.model.max_seq_length = max_length
+        self.dim: int = int(self.model.get_embedding_dimension())
         self.max_length = max_length
         self.batch_size = batch_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -81,19 +83,10 @@ class Embedder:
         return await asyncio.to_thread(self.encode, list(texts))
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
-        torch = self._torch
-        rows: list[np.ndarray] = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start:start + self.batch_size]
-            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt")
-            with self._model_lock, torch.inference_mode():
-                hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            rows.append(pooled.float().cpu().numpy())
-        return np.concatenate(rows, axis=0).astype(np.float32, copy=False)
+        with self._model_lock:
+            vecs = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vecs, dtype=np.float32)
 
 
 async def shared_embedder(ctx, model: str = "all-minilm-l6-v2") -> Embedder:
