@@ -188,11 +188,21 @@ def config_reference(out: str | None) -> None:
 @cli.command()
 @click.option("--model", "model", default=None, help="Also check this model's chat template and tool parsers.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def doctor(model: str | None, as_json: bool) -> None:
-    """Report versions and which engines, GPUs, Docker and model packages are usable."""
+@click.option("--ray-address", "ray_address", default=None,
+              help="Also join this Ray cluster (auto, host:6379) and list its nodes and resources.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Take the Ray cluster to show from this run config (ray.address, ray.auth, ray.auth_token_file).")
+def doctor(model: str | None, as_json: bool, ray_address: str | None, config_path: str | None) -> None:
+    """Report versions and which engines, GPUs, Docker and model packages are usable (and a Ray cluster's nodes)."""
     from toolrl.doctor import print_report, run_checks
 
-    report = run_checks(model=model)
+    ray_cfg = None
+    if config_path or ray_address:
+        from toolrl.config import load_config
+
+        overrides = [f"ray.address={ray_address}"] if ray_address else []
+        ray_cfg = load_config(config_path, overrides).ray
+    report = run_checks(model=model, ray=ray_cfg)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -201,7 +211,7 @@ def doctor(model: str | None, as_json: bool) -> None:
 
 @cli.group()
 def data() -> None:
-    """Make task files."""
+    """Make task files, SFT conversations and DPO pairs."""
 
 
 @data.command("make", context_settings={"ignore_unknown_options": True})
