@@ -1,30 +1,31 @@
 """Optimizer and learning-rate schedule: AdamW, linear warm-up, then constant, linear or cosine decay.
 
-The schedule advances once per training step (not per optimizer step), so
-`trainer.warmup_steps` and `trainer.total_steps` are in the same unit.
+The schedules are transformers' own (`transformers.get_scheduler`: `constant_with_warmup`,
+`linear`, `cosine`), so they behave as in TRL and the HF Trainer: the LR rises linearly from 0
+over `trainer.warmup_steps` (step 0 of a warm-up has LR 0), then stays or decays toward 0 at
+`trainer.total_steps`. The schedule advances once per training step (not per optimizer step),
+so both settings are in the same unit.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 
 
+SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+"""`trainer.lr_schedule` -> the name `transformers.get_scheduler` knows it by."""
+
+
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the peak LR at training step `step` (0-based)."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    span = max(total - warmup, 1)
-    progress = min(max((step - warmup) / span, 0.0), 1.0)
-    if schedule == "linear":
-        return 1.0 - progress
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown lr_schedule {schedule!r}; use constant, linear or cosine")
+    """Multiplier of the peak LR at training step `step` (0-based), read off the real scheduler."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt, warmup=warmup, total=total, schedule=schedule)
+    for _ in range(step):
+        opt.step()
+        sched.step()
+    return float(opt.param_groups[0]["lr"])
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -41,7 +42,11 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, weight_decay
         return torch.optim.AdamW(trainable, foreach=False, **kwargs)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, *, warmup: int, total: int, schedule: str) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, warmup=warmup, total=total, schedule=schedule)
-    )
+def make_scheduler(opt: torch.optim.Optimizer, *, warmup: int, total: int,
+                   schedule: str) -> torch.optim.lr_scheduler.LRScheduler:
+    """transformers' schedule for `trainer.lr_schedule` (constant, linear or cosine, each with warm-up)."""
+    from transformers import get_scheduler
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {schedule!r}; use constant, linear or cosine")
+    return get_scheduler(SCHEDULES[schedule], opt, num_warmup_steps=warmup, num_training_steps=total)

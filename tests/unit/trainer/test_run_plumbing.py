@@ -44,11 +44,27 @@ def test_sampler_rejects_a_different_task_file():
 
 
 def test_lr_schedule():
-    assert [lr_factor(s, warmup=4, total=10, schedule="constant") for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    # transformers' warm-up: from 0 at step 0 to the peak at step `warmup`
+    assert [lr_factor(s, warmup=4, total=10, schedule="constant") for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert lr_factor(4, warmup=4, total=10, schedule="linear") == 1.0
     assert lr_factor(7, warmup=4, total=10, schedule="linear") == pytest.approx(0.5)
     assert lr_factor(7, warmup=4, total=10, schedule="cosine") == pytest.approx(0.5)
     assert lr_factor(9, warmup=0, total=10, schedule="cosine") > 0  # the last step still learns
+    assert lr_factor(0, warmup=0, total=10, schedule="linear") == 1.0  # no warm-up: the first step learns
+    # the schedule is transformers' own, step for step
+    from transformers import get_scheduler
+
+    for ours, theirs in (("constant", "constant_with_warmup"), ("linear", "linear"), ("cosine", "cosine")):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-5)
+        ref = get_scheduler(theirs, opt, num_warmup_steps=3, num_training_steps=12)
+        expected = []
+        for _ in range(12):
+            expected.append(opt.param_groups[0]["lr"] / 2e-5)
+            opt.step()
+            ref.step()
+        assert [lr_factor(s, warmup=3, total=12, schedule=ours) for s in range(12)] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        lr_factor(0, warmup=0, total=2, schedule="step")
 
 
 def _fake_ckpt(tmp_path, step, keep=0):
