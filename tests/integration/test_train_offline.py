@@ -44,7 +44,7 @@ def _cfg(tmp: Path, objective: str, data: Path, out: str, **trainer):
         "model": {"name_or_path": "smollm2-135m-instruct"},
         "algorithm": {"objective": objective, "dpo_beta": 0.5},
         "data": {"train_file": str(data), "prompts_per_step": 2},
-        "trainer": {"total_steps": 2, "lr": 5e-5, "warmup_steps": 1, "micro_batch_size": 1, "save_freq": 1,
+        "trainer": {"total_steps": 2, "lr": 5e-5, "warmup_steps": 0, "micro_batch_size": 1, "save_freq": 1,
                     "keep_checkpoints": 0, "output_dir": str(tmp / out), "metric_sinks": ["jsonl"], "seed": 3,
                     **trainer},
     }

@@ -82,6 +82,12 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: LossAgg, denominator
     raise ValueError(f"unknown loss aggregation {mode!r}; use 'token-mean', 'seq-mean' or 'token-sum-norm'")
 
 
+def loss_norm_len(cfg: object) -> int:
+    """token-sum-norm's constant length for a run config: `algorithm.loss_norm_tokens`, else `rollout.max_total_tokens`."""
+    alg, rollout = getattr(cfg, "algorithm"), getattr(cfg, "rollout")
+    return int(getattr(alg, "loss_norm_tokens", None) or rollout.max_total_tokens)
+
+
 def agg_denominator(mask: torch.Tensor, mode: LossAgg, norm_len: int | None = None) -> float:
     """What `aggregate` divides by for this (mini-batch) mask."""
     if mode == "token-mean":

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from toolrl.algorithms.losses import agg_denominator, masked_mean
+from toolrl.algorithms.losses import agg_denominator, loss_norm_len, masked_mean
 from toolrl.algorithms.preference import sft_loss
 from toolrl.trainer.offline import OfflineResult, run_offline
 
@@ -45,7 +45,7 @@ class SFTObjective:
 
         cfg = self.cfg
         alg = cfg.algorithm
-        norm_len = alg.loss_norm_tokens or cfg.rollout.max_total_tokens
+        norm_len = loss_norm_len(cfg)
         trajs = [examples[i] for i in indices]
         batch = build_batch(trajs, [str(i) for i in indices], [True] * len(trajs), self.pad_token_id)
         denominator = agg_denominator(batch.response_mask, alg.loss_agg, norm_len)
