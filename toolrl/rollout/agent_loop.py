@@ -9,7 +9,9 @@ episode runs concurrently (the backend batches their generations, slow
 environments wait without holding anyone up), and the batch always
 completes: a failing or hung environment, a bad tool call or a backend error
 ends that one trajectory with finish reason `error` (or tells the model what
-was wrong), never the batch.
+was wrong), never the batch. Tasks whose environment is an episode driver
+(`env: program`, toolrl.rollout.program_loop) are handed to it whole; their
+trajectories come back in the same task-major order.
 
 One episode:
     ids = render_prompt(task)                   # the prompt, once per task
