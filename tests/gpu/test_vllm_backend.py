@@ -105,3 +105,67 @@ def test_update_weights_changes_output_and_logprobs_follow(backend, tiny_qwen2, 
     assert close(after.logprobs, ref)[0], close(after.logprobs, ref)[1]
     stale = gpu_helpers.hf_logprobs(tiny_qwen2, req.prompt_ids, after.token_ids)
     assert not close(after.logprobs, stale)[0]  # ... and they are not the old weights' logprobs
+
+
+def test_ignore_eos_and_min_tokens_force_the_length(backend):
+    [free] = backend.generate([GenerationRequest(PROMPTS[0], SamplingParams(temperature=0.0, max_tokens=40))])
+    stop = free.token_ids[2]  # the greedy third token, declared a stop token: a free request ends there
+    cut = backend.generate([GenerationRequest(PROMPTS[0], SamplingParams(temperature=0.0, max_tokens=40,
+                                                                         stop_token_ids=(stop,)))])[0]
+    assert cut.finish_reason == "stop" and len(cut.token_ids) <= 3
+    # min_tokens: no stop before 30 tokens (vLLM masks the stop ids until then)
+    [held] = backend.generate([GenerationRequest(PROMPTS[0], SamplingParams(
+        temperature=0.0, max_tokens=40, stop_token_ids=(stop,), min_tokens=30))])
+    assert len(held.token_ids) >= 30 and stop not in held.token_ids[:29]
+    # ignore_eos + min_tokens = max_tokens: exactly max_tokens tokens for every sampled request
+    forced = backend.generate([GenerationRequest(p, SamplingParams(temperature=1.0, max_tokens=33, seed=i,
+                                                                   ignore_eos=True, min_tokens=33))
+                               for i, p in enumerate(PROMPTS)])
+    assert [len(r.token_ids) for r in forced] == [33] * len(PROMPTS)
+    assert all(r.finish_reason == "length" and len(r.logprobs) == 33 for r in forced)
+
+
+def test_no_deprecation_warning_for_the_input_path(backend):
+    import logging
+
+    import vllm
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    vllm_logger = logging.getLogger("vllm")  # vLLM's loggers do not propagate to the root logger
+    vllm_logger.addHandler(handler)
+    try:
+        backend.generate([GenerationRequest(PROMPTS[1], SamplingParams(max_tokens=4, seed=1))])
+        assert not [m for m in seen if "deprecated" in m.lower()], seen
+        engine = backend.llm.llm_engine  # the old way (a raw prompt): the check sees vLLM's warning
+        engine.input_processor.process_inputs("raw-1", {"prompt_token_ids": list(PROMPTS[1])},
+                                              vllm.SamplingParams(max_tokens=1),
+                                              supported_tasks=engine.get_supported_tasks())
+        assert [m for m in seen if "deprecated" in m.lower()], seen
+    finally:
+        vllm_logger.removeHandler(handler)
+
+
+def test_sleep_frees_memory_and_wake_restores_generation(tiny_qwen2, gpu_helpers):
+    import torch
+
+    from toolrl.rollout.vllm_backend import VLLMBackend
+
+    b = VLLMBackend(BackendSettings(model_path=str(tiny_qwen2), dtype="float32", max_batch_size=8, seed=0,
+                                    extra={"gpu_memory_utilization": 0.2, "enforce_eager": True,
+                                           "skip_tokenizer_init": True, "max_model_len": 1024,
+                                           "enable_sleep_mode": True, "sleep_level": 2}))
+    try:
+        req = GenerationRequest(PROMPTS[3], SamplingParams(temperature=0.0, max_tokens=12))
+        [before] = b.generate([req])
+        free0 = torch.cuda.mem_get_info()[0]
+        b.sleep()
+        free1 = torch.cuda.mem_get_info()[0]
+        assert free1 - free0 > 0.1 * torch.cuda.mem_get_info()[1]  # the KV cache (20% of the GPU) went back
+        b.wake()
+        b.update_weights(gpu_helpers.perturbed_state_dict(tiny_qwen2, scale=0.0))  # level 2 dropped the weights
+        [after] = b.generate([req])
+        assert after.token_ids == before.token_ids
+    finally:
+        b.close()

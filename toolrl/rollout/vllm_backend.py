@@ -29,11 +29,14 @@ for it, so the stepping thread does no per-token Python work.
   weights). The engine runs in-process for this:
   `VLLM_ENABLE_V1_MULTIPROCESSING=0` is set before vLLM is imported.
 - `sleep()` / `wake()` map to `llm.sleep(level=1)` / `llm.wake_up()` when the
-  engine was created with `backend_args.enable_sleep_mode=true`.
+  engine was created with `backend_args.enable_sleep_mode=true`
+  (`backend_args.sleep_level=2` drops the weights instead of keeping a CPU
+  copy: for trainers that push new weights after every wake).
 
 `rollout.backend_args` are passed to `vllm.LLM(...)` (e.g.
 `gpu_memory_utilization`, `max_model_len`, `enforce_eager`,
-`tensor_parallel_size`), except `max_queue` (requests that may wait, default 4096).
+`tensor_parallel_size`), except `max_queue` (requests that may wait, default 4096)
+and `sleep_level`.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from toolrl.rollout.requests import RequestHandle, StreamCallback, await_handle,
 
 logger = logging.getLogger(__name__)
 
-_OUR_KEYS = ("max_queue",)
+_OUR_KEYS = ("max_queue", "sleep_level")
 
 
 # ---------------------------------------------------------------------------------- conversion
@@ -175,6 +178,8 @@ class VLLMBackend:
         self.types = types or VLLMTypes.load()
         self.max_queue = int(dict(settings.extra or {}).get("max_queue", 4096))
         self._sleep_mode = bool(dict(settings.extra or {}).get("enable_sleep_mode", False))
+        # level 1 keeps a CPU copy of the weights; level 2 drops them (right when new weights follow the wake)
+        self._sleep_level = int(dict(settings.extra or {}).get("sleep_level", 1))
         self._ids = itertools.count()
         self._cond = threading.Condition()
         self._waiting: collections.deque[RequestHandle] = collections.deque()
@@ -223,7 +228,7 @@ class VLLMBackend:
 
     def sleep(self) -> None:
         if self._sleep_mode:
-            self._control(lambda: self.llm.sleep(level=1))
+            self._control(lambda: self.llm.sleep(level=self._sleep_level))
 
     def wake(self) -> None:
         if self._sleep_mode:

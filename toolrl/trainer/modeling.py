@@ -174,7 +174,14 @@ def load_policy_weights(model: Any, ckpt_policy_dir: Path) -> None:
 
 
 def rollout_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """Weights to push to an external rollout engine (vLLM/SGLang), HF names, adapters merged."""
+    """Weights to push to an external rollout engine (vLLM/SGLang), HF names, adapters merged.
+
+    An FSDP2-sharded model gives its full weights on the GPU (a collective: every rank must call it).
+    """
+    from toolrl.trainer.fsdp import full_state_dict, is_sharded
+
+    if is_sharded(model):
+        return full_state_dict(model, cpu=False)
     if not is_peft(model):
         return {k: v.detach() for k, v in model.state_dict().items()}
     model.merge_adapter()
@@ -245,3 +252,28 @@ def load_critic_weights(critic: CriticModel, out: Path) -> None:
             state.update(load_file(str(f)))
         critic.backbone.load_state_dict(state, strict=True)
     critic.value_head.load_state_dict(load_file(str(out / "value_head.safetensors")))
+
+
+def load_eval_model(model_path: Path, dtype: str, device: str) -> Any:
+    """A LoRA adapter folder as a merged model (None for a plain HF folder: the backend loads it itself)."""
+    if not (model_path / "adapter_config.json").exists() or (model_path / "config.json").exists():
+        return None
+    from transformers import AutoModelForCausalLM
+
+    peft = require("peft", "lora", "evaluating a LoRA adapter checkpoint")
+    quiet_transformers()
+    base_name = peft.PeftConfig.from_pretrained(str(model_path)).base_model_name_or_path
+    base = AutoModelForCausalLM.from_pretrained(base_name, dtype=DTYPES[dtype])
+    model = peft.PeftModel.from_pretrained(base, str(model_path)).merge_and_unload()
+    model.to(pick_device(device)).eval().requires_grad_(False)
+    return model
+
+
+def resolve_model(model: str) -> Path:
+    """A model folder for `model`: a LoRA checkpoint's `policy/` adapter folder, or `toolrl.models.resolve`."""
+    from toolrl import models
+
+    p = Path(model).expanduser()
+    if (p / "policy" / "adapter_config.json").exists() and not (p / "policy" / "config.json").exists():
+        return p / "policy"
+    return Path(models.resolve(model))

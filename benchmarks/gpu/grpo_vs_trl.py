@@ -1,0 +1,187 @@
+"""GRPO step throughput and peak GPU memory: toolrl vs TRL's GRPOTrainer, same shapes, one process tree.
+
+    python3 benchmarks/gpu/grpo_vs_trl.py --tokenizer .gpu_snapshot/qwen_tok --out $OUT/grpo_vs_trl.json
+
+Shape (issue 13): random-init Qwen2-0.5B (bfloat16 weights), group 8, 256 new tokens forced (toolrl:
+`rollout.ignore_eos` + `min_tokens`; TRL: vLLM `ignore_eos`/`min_tokens`, HF `min_new_tokens`), a length
+reward (characters / 1000), no KL, lr 1e-6, gradient checkpointing on (TRL's default), 64 and 256
+completions per optimizer step. Each (system, size) runs in its own child process, one after another
+(the GPU is never shared): toolrl with its `vllm` backend colocated, TRL with colocated vLLM
+(`vllm_mode=colocate`) and TRL with HF generation. vLLM gets gpu_memory_utilization 0.3 (TRL's
+default), max_num_batched_tokens 4096 (TRL's colocate setting) in both. Step time = median of steps
+2..N (step 1 warms up); samples/s = completions / that median. Peak memory = NVML's device-wide
+memory in use, sampled every 50 ms (the whole process: trainer, vLLM, caches).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def log(*a, **k):
+    print(*a, **k, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ TRL
+def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group: int = 8, new_tokens: int = 256,
+            micro: int = 32) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    import shapes
+    from toolrl_inproc import NvmlPeak
+
+    nvml = NvmlPeak()
+    prompts = shapes.questions(max(completions // group * (steps + 1), 64))
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": q}]} for q in prompts])
+
+    def length_reward(completions, **kwargs):
+        return [len(c[-1]["content"] if isinstance(c, list) else c) / 1000.0 for c in completions]
+
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            torch.cuda.synchronize()
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t)
+            log(f"  step {len(times)}: {times[-1]:.2f}s peak(nvml) {nvml.gib():.1f} GiB")
+
+    ga = completions // micro
+    kwargs = dict(output_dir="/tmp/trl-bench", per_device_train_batch_size=micro, gradient_accumulation_steps=ga,
+                  num_generations=group, max_completion_length=new_tokens, max_steps=steps, learning_rate=1e-6,
+                  beta=0.0, temperature=1.0, logging_steps=1, save_strategy="no", report_to="none", bf16=True,
+                  gradient_checkpointing=True, seed=0, dataloader_num_workers=0)
+    if use_vllm:
+        kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
+                      vllm_max_model_length=1024,
+                      generation_kwargs={"ignore_eos": True, "min_tokens": new_tokens})
+    else:
+        kwargs.update(use_vllm=False, generation_kwargs={"min_new_tokens": new_tokens})
+    args = GRPOConfig(**kwargs)
+    t0 = time.perf_counter()
+    trainer = GRPOTrainer(model=model_dir, reward_funcs=length_reward, args=args, train_dataset=ds,
+                          callbacks=[Timer()])
+    start_s = time.perf_counter() - t0
+    trainer.train()
+    timed = times[1:] or times
+    med = statistics.median(timed)
+    return {"completions": completions, "start_seconds": start_s, "step_seconds": times, "median_step_s": med,
+            "samples_per_s": completions / med, "nvml_peak_gib": nvml.gib(),
+            "torch_peak_reserved_gib": torch.cuda.max_memory_reserved() / (1 << 30)}
+
+
+# ------------------------------------------------------------------------------------------ toolrl
+def run_tool(model_dir: str, completions: int, steps: int, work: Path, **opts) -> dict:
+    import shapes
+    import toolrl_inproc as T
+
+    tasks = shapes.write_tasks(work / "tasks.jsonl", max(completions // 8 * (steps + 1), 64))
+    cfg = T.toolrl_config(model_dir, str(tasks), completions, out=str(work / f"run-{completions}"), **opts)
+    return T.run_toolrl(cfg, steps, log=log)
+
+
+# ------------------------------------------------------------------------------------------ driver
+def worker(a: argparse.Namespace) -> None:
+    import shapes
+
+    shapes.gpu_env()
+    work = Path(a.work)
+    if a.system == "toolrl":
+        opts = json.loads(a.opts or "{}")
+        res = run_tool(a.model, a.completions, a.steps, work, **opts)
+    else:
+        res = run_trl(a.model, a.completions, a.steps, use_vllm=a.system == "trl_vllm")
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def child(system: str, model: str, completions: int, steps: int, work: str, timeout: int, opts: str = "") -> dict:
+    cmd = [sys.executable, __file__, "--worker", system, "--model", model, "--completions", str(completions),
+           "--steps", str(steps), "--work", work, "--opts", opts]
+    log(f"== {system} {completions} completions/step ({opts or 'defaults'})")
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        log(f"   TIMEOUT after {timeout}s\n" + out[-3000:])
+        return {"error": f"timeout after {timeout}s"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    for ln in p.stdout.splitlines():
+        if ln.startswith("  step"):
+            log(ln)
+    if p.returncode != 0 or not lines:
+        log(f"   FAILED rc={p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+        return {"error": f"rc={p.returncode}", "stderr_tail": p.stderr[-4000:]}
+    res = json.loads(lines[-1][len("RESULT "):])
+    res["wall_seconds"] = time.perf_counter() - t
+    log(f"   {res['samples_per_s']:.1f} samples/s (median step {res['median_step_s']:.2f}s), "
+        f"peak {res['nvml_peak_gib']:.1f} GiB (NVML), wall {res['wall_seconds']:.0f}s")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker", default="")
+    ap.add_argument("--system", default="")
+    ap.add_argument("--model", default="")
+    ap.add_argument("--completions", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--work", default="/tmp/grpo-bench")
+    ap.add_argument("--opts", default="")
+    ap.add_argument("--tokenizer", default=".gpu_snapshot/qwen_tok")
+    ap.add_argument("--sizes", default="64,256")
+    ap.add_argument("--systems", default="toolrl,trl_vllm,trl_hf")
+    ap.add_argument("--timeout", type=int, default=240)
+    ap.add_argument("--out", default="grpo_vs_trl.json")
+    a = ap.parse_args()
+    if a.worker:
+        a.system = a.worker
+        worker(a)
+        return
+    import shapes
+
+    shapes.gpu_env()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model = str(shapes.build_model("qwen2-0.5b", a.tokenizer, work / "qwen2-0.5b"))
+    import torch
+
+    results: dict = {"device": torch.cuda.get_device_name(0), "shape": "qwen2-0.5b (random init, bf16)",
+                     "group": 8, "new_tokens": 256, "steps": a.steps, "runs": {}}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    for size in [int(s) for s in a.sizes.split(",")]:
+        for system in a.systems.split(","):
+            res = child(system, model, size, a.steps, str(work), a.timeout)
+            results["runs"][f"{system}@{size}"] = res
+            Path(a.out).write_text(json.dumps(results, indent=2))
+    log(f"\n{'system':<10}{'completions':>12}{'samples/s':>11}{'median step s':>15}{'peak GiB':>10}{'vs TRL-vLLM':>13}")
+    for key, r in results["runs"].items():
+        system, size = key.split("@")
+        if "error" in r:
+            log(f"{system:<10}{size:>12}  {r['error']}")
+            continue
+        ref = results["runs"].get(f"trl_vllm@{size}", {})
+        ratio = r["samples_per_s"] / ref["samples_per_s"] if "samples_per_s" in ref else float("nan")
+        r["ratio_vs_trl_vllm"] = ratio
+        log(f"{system:<10}{size:>12}{r['samples_per_s']:>11.1f}{r['median_step_s']:>15.2f}{r['nvml_peak_gib']:>10.1f}"
+            f"{ratio:>13.2f}")
+    Path(a.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

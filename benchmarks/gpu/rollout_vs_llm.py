@@ -1,0 +1,114 @@
+"""The `vllm` backend's rollout path vs `LLM.generate` on the same engine: tokens/s, same settings.
+
+    python3 benchmarks/gpu/rollout_vs_llm.py --tokenizer .gpu_snapshot/qwen_tok --out $OUT/rollout_vs_llm.json
+
+One `VLLMBackend` (engine settings from `llm_kwargs`: prefix caching, processed logprobs, max_num_seqs
+256, gpu_memory_utilization 0.3) over a random-init Qwen2-0.5B (bf16). The same engine object then serves
+(a) `backend.agenerate` x N gathered on an asyncio loop (the trainer's path), (b) `backend.generate`,
+(c) `llm.generate` with the very SamplingParams the backend builds (logprobs=0, flat), (d) `llm.generate`
+with `logprobs=0` as a user would write it (no flat container). N prompts (chat-rendered questions),
+temperature 1, per-request seeds; `--forced` (default) samples exactly --max-tokens tokens
+(ignore_eos + min_tokens), `--natural` stops at EOS. Alternating order, `--reps` repetitions each, the
+median is reported. The engine thread is idle while (c)/(d) run, so they own the engine.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokenizer", default=".gpu_snapshot/qwen_tok")
+    ap.add_argument("--prompts", type=int, default=256)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--natural", action="store_true")
+    ap.add_argument("--work", default="/tmp/rollout-bench")
+    ap.add_argument("--out", default="rollout_vs_llm.json")
+    a = ap.parse_args()
+    import shapes
+
+    shapes.gpu_env()
+    import torch
+    from transformers import AutoTokenizer
+
+    from toolrl.rollout.base import BackendSettings, GenerationRequest, SamplingParams
+    from toolrl.rollout.vllm_backend import VLLMBackend, sampling_kwargs
+
+    model = str(shapes.build_model("qwen2-0.5b", a.tokenizer, Path(a.work) / "qwen2-0.5b"))
+    tok = AutoTokenizer.from_pretrained(model)
+    prompts = []
+    for q in shapes.questions(a.prompts, seed=1):
+        ids = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+        prompts.append(tuple(int(i) for i in (ids["input_ids"] if hasattr(ids, "keys") else ids)))
+    forced = not a.natural
+    sp = [SamplingParams(temperature=1.0, max_tokens=a.max_tokens, seed=i, ignore_eos=forced,
+                         min_tokens=a.max_tokens if forced else 0) for i in range(len(prompts))]
+    reqs = [GenerationRequest(p, s) for p, s in zip(prompts, sp)]
+    t0 = time.perf_counter()
+    backend = VLLMBackend(BackendSettings(model_path=model, dtype="bfloat16", max_batch_size=256, seed=0,
+                                          extra={"gpu_memory_utilization": 0.3, "max_model_len": 1024}))
+    start_s = time.perf_counter() - t0
+    import vllm
+
+    llm = backend.llm
+    ours = [vllm.SamplingParams(**sampling_kwargs(s)) for s in sp]
+    plain = [vllm.SamplingParams(n=1, temperature=1.0, max_tokens=a.max_tokens, seed=s.seed, logprobs=0,
+                                 ignore_eos=forced, min_tokens=s.min_tokens) for s in sp]
+    tprompts = [{"prompt_token_ids": list(p)} for p in prompts]
+
+    def run_agenerate():
+        async def go():
+            return await asyncio.gather(*(backend.agenerate(r) for r in reqs))
+
+        res = asyncio.run(go())
+        return sum(len(r.token_ids) for r in res)
+
+    def run_generate():
+        return sum(len(r.token_ids) for r in backend.generate(reqs))
+
+    def run_llm(params):
+        def f():
+            outs = llm.generate(tprompts, params, use_tqdm=False)
+            return sum(len(o.outputs[0].token_ids) for o in outs)
+
+        return f
+
+    methods = {"backend.agenerate": run_agenerate, "backend.generate": run_generate,
+               "LLM.generate (backend's params)": run_llm(ours), "LLM.generate (logprobs=0)": run_llm(plain)}
+    for f in methods.values():  # warm-up (CUDA graphs, allocator)
+        f()
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    tokens: dict[str, int] = {}
+    for _ in range(a.reps):
+        for name, f in methods.items():
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            tokens[name] = f()
+            torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+    backend.close()
+    rows = {k: {"tokens": tokens[k], "seconds": times[k], "median_s": statistics.median(times[k]),
+                "tok_per_s": tokens[k] / statistics.median(times[k])} for k in methods}
+    base = rows["LLM.generate (backend's params)"]["tok_per_s"]
+    res = {"device": torch.cuda.get_device_name(0), "prompts": a.prompts, "max_tokens": a.max_tokens,
+           "forced_length": forced, "engine_start_s": start_s, "rows": rows}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2))
+    print(f"{a.prompts} prompts x {'exactly' if forced else 'up to'} {a.max_tokens} tokens, temperature 1, "
+          f"random-init Qwen2-0.5B bf16 ({res['device']})")
+    print(f"{'method':<34}{'tokens':>9}{'median s':>10}{'tok/s':>10}{'vs LLM.generate':>17}")
+    for k, r in rows.items():
+        print(f"{k:<34}{r['tokens']:>9}{r['median_s']:>10.3f}{r['tok_per_s']:>10.0f}{r['tok_per_s'] / base:>17.2f}")
+
+
+if __name__ == "__main__":
+    main()
