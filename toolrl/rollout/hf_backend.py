@@ -100,6 +100,11 @@ class HFBackend:
             self.model = load_model(settings.model_path, settings.dtype, device,
                                     extra.get("attn_implementation", "sdpa"))
         self.device = device
+        if torch.device(device).type == "cuda":
+            logger.warning(
+                "rollout.backend=hf on a GPU: this backend is built for CPU rollouts; on a GPU its per-token Python "
+                "work makes it slower than HF generate (docs/BENCHMARKS.md, GPU section) and far slower than vLLM. "
+                "For GPU training use rollout.backend=vllm (pip install 'toolrl[vllm]') or sglang.")
         self.engine = HFEngine(
             self.model,
             eos_token_ids=eos_ids_of(self.model, self.tokenizer),
