@@ -91,6 +91,7 @@ class ProgramDriver:
         if len(models) > 1:
             raise ToolrlError(f"the program tasks of one batch name different models {models}", where="env_args.model",
                               fix="give every program task the same env_args.model (or set envs.program.model)")
+        _quiet_http_clients()
         endpoint = ProgramEndpoint(services, model_name=models[0] if models else DEFAULT_MODEL)
         await endpoint.start()
         try:
@@ -126,6 +127,15 @@ class ProgramDriver:
                                        error=f"{error}\nrollout backend errors: {session.backend_errors[:3]}")
         _log(traj, session, services.settings.debug, services.tokenizer)
         return traj
+
+
+def _quiet_http_clients() -> None:
+    """The programs' HTTP clients log every request at INFO; one line per model call drowns the run's log.
+    Loggers someone configured explicitly are left alone."""
+    for name in ("httpx", "httpx2"):
+        log = logging.getLogger(name)
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.WARNING)
 
 
 def _portable(result: Any, job: EpisodeJob) -> Any:
