@@ -4,10 +4,13 @@ An environment executes the model's tool calls for one episode. Its factory is
 registered through `register_environments` and is called once per episode as
 `factory(ctx, **args)`, where `args` are the task's `env_args` over the
 config's `envs.<name>` defaults. Expensive things that all episodes share (a
-sandbox pool, an embedding model) live in `ctx`, created once per run:
+sandbox pool, an embedding model) live in `ctx`, created once per run (the
+process's `toolrl.runtime` holds it and closes it when the run ends):
 
-    async def pool(ctx):
-        return await ctx.shared("sandbox-pool", make_pool, close=lambda p: p.close())
+    async def embedder(ctx):
+        return await ctx.shared("my-env/embedder", load_embedder, close=lambda e: e.close())
+
+    pool = await ctx.sandbox_pool(size=4)   # the run's one sandbox pool, shared with code rewards
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 from toolrl.types import Task, ToolCall, ToolResult
 
 logger = logging.getLogger(__name__)
+
+SANDBOX_POOL = "toolrl/sandbox-pool"
 
 
 @runtime_checkable
@@ -42,6 +47,11 @@ class Environment(Protocol):
     async def close(self) -> None:
         """Release per-episode resources."""
         ...
+
+
+def sandbox_pool_key(mode: str = "reuse", image: str | None = None) -> str:
+    """The key under which `EnvContext.sandbox_pool` keeps the pool for these settings on the running loop."""
+    return f"{SANDBOX_POOL}:{mode}:{image or 'default'}:{id(asyncio.get_running_loop())}"
 
 
 class EnvContext:
@@ -75,6 +85,45 @@ class EnvContext:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._items.get(key, default)
+
+    async def sandbox_pool(self, *, size: int = 2, mode: str = "reuse", image: str | None = None,
+                           where: str = "sandbox") -> Any:
+        """The run's `toolrl_sandbox.SandboxPool` for these settings, started on first use, closed with the context.
+
+        Environments (the python env) and rewards (code_pass_rate) of one process ask here, so a run starts
+        one pool, not one per plugin. A pool's connections belong to the event loop that opened it, so the
+        key holds the loop; `size` counts only for the first caller. `where` names the caller in errors.
+        """
+        key = sandbox_pool_key(mode, image)
+        existing = self._items.get(key)
+        if existing is not None:
+            return existing
+
+        async def create() -> Any:
+            from toolrl.errors import ToolrlError
+
+            try:
+                import toolrl_sandbox as sandbox
+            except ImportError as exc:
+                raise ToolrlError("a sandbox pool needs the toolrl-sandbox distribution, which is not installed",
+                                  where=where, fix="pip install -e ./sandbox (then build the image: "
+                                                   "toolrl-sandbox build)") from exc
+            pool = sandbox.SandboxPool(size=int(size), mode=mode, image=image)
+            try:
+                await pool.start()
+            except sandbox.EngineUnavailableError as exc:
+                raise ToolrlError(f"the sandbox cannot reach Docker: {exc}", where=where,
+                                  fix="start the Docker engine (bash scripts/ensure_docker.sh) and check "
+                                      "`docker info`") from exc
+            except sandbox.ImageMissingError as exc:
+                raise ToolrlError(str(exc), where=where, fix="build it once: toolrl-sandbox build") from exc
+            except sandbox.SandboxError as exc:
+                raise ToolrlError(f"the sandbox pool did not start: {exc}", where=where,
+                                  fix="check `docker info`, or ask for a smaller pool") from exc
+            logger.info("sandbox pool of %d (%s) started for the run (first asked for by %s)", size, mode, where)
+            return pool
+
+        return await self.shared(key, create, close=lambda p: p.close())
 
     async def aclose(self) -> None:
         """Close every shared resource, newest first; errors are logged, not raised."""

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from toolrl.errors import ToolrlError
+from toolrl.trainer.modeling import load_eval_model, resolve_model
+
+__all__ = ["EvalReport", "evaluate", "load_eval_model", "resolve_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,42 +43,11 @@ class EvalReport:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def load_eval_model(model_path: Path, dtype: str, device: str) -> Any:
-    """A LoRA adapter folder as a merged model (None for a plain HF folder: the backend loads it itself)."""
-    if not (model_path / "adapter_config.json").exists() or (model_path / "config.json").exists():
-        return None
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from toolrl.errors import require
-    from toolrl.trainer.modeling import DTYPES, pick_device, quiet_transformers
-
-    peft = require("peft", "lora", "evaluating a LoRA adapter checkpoint")
-    quiet_transformers()
-    base_name = peft.PeftConfig.from_pretrained(str(model_path)).base_model_name_or_path
-    base = AutoModelForCausalLM.from_pretrained(base_name, dtype=DTYPES[dtype])
-    model = peft.PeftModel.from_pretrained(base, str(model_path)).merge_and_unload()
-    model.to(pick_device(device)).eval().requires_grad_(False)
-    del torch
-    return model
-
-
-def resolve_model(model: str) -> Path:
-    """A model folder for `model`: a LoRA checkpoint's `policy/` adapter folder, or `toolrl.models.resolve`."""
-    from toolrl import models
-
-    p = Path(model).expanduser()
-    if (p / "policy" / "adapter_config.json").exists() and not (p / "policy" / "config.json").exists():
-        return p / "policy"
-    return Path(models.resolve(model))
-
-
 def evaluate(cfg: Any, model: str, tasks: str, n: int = 1, label: str | None = None) -> EvalReport:
     """Sample `n` episodes per task from `model`, score them with `cfg.rewards`, return the report."""
-    from toolrl import plugins
-    from toolrl.env import EnvContext
-    from toolrl.evaluation.metrics import correctness, eval_metrics, eval_temperature, run_evaluators
-    from toolrl.rewards import compute_rewards_sync, prepare_rewards, reward_loop
+    from toolrl import plugins, runtime
+    from toolrl.metrics.evaluation import correctness, eval_metrics, eval_temperature, run_evaluators
+    from toolrl.rewards import compute_rewards_sync, prepare_rewards
     from toolrl.rollout.base import BackendSettings
     from toolrl.trainer.modeling import load_tokenizer
     from toolrl.trainer.rollout import run_rollouts
@@ -98,15 +70,14 @@ def evaluate(cfg: Any, model: str, tasks: str, n: int = 1, label: str | None = N
         model_path=str(path), dtype=cfg.model.dtype, device=cfg.model.device, max_batch_size=cfg.rollout.max_batch_size,
         module=module, tokenizer=tokenizer, seed=cfg.trainer.seed, extra=dict(cfg.rollout.backend_args),
     ))
-    env_ctx = EnvContext(cfg.envs)
     temperature = eval_temperature(cfg, n)
+    runtime.current(cfg.envs)  # the process's event loop and shared resources (sandbox pool ...), closed below
     try:
-        trajs = run_rollouts(backend, tokenizer, task_list, n, cfg, env_ctx, seed=cfg.trainer.seed,
-                             temperature=temperature)
+        trajs = run_rollouts(backend, tokenizer, task_list, n, cfg, seed=cfg.trainer.seed, temperature=temperature)
         results, _ = compute_rewards_sync(trajs, task_list, prepared)
     finally:
         try:
-            reward_loop().run_until_complete(env_ctx.aclose())
+            runtime.close()
         finally:
             backend.close()
     metrics = eval_metrics(trajs, results, n, cfg.trainer.accuracy_reward, cfg.trainer.success_threshold)

@@ -230,7 +230,7 @@ class Trainer:
 
     # -- evaluation during training ----------------------------------------------------------------
     def _evaluate(self, step: int) -> dict[str, float]:
-        from toolrl.evaluation.metrics import eval_metrics, eval_temperature, run_evaluators
+        from toolrl.metrics.evaluation import eval_metrics, eval_temperature, run_evaluators
         from toolrl.rewards import compute_rewards_sync
         from toolrl.trainer.roles import RolloutJob
         from toolrl.trainer.step import step_seed

@@ -45,8 +45,8 @@ def sample_and_score(cfg: Any, model: str, tasks_file: str, n: int) -> list[Scor
     """`n` episodes per task from `model`, scored with `cfg.rewards` (the evaluation runner's set-up)."""
     from toolrl import plugins
     from toolrl.env import EnvContext
-    from toolrl.evaluation.metrics import correctness
-    from toolrl.evaluation.runner import load_eval_model, resolve_model
+    from toolrl.metrics.evaluation import correctness
+    from toolrl.trainer.modeling import load_eval_model, resolve_model
     from toolrl.rewards import compute_rewards_sync, prepare_rewards, reward_loop
     from toolrl.rollout.base import BackendSettings
     from toolrl.trainer.modeling import load_tokenizer

@@ -4,9 +4,10 @@ import asyncio
 
 import pytest
 
+from toolrl.env import sandbox_pool_key
 from toolrl.errors import ToolrlError
 from toolrl.types import Task, ToolCall
-from toolrl_env_code.env import SHARED_KEY, clean_traceback, python_env, truncate
+from toolrl_env_code.env import clean_traceback, python_env, truncate
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,7 @@ async def test_episodes_share_one_pool_which_closes_with_the_run(ctx, docker_rea
     assert len(ids) == 2
     for e in envs:
         await e.close()
-    assert ctx.get(f"{SHARED_KEY}:{id(asyncio.get_running_loop())}") is pool  # closing an episode keeps the pool
+    assert ctx.get(sandbox_pool_key("reuse")) is pool  # closing an episode keeps the pool
     await ctx.aclose()
     await asyncio.sleep(0.5)
     alive = {c.id for c in docker_ready.containers.list(all=True)}

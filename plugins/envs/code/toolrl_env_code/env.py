@@ -16,19 +16,19 @@ Defaults come from the config's `envs.python` section:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from toolrl.env import SANDBOX_POOL
 from toolrl.errors import ToolrlError
 from toolrl.types import Task, ToolCall, ToolResult
 
 logger = logging.getLogger(__name__)
 
 ENV_NAME = "python"
-SHARED_KEY = "toolrl-env-code/sandbox-pool"
+SHARED_KEY = SANDBOX_POOL  # the run's pool lives in the EnvContext (toolrl.env.sandbox_pool_key)
 
 PYTHON_TOOL: dict[str, Any] = {
     "type": "function",
@@ -87,34 +87,8 @@ def format_result(result: Any, *, timeout: float, memory_mb: int, limit: int) ->
 
 
 async def shared_pool(ctx: Any, *, pool_size: int, mode: str, image: str | None) -> Any:
-    """The run's sandbox pool for the current event loop, started on first use."""
-    try:
-        from toolrl_sandbox import SandboxPool
-    except ImportError as exc:
-        raise ToolrlError("the python environment needs the toolrl-sandbox distribution",
-                          fix="pip install -e ./sandbox (then build the image: toolrl-sandbox build)") from exc
-    loop = asyncio.get_running_loop()
-    key = f"{SHARED_KEY}:{id(loop)}"  # a pool's connections belong to the loop that opened them
-
-    async def create() -> Any:
-        from toolrl_sandbox import EngineUnavailableError, ImageMissingError, SandboxError
-
-        pool = SandboxPool(size=pool_size, mode=mode, image=image)
-        try:
-            await pool.start()
-        except EngineUnavailableError as exc:
-            raise ToolrlError(f"the python environment cannot reach Docker: {exc}", where="envs.python",
-                              fix="start the Docker engine (bash scripts/ensure_docker.sh) and check `docker info`"
-                              ) from exc
-        except ImageMissingError as exc:
-            raise ToolrlError(str(exc), where="envs.python", fix="build it once: toolrl-sandbox build") from exc
-        except SandboxError as exc:
-            raise ToolrlError(f"the sandbox pool did not start: {exc}", where="envs.python",
-                              fix="check `docker info`, or lower envs.python.pool_size") from exc
-        logger.info("python env: sandbox pool of %d (%s) started", pool_size, mode)
-        return pool
-
-    return await ctx.shared(key, create, close=lambda p: p.close())
+    """The run's sandbox pool (`EnvContext.sandbox_pool`: one per run, shared with code rewards)."""
+    return await ctx.sandbox_pool(size=pool_size, mode=mode, image=image, where="envs.python")
 
 
 class PythonEnv:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from toolrl.rewards import reward_loop
-from toolrl_rewards_code import close_pools, plugin
+from toolrl import runtime
+from toolrl_rewards_code import plugin
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +23,6 @@ def test_readme_example_runs(plugin_manager, capsys):
     block, expected = readme_example()
     try:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
-    finally:  # the sync wrapper ran the reward on toolrl's process-wide loop: close the pool there
-        reward_loop().run_until_complete(close_pools())
+    finally:  # the sync wrapper ran the reward on the process runtime's loop, with the run's pool: close both
+        runtime.close()
     assert capsys.readouterr().out.strip() == expected

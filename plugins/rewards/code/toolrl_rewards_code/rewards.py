@@ -97,7 +97,7 @@ async def code_pass_rate(
         jobs.append(None if code is None else (code, tests, entry_point))
     if all(job is None for job in jobs):
         return [0.0] * len(jobs)
-    pool = await get_pool(int(pool_size), mode)
+    pool = await _run_pool(int(pool_size), mode)
     from toolrl_sandbox import SandboxBusyError as busy
 
     async def score(job: tuple[str, Any, str | None] | None) -> float | None:
@@ -146,3 +146,20 @@ def _tests_of(meta: Mapping[str, Any], task: Any, tests_key: str, entry_key: str
     if io:
         return [{"input": t["input"], "output": t["output"]} for t in tests], None
     return list(tests), None
+
+
+async def _run_pool(size: int, mode: str) -> Any:
+    """On the run's event loop, the run's one sandbox pool (shared with the python env, closed by
+    `toolrl.runtime.close()`); on any other loop, this module's pool for that loop (`get_pool`)."""
+    from toolrl import runtime
+
+    rt = runtime.current()
+    if asyncio.get_running_loop() is rt.loop:
+        try:
+            return await rt.env.sandbox_pool(size=size, mode=mode, where="rewards: code_pass_rate")
+        except Exception as exc:  # the same failure, reported as a reward error with its fix
+            raise RewardError(f"code_pass_rate could not start the sandbox pool: {exc}",
+                              where="the toolrl-sandbox pool",
+                              fix="start the Docker engine and build the image with `toolrl-sandbox build` "
+                                  "(`toolrl doctor` checks both)") from exc
+    return await get_pool(size, mode)
