@@ -31,6 +31,7 @@ from toolrl.algorithms.kl import kl_estimate
 from toolrl.algorithms.losses import agg_denominator, aggregate, masked_mean, policy_loss, value_loss
 from toolrl.trainer.batch import TrainBatch
 from toolrl.trainer.forward import critic_values, response_logprobs
+from toolrl.trainer.fsdp import clip_grad_norm
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
                     (loss * dp.loss_scale).backward()
                 acc.add(stats, weight=tokens)
             dp.all_reduce_grads(params)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tr.max_grad_norm))
+            grad_norm = clip_grad_norm(params, tr.max_grad_norm)  # global norm, also over FSDP2's shards
             if math.isfinite(grad_norm):
                 optimizer.step()
             else:
