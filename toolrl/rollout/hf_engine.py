@@ -35,7 +35,7 @@ import torch
 
 from toolrl.rollout.base import GenerationRequest, InvalidRequestError, PromptTooLongError, QueueFullError
 from toolrl.rollout.hf_cache import SlotKVCache
-from toolrl.rollout.hf_prefill import Continuation, PrefillOut, prefill_continue, prefill_full
+from toolrl.rollout.hf_prefill import Continuation, PrefillOut, cache_kwarg, prefill_continue, prefill_full
 from toolrl.rollout.hf_prefix import PrefixHit, PrefixStore
 from toolrl.rollout.requests import RequestHandle, StreamCallback
 from toolrl.rollout.sampling import RowSampler, check_sampling, make_generator, sample_rows
@@ -134,6 +134,7 @@ class HFEngine:
         self._active: list[Sequence_] = []
         self._pending: torch.Tensor | None = None  # last sampled token per active row, on the device
         self._cache = SlotKVCache(self.num_layers, max_batch_size, self.device, self.dtype)
+        self._cache_kwarg = cache_kwarg(model)  # `cache` on current transformers (`past_key_values` is deprecated)
         self.model_lock = _ModelLock()  # held during every forward; whoever changes the weights takes it too
         self._store = PrefixStore(prefix_cache_bytes, prefix_min_tokens)
         self._weights_version: tuple[int, int] | None = None
@@ -410,7 +411,7 @@ class HFEngine:
         rows = self._active
         mask, pos = self._cache.prepare_decode()
         out = self.model(input_ids=self._pending[:, None], attention_mask=mask, position_ids=pos,
-                         past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **{self._cache_kwarg: self._cache})
         self._cache.advance()
         self._counters["steps"] += 1
         self._pending = self._accept(rows, out.logits[:, -1, :])

@@ -29,6 +29,37 @@ class PrefillOut:
     tokens_reused: int  # prompt tokens taken from cached prefixes
 
 
+def cache_kwarg(model: Any) -> str:
+    """The forward keyword that takes a KV cache: `cache` (transformers >= 5.2x), else `past_key_values`.
+
+    transformers deprecates `past_key_values` (removal announced for 5.40); the engine passes its cache
+    under the name the installed version's model declares, so it neither warns nor breaks on older ones.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = _CACHE_KWARG.get(type(base))
+    if name is None:
+        import inspect
+
+        params = inspect.signature(base.forward).parameters
+        if "cache" in params or "past_key_values" in params:
+            name = "cache" if "cache" in params else "past_key_values"
+        else:  # a wrapper taking **kwargs: the name the installed transformers' models use
+            from transformers.modeling_outputs import CausalLMOutputWithPast
+
+            name = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+        _CACHE_KWARG[type(base)] = name
+    return name
+
+
+_CACHE_KWARG: dict[type, str] = {}
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward returned (`out.cache`, or `out.past_key_values` on older transformers)."""
+    fields = getattr(out, "__dataclass_fields__", {})
+    return out.cache if "cache" in fields else out.past_key_values
+
+
 def _cache_tensors(cache: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     layers = getattr(cache, "layers", None)
     if layers is not None:
@@ -60,7 +91,7 @@ def prefill_full(model: Any, prompts: Sequence[Sequence[int]], device: torch.dev
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
     ids, attn, pos = ids.to(device), attn.to(device), pos.to(device)
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
-    keys, values = _cache_tensors(out.past_key_values)
+    keys, values = _cache_tensors(output_cache(out))
     res = PrefillOut(keys, values, [len(x) for x in todo], out.logits[:, -1, :], sum(len(x) for x in todo), 0)
     return _expand(res, [uniq[tuple(p)] for p in prompts], [len(p) for p in prompts], device)
 
@@ -98,8 +129,8 @@ def prefill_continue(model: Any, num_layers: int, rows: Sequence[Continuation], 
                     room=q)
     mask, pos = cache.prepare_extend(q)
     ids = torch.tensor([r.prompt[n:] for r, n in zip(todo, reuse)], dtype=torch.long, device=device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                logits_to_keep=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                **{cache_kwarg(model): cache})
     cache.advance(q)
     keys, values = cache.rows()
     res = PrefillOut(keys, values, [len(r.prompt) for r in todo], out.logits[:, -1, :], q * len(todo), sum(reuse))

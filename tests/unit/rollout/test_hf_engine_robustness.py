@@ -157,6 +157,11 @@ class FaultyModel(torch.nn.Module):
         return self.inner(**kw)
 
 
+def _cache_arg(kw):
+    """The KV cache the engine passed (`cache`, or `past_key_values` on older transformers)."""
+    return kw.get("cache", kw.get("past_key_values"))
+
+
 def _engine(tiny_backend, fail, **kw):
     model = FaultyModel(tiny_backend.model, fail).eval()
     return model, HFEngine(model, eos_token_ids=tiny_backend.engine.eos_token_ids, seed=0, device="cpu", **kw)
@@ -166,7 +171,7 @@ def test_a_failed_decode_step_fails_its_batch_and_the_engine_serves_the_next_req
     calls = {"decode": 0}
 
     def fail(kw):  # the 3rd decode step raises, once
-        if kw.get("past_key_values") is not None and kw["input_ids"].shape[1] == 1:
+        if _cache_arg(kw) is not None and kw["input_ids"].shape[1] == 1:
             calls["decode"] += 1
             return calls["decode"] == 3
         return False
@@ -191,7 +196,7 @@ def test_a_prefill_that_fails_for_one_request_fails_only_that_request(tiny_backe
     poison = 4321
 
     def fail(kw):  # any prefill that contains the poison token raises (a request-specific fault)
-        return kw.get("past_key_values") is None and bool((kw["input_ids"] == poison).any())
+        return _cache_arg(kw) is None and bool((kw["input_ids"] == poison).any())
 
     model, engine = _engine(tiny_backend, fail, max_batch_size=8)
     try:
