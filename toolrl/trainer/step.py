@@ -21,14 +21,16 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from toolrl.algorithms.advantages import AdvantageInput, AdvantageOutput
 from toolrl.algorithms.kl import KLController, kl_estimate
 from toolrl.algorithms.losses import masked_mean
+from toolrl.metrics.resources import snapshot
 from toolrl.metrics.rollout_stats import reward_metrics, rollout_metrics
+from toolrl.metrics.samples import debug_line, per_sample_advantages, sample_records, write_samples
 from toolrl.metrics.timing import PhaseTimer
 from toolrl.rewards import PreparedReward, compute_rewards_sync
 from toolrl.trainer.batch import build_batch
@@ -117,6 +119,7 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
     if adv.returns is not None:
         batch.extras["returns"] = adv.returns
     metrics["actor/advantage_abs"] = float(masked_mean(batch["advantages"].abs(), batch.response_mask))
+    log_samples(step, cfg, trajectories, results, batch, group_ids)
 
     # 6. update the policy (and the critic at the same time)
     with timer("update"):
@@ -140,10 +143,25 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
     metrics.update(rollout_metrics(trajectories))
     metrics.update(weight_version_metrics(trajectories, sampled_with))
     metrics.update(timer.metrics())
+    metrics.update(snapshot("driver"))  # the ranks add theirs to their update stats
     sampled = sum(t.num_sampled_tokens for t in trajectories)
     metrics["timing/rollout_tokens_per_s"] = sampled / max(timer.seconds["rollout"], 1e-9)
     metrics["timing/update_tokens_per_s"] = float(batch.attention_mask.sum()) / max(timer.seconds["update"], 1e-9)
     return metrics
+
+
+def log_samples(step: int, cfg: Config, trajectories: Sequence[Trajectory], results: Sequence[Any],
+                batch: Any, group_ids: Sequence[str]) -> None:
+    """The step's samples to <output_dir>/samples/ (trainer.log_samples); with rollout.debug also to the log."""
+    if not (cfg.trainer.log_samples or cfg.rollout.debug):
+        return
+    advantages = per_sample_advantages(batch["advantages"], batch.response_mask)
+    if cfg.trainer.log_samples:
+        write_samples(cfg.trainer.output_dir, step, trajectories, results, advantages, group_ids,
+                      max_samples=cfg.trainer.log_samples_max)
+    if cfg.rollout.debug:  # rewards and advantages beside the agent loop's per-sample debug lines
+        for rec in sample_records(step, trajectories, results, advantages, group_ids):
+            logger.log(max(logging.INFO, logger.getEffectiveLevel()), "[step %d] %s", step, debug_line(rec))
 
 
 def prompt_groups(trajectories: Sequence[Trajectory]) -> list[str]:

@@ -7,9 +7,9 @@ Rewards (registered through the `toolrl` entry point, see `plugin.py`):
     length_penalty        a penalty per N characters (or tokens) over a limit
     bleu2                 sentence BLEU-2 against a reference (sacrebleu)
     keyword_recall        fraction of keywords mentioned
-    bertscore_f1          BERTScore-style F1 with a local embedding model (MiniLM)
+    bertscore_f1          BERTScore F1 (the bert-score library) with a local embedding model (MiniLM)
 
-Importing this package does not import torch; `bertscore_f1` loads it on first use.
+Importing this package does not import torch or bert-score; `bertscore_f1` loads them on first use.
 """
 
 from toolrl_rewards_text.format import format_answer_tag, format_tool_call
