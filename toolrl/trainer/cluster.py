@@ -41,11 +41,13 @@ LOOPBACK = "127.0.0.1"
 # local instance (and of a cluster whose address is on loopback), and restores it when Ray stops.
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
-# an all-zero bundle is not allowed by Ray; an actor asking for nothing reserves this sliver of a CPU instead
-MIN_CPU = 0.01
+# an all-zero bundle is not allowed by Ray; an actor asking for nothing (num_cpus=0: it shares the cores)
+# reserves this much memory instead, which keeps it in its bundle without taking CPU from anyone
+MIN_MEMORY = 1 << 20
 
 _saved_env: dict[str, str | None] = {}
 _saved_cluster_flag: bool | None = None
+_joined = False  # this module connected the driver to a cluster (disconnected again by stop_ray)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,7 +56,12 @@ _saved_cluster_flag: bool | None = None
 
 
 def start_ray(cfg: Any) -> bool:
-    """Start or join Ray; returns True when this call started a local instance (to stop at the end)."""
+    """Start or join Ray; returns True when this call started a local instance (to stop at the end).
+
+    A joined cluster keeps running after `stop_ray`, which only disconnects from it. When Ray is already
+    initialised in this process (by the caller), it is used as it is and left alone.
+    """
+    global _joined
     ray = require("ray", "ray", "training (the trainer runs its workers as Ray actors)")
     if ray.is_initialized():
         return False
@@ -68,6 +75,7 @@ def start_ray(cfg: Any) -> bool:
     rc = cfg.ray
     _set_auth_env(rc)
     if rc.address:
+        _check_reachable(rc.address)
         if is_loopback_address(rc.address):
             _enter_loopback_mode()
         try:
@@ -79,6 +87,7 @@ def start_ray(cfg: Any) -> bool:
                                   "ray.address=auto; a cluster with token authentication also needs its token "
                                   "(ray.auth_token_file or RAY_AUTH_TOKEN); or leave ray.address unset to start a "
                                   "local instance") from None
+        _joined = True
         return False
     _enter_loopback_mode()
     try:
@@ -94,11 +103,14 @@ def start_ray(cfg: Any) -> bool:
 
 
 def stop_ray(started: bool) -> None:
+    """Stop the local instance `start_ray` started, or disconnect from the cluster it joined."""
+    global _joined
     import ray
 
-    if started and ray.is_initialized():
+    if (started or _joined) and ray.is_initialized():
         ray.shutdown()
-    if started or not ray.is_initialized():
+    _joined = False
+    if not ray.is_initialized():
         _restore_env()
 
 
@@ -112,6 +124,25 @@ def is_loopback_address(address: str) -> bool:
         addr = addr.split("://", 1)[1]
     host = addr.rsplit(":", 1)[0].strip("[]") if ":" in addr.strip("[]") or addr.startswith("[") else addr
     return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def _check_reachable(address: str) -> None:
+    """A `host:port` address must accept a connection (Ray itself would retry for minutes)."""
+    import socket
+
+    addr = address.strip()
+    if addr == "auto" or "://" in addr or ":" not in addr:
+        return
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ToolrlError(f"nothing answers at the Ray address {address!r} ({exc})", where="ray.address",
+                          fix="start the cluster's head (`ray start --head --port=PORT`, docs/scaling.md) and pass "
+                              "host:PORT, or ray.address=auto on a machine of the cluster, or leave ray.address "
+                              "unset to start a local instance") from None
 
 
 def _current_cluster_address() -> str | None:
@@ -258,24 +289,21 @@ class Placement:
 
 
 def bundle(res: Any) -> dict[str, float]:
-    """The Ray resource dict of one actor with `WorkerResources` `res` (never all zero: see MIN_CPU)."""
+    """The Ray resource dict of one actor with `WorkerResources` `res` (never all zero: see MIN_MEMORY)."""
     out = {"CPU": float(res.num_cpus), "GPU": float(res.num_gpus), **{k: float(v) for k, v in res.resources.items()}}
-    out = {k: v for k, v in out.items() if v > 0}
-    return out or {"CPU": MIN_CPU}
+    return _nonzero(out)
 
 
 def actor_options(pg: Any, bundle_index: int, num_cpus: float, num_gpus: float,
                   resources: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Keyword arguments for `ray.remote(cls).options(...)`: the actor takes bundle `bundle_index` of `pg`.
 
-    Pass the same amounts the bundle was made with (`bundle(res)`); an actor asking for nothing gets MIN_CPU,
-    as its bundle does.
+    Pass the same amounts the bundle was made with (`bundle(res)`); an actor asking for nothing reserves
+    MIN_MEMORY, as its bundle does.
     """
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     custom = {k: float(v) for k, v in (resources or {}).items() if v > 0}
-    if not num_cpus and not num_gpus and not custom:
-        num_cpus = MIN_CPU
     opts: dict[str, Any] = {
         "num_cpus": num_cpus, "num_gpus": num_gpus,
         "scheduling_strategy": PlacementGroupSchedulingStrategy(
@@ -284,6 +312,8 @@ def actor_options(pg: Any, bundle_index: int, num_cpus: float, num_gpus: float,
     }
     if custom:
         opts["resources"] = custom
+    if not num_cpus and not num_gpus and not custom:
+        opts["memory"] = MIN_MEMORY
     return opts
 
 
@@ -336,7 +366,7 @@ def make_placement(cfg: Any, *, trainer_bundles: list[dict[str, float]],
 
 def _nonzero(b: Mapping[str, float]) -> dict[str, float]:
     out = {k: float(v) for k, v in b.items() if v and v > 0}
-    return out or {"CPU": MIN_CPU}
+    return out or {"memory": float(MIN_MEMORY)}
 
 
 def _wait_ready(pg: Any, timeout: float) -> bool:

@@ -1,0 +1,430 @@
+"""Ray as a user meets it: a local run on loopback only, a real two-node cluster, separate engines, faults.
+
+Real Ray processes (`ray start` subprocesses for the cluster, `ray.init` for the local instance), real
+SmolLM2 engines and trainer ranks. The one fake is a rollout backend that kills its own process once
+(`CrashOnceBackend`), to inject the fault a real engine would only produce by chance.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _support():
+    name = "toolrl_test_train_support"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_train_support.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+S = _support()
+
+
+# ------------------------------------------------------------------------------------------------
+# Listening sockets of a process tree, read from /proc (what `ss -ltnp` shows)
+# ------------------------------------------------------------------------------------------------
+
+
+def _listening_inodes() -> dict[int, tuple[str, int]]:
+    """inode -> (local address as in /proc/net/tcp*, port) of every TCP socket in LISTEN state."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A":  # TCP_LISTEN
+                addr, port = cols[1].split(":")
+                out[int(cols[9])] = (addr, int(port, 16))
+    return out
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def listening_sockets(root: int) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, address, port) of every listening TCP socket held by `root` or its descendants."""
+    table = _listening_inodes()
+    found = set()
+    for pid in _descendants(root):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = int(target[8:-1])
+                if inode in table:
+                    found.add((pid, name, *table[inode]))
+    return sorted(found)
+
+
+def is_loopback(hex_addr: str) -> bool:
+    """/proc/net/tcp{,6} addresses: 0100007F is 127.0.0.1 (any 127.x ends in 7F); ::1 and ::ffff:127.x too."""
+    if len(hex_addr) == 8:
+        return hex_addr.endswith("7F")
+    return hex_addr == "00000000000000000000000001000000" or (
+        hex_addr.startswith("0000000000000000FFFF0000") and hex_addr.endswith("7F"))
+
+
+def test_loopback_helpers_read_addresses_right():
+    assert is_loopback("0100007F") and is_loopback("0200007F") and is_loopback("0000000000000000FFFF00000100007F")
+    assert not is_loopback("00000000") and not is_loopback("020200C0")
+    assert not is_loopback("00000000000000000000000000000000")
+    with socket.socket() as s:  # a socket of this process on every interface is seen, and seen as not loopback
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        mine = [x for x in listening_sockets(os.getpid()) if x[3] == port]
+        assert mine and not is_loopback(mine[0][2])
+
+
+# ------------------------------------------------------------------------------------------------
+# Probes run by the driver during a run (rewards are computed on the driver): sockets, versions, actors
+# ------------------------------------------------------------------------------------------------
+
+PROBE: dict[str, list] = {"sockets": [], "versions": [], "actors": [], "nodes": []}
+
+
+def probe_reward(trajectories, **kwargs):
+    import ray
+
+    PROBE["sockets"].append(listening_sockets(os.getpid()))
+    PROBE["versions"].append([t.weight_version for t in trajectories])
+    if ray.is_initialized():
+        alive = ray._private.state.actors(actor_state_name="ALIVE")
+        PROBE["actors"].append([(a["ActorClassName"], a["Address"]["NodeID"], a.get("Pid")) for a in alive.values()])
+        PROBE["nodes"].append([n for n in ray.nodes() if n["Alive"]])
+    return [0.0] * len(trajectories)
+
+
+class ProbePlugin:
+    from toolrl import hookimpl
+
+    @hookimpl
+    def register_rewards(self, register):
+        register("answer_tag", S.answer_tag_reward)
+        register("probe", probe_reward)
+
+
+class CrashOnceBackend:
+    """The hf backend, except that after its first weight update it kills its own process on the next
+    generation, once per `crash_marker` file (the first replica to get there creates it and dies)."""
+
+    name = "hf-crash-once"
+
+    def __init__(self, settings):
+        import dataclasses
+
+        from toolrl.rollout.hf_backend import HFBackend
+
+        extra = dict(settings.extra)
+        self.marker = extra.pop("crash_marker")
+        self.inner = HFBackend(dataclasses.replace(settings, extra=extra))
+        self.armed = False
+
+    def update_weights(self, state_dict):
+        self.inner.update_weights(state_dict)
+        self.armed = True
+
+    def _maybe_die(self):
+        if self.armed:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def agenerate(self, request):
+        self._maybe_die()
+        return await self.inner.agenerate(request)
+
+    def generate(self, requests):
+        self._maybe_die()
+        return self.inner.generate(requests)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class CrashPlugin:
+    from toolrl import hookimpl
+
+    @hookimpl
+    def register_rollout_backends(self, register):
+        register("hf-crash-once", CrashOnceBackend)
+
+
+def _rewards() -> list[dict]:
+    return [{"name": "answer_tag", "weight": 1.0}, {"name": "probe", "weight": 0.0}]
+
+
+@pytest.fixture
+def probe():
+    for v in PROBE.values():
+        v.clear()
+    yield PROBE
+    import ray
+
+    from toolrl.trainer.cluster import stop_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    stop_ray(False)
+
+
+# ------------------------------------------------------------------------------------------------
+# (a) a local run listens on loopback only
+# ------------------------------------------------------------------------------------------------
+
+
+def test_local_run_listens_on_loopback_only(tmp_path, smollm2_path, probe):
+    import ray
+
+    import toolrl
+
+    cfg = S.base_config(tmp_path, rewards=_rewards(), trainer={"total_steps": 1},
+                        ray={"num_cpus": 2, "torch_threads": 2})
+    result = toolrl.train(cfg, plugins=[ProbePlugin()])
+    assert not ray.is_initialized()
+    assert result.history and len(probe["sockets"]) == 1
+    sockets = probe["sockets"][0]
+    names = {name for _, name, _, _ in sockets}
+    # the run's Ray processes were listening while the step ran: the GCS, the raylet, the trainer's worker
+    assert {"gcs_server", "raylet"} <= names, sockets
+    assert any(pid == result.placement["policy"] for pid, *_ in sockets), sockets
+    outside = [s for s in sockets if not is_loopback(s[2])]
+    assert not outside, f"listening on a non-loopback address: {outside}"
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # restored after the run
+
+
+# ------------------------------------------------------------------------------------------------
+# A two-node cluster on loopback: `ray start` head + worker node, cleaned up by process id
+# ------------------------------------------------------------------------------------------------
+
+# `ray start` refuses to add a worker node when Ray treats the machine as single-node (which is what puts
+# node addresses on 127.0.0.1); this runs the real `ray start` with that one guard lifted.
+_RAY_START_WORKER = (
+    "import sys, types\n"
+    "import ray._private.ray_constants as rc\n"
+    "import ray.scripts.scripts as scripts\n"
+    "view = types.ModuleType('ray_constants'); view.__dict__.update(rc.__dict__); view.ENABLE_RAY_CLUSTER = True\n"
+    "scripts.ray_constants = view\n"
+    "sys.argv[0] = 'ray'\n"
+    "scripts.main()\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackCluster:
+    def __init__(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="/tmp/trl"))  # short: Ray's socket paths must stay < 108 chars
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.token = self.tmp / "auth_token"
+        self.token.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN_PATH": str(self.token),
+                    "RAY_raylet_start_wait_time_s": "180"}  # a busy 2-core machine starts a raylet slowly
+        self.env.pop("RAY_ADDRESS", None)
+
+    def _run(self, argv: list[str], log: str) -> None:
+        with open(self.tmp / log, "w") as out:
+            r = subprocess.run(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, timeout=420)
+        if r.returncode != 0:
+            logs = sorted(self.tmp.glob("session_*/logs/raylet*.err"))
+            tails = "".join(f"\n--- {f}:\n" + f.read_text()[-1500:] for f in logs)
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{(self.tmp / log).read_text()[-3000:]}{tails}")
+
+    def start(self) -> None:
+        ray_bin = str(Path(sys.executable).with_name("ray"))
+
+        def ports() -> list[str]:  # each node its own agent and metrics ports (both nodes share one host)
+            return ["--disable-usage-stats", f"--dashboard-agent-listen-port={_free_port()}",
+                    f"--metrics-export-port={_free_port()}"]
+
+        self._run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+                   f"--temp-dir={self.tmp}", "--num-cpus=1", '--resources={"trainer_node": 1}',
+                   "--include-dashboard=false", f"--ray-client-server-port={_free_port()}", *ports()], "head.log")
+        self._run([sys.executable, "-c", _RAY_START_WORKER, "start", f"--address={self.address}",
+                   "--node-ip-address=127.0.0.1", "--num-cpus=2", '--resources={"engine_node": 2}', *ports()],
+                  "worker.log")
+
+    def pids(self) -> list[int]:
+        """The cluster's processes: those naming its temp dir (GCS, raylets, monitors) and their descendants."""
+        roots = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    cmd = Path(f"/proc/{d}/cmdline").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                if str(self.tmp) in cmd and int(d) != os.getpid():
+                    roots.append(int(d))
+        return sorted({p for r in roots for p in _descendants(r)})
+
+    def stop(self) -> None:
+        pids = self.pids()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in pids:
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + 10
+            while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+                time.sleep(0.2)
+        if not self.pids():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster():
+    cluster = LoopbackCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        leftover = cluster.pids()
+        assert not leftover, f"cluster processes left running: {leftover}"
+
+
+def _node_with(resource: str, nodes: list[dict]) -> str:
+    return next(n["NodeID"] for n in nodes if resource in n["Resources"])
+
+
+def test_grpo_with_separate_engines_on_a_two_node_cluster(tmp_path, smollm2_path, loopback_cluster, probe):
+    """Trainer rank on the node with trainer_node, 2 hf engine actors on the node with engine_node; 3 steps."""
+    import ray
+
+    import toolrl
+
+    cluster = loopback_cluster
+    cfg = S.base_config(
+        tmp_path, rewards=_rewards(),
+        rollout={"placement": "separate", "replicas": 2},
+        trainer={"total_steps": 3},
+        ray={"address": cluster.address, "auth": "token", "auth_token_file": str(cluster.token), "torch_threads": 1,
+             "policy": {"num_cpus": 1, "resources": {"trainer_node": 1}},
+             "engine": {"num_cpus": 1, "resources": {"engine_node": 1}}},
+    )
+    result = toolrl.train(cfg, plugins=[ProbePlugin()])
+    assert not ray.is_initialized()  # disconnected from the cluster, which keeps running
+
+    rows = S.read_metrics(result.run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    # every trajectory carries the weight version of its step: step k samples with version k - 1
+    assert probe["versions"] == [[k] * 4 for k in range(3)]
+    for k, r in enumerate(rows):
+        assert r["rollout/weight_version"] == k and r["rollout/weight_lag"] == 0
+        assert r["sync/version"] == k + 1 and r["rollout/replicas"] == 2 and r["rollout/engine_restarts"] == 0
+        assert r["sync/bytes"] > 100e6  # the full SmolLM2 state went through the object store
+    # placement: the trainer group on the trainer node, both engines on the engine node (read during step 1)
+    nodes = probe["nodes"][0]
+    assert len(nodes) == 2 and {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
+    trainer_node, engine_node = _node_with("trainer_node", nodes), _node_with("engine_node", nodes)
+    actors = probe["actors"][0]
+    assert [n for c, n, _ in actors if c == "PolicyRank"] == [trainer_node]
+    assert [n for c, n, _ in actors if c == "EngineActor"] == [engine_node, engine_node]
+    assert {"policy", "engine/0", "engine/1"} <= set(result.placement)
+
+
+def test_doctor_lists_the_cluster_nodes(loopback_cluster):
+    from click.testing import CliRunner
+
+    from toolrl.cli import cli
+
+    token_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(loopback_cluster.token)}
+    out = CliRunner(env=token_env).invoke(cli, ["doctor", "--json", "--ray-address", loopback_cluster.address])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    rc = report["ray_cluster"]
+    assert rc["ok"] and rc["auth"] == "token", rc
+    assert len(rc["nodes"]) == 2 and sum(n["head"] for n in rc["nodes"]) == 1
+    by_resource = {k: n for n in rc["nodes"] for k in n["resources"]}
+    assert by_resource["trainer_node"]["resources"]["CPU"] == 1 and by_resource["engine_node"]["resources"]["CPU"] == 2
+    assert all(n["address"] == "127.0.0.1" for n in rc["nodes"])
+
+    text = CliRunner(env=token_env).invoke(cli, ["doctor", "--ray-address", loopback_cluster.address])
+    assert text.exit_code == 0 and "ray node" in text.output and "engine_node" in text.output
+
+
+def test_doctor_reports_an_unreachable_address():
+    from toolrl.doctor import check_ray_cluster
+    from toolrl.config import load_config
+
+    rc = load_config(overrides=[f"ray.address=127.0.0.1:{_free_port()}"]).ray
+    t0 = time.time()
+    out = check_ray_cluster(rc)
+    assert not out["ok"] and "nothing answers at the Ray address" in out["detail"], out
+    assert time.time() - t0 < 30
+
+
+# ------------------------------------------------------------------------------------------------
+# (c) an engine actor killed mid-run: re-created with the current weights, its job issued again
+# ------------------------------------------------------------------------------------------------
+
+
+def test_killed_engine_actor_does_not_stop_the_run(tmp_path, smollm2_path, probe):
+    import toolrl
+
+    marker = tmp_path / "crashed"
+    cfg = S.base_config(
+        tmp_path, rewards=_rewards(),
+        rollout={"placement": "separate", "replicas": 2, "backend": "hf-crash-once",
+                 "backend_args": {"crash_marker": str(marker)}},
+        trainer={"total_steps": 2},
+        ray={"num_cpus": 3, "torch_threads": 1},
+    )
+    result = toolrl.train(cfg, plugins=[ProbePlugin(), CrashPlugin()])
+    assert marker.exists()  # a replica did kill itself, during step 2's rollout (after the first weight update)
+    rows = S.read_metrics(result.run_dir)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["rollout/engine_restarts"] == 0 and rows[1]["rollout/engine_restarts"] == 1
+    # the re-created replica got version 1 before its share of step 2 was sampled again: all 4 samples
+    assert probe["versions"] == [[0] * 4, [1] * 4]
+    assert rows[1]["rollout/weight_lag"] == 0
