@@ -195,14 +195,19 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_policy_files(out: Path, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, *,
-                      base_path: str | Path, save_merged: bool) -> None:
-    """policy/ (HF folder or LoRA adapters, merged/ if asked), optimizer.pt, scheduler.pt."""
+                      base_path: str | Path, save_merged: bool, state_dict: dict[str, Any] | None = None) -> None:
+    """policy/ (HF folder or LoRA adapters, merged/ if asked), optimizer.pt, scheduler.pt.
+
+    `state_dict`: the full weights when the model itself is sharded (FSDP2; its optimizer state is saved per
+    rank by the caller instead of optimizer.pt).
+    """
     import torch
 
     from toolrl.trainer.modeling import save_policy
 
-    save_policy(model, tokenizer, out, base_path=base_path, save_merged=save_merged)
-    torch.save(optimizer.state_dict(), out / OPTIMIZER_FILE)
+    save_policy(model, tokenizer, out, base_path=base_path, save_merged=save_merged, state_dict=state_dict)
+    if state_dict is None:
+        torch.save(optimizer.state_dict(), out / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), out / SCHEDULER_FILE)
 
 

@@ -215,8 +215,10 @@ class ColocatedEngines:
     """RolloutEngines inside trainer rank 0: rollouts are its `rollout` calls; a weight sync is a local copy
     (none at all for the hf backend, which generates with the trainer's live module)."""
 
-    def __init__(self, rank0: Actor):
-        self.rank0 = rank0
+    def __init__(self, ranks: Sequence[Actor], shares_module: bool):
+        self.ranks = list(ranks)
+        self.rank0 = self.ranks[0]
+        self.shares_module = shares_module  # the hf backend generates with rank 0's module: nothing to copy
         self._version = 0
 
     @property
@@ -227,7 +229,9 @@ class ColocatedEngines:
         return ray_get(self.rank0.rollout.remote(list(job.tasks), job.n, job.seed, job.temperature))
 
     def sync_weights(self, update: WeightUpdate) -> dict[str, float]:
-        metrics = ray_get(self.rank0.sync_engine.remote(update.version))
+        # a copy gathers the weights, which under FSDP2 every rank must join
+        ranks = [self.rank0] if self.shares_module else self.ranks
+        metrics = ray_get_all([r.sync_engine.remote(update.version) for r in ranks])[0]
         self._version = update.version
         return metrics
 
@@ -412,6 +416,7 @@ def start_roles(cfg: Any, model_path: str, *, needs_reference: bool, needs_criti
     if critic_where == "policy":
         pids["critic"] = pids["policy"]
     facts = ray_get(policy[0].info.remote())
+    shares_module = bool(facts.pop("engine_shares_module"))
     info = TrainerInfo(world_size=n, pids={k: v for k, v in pids.items() if k.startswith("policy")}, **facts)
     trainer = PolicyGroup(policy, info, cfg.rollout.n, engines_colocated=placement == "colocated")
     reference: Reference | None = (ReferenceGroup(references, cfg.rollout.n) if references else
@@ -420,7 +425,7 @@ def start_roles(cfg: Any, model_path: str, *, needs_reference: bool, needs_criti
                              ColocatedCritic(trainer) if critic_where == "policy" else None)
     actors = list(roles.values())
     if placement == "colocated":
-        engines: RolloutEngines = ColocatedEngines(policy[0])
+        engines: RolloutEngines = ColocatedEngines(policy, shares_module)
     else:
         from toolrl.trainer.engines import SeparateEngines  # B's engine actors
 

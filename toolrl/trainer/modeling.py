@@ -110,9 +110,17 @@ def is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
-def save_policy(model: Any, tokenizer: Any, out: Path, *, base_path: str | Path, save_merged: bool = False) -> None:
-    """Write the policy as an HF folder (`out/policy`), and with LoRA optionally `out/merged`."""
+def save_policy(model: Any, tokenizer: Any, out: Path, *, base_path: str | Path, save_merged: bool = False,
+                state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the policy as an HF folder (`out/policy`), and with LoRA optionally `out/merged`.
+
+    `state_dict`: the full weights to write instead of the model's own (an FSDP2-sharded model, gathered).
+    """
     policy_dir = out / "policy"
+    if state_dict is not None and not is_peft(model):
+        model.save_pretrained(str(policy_dir), state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(str(policy_dir))
+        return
     if is_peft(model):
         model.save_pretrained(str(policy_dir), safe_serialization=True)
         _point_adapter_at_base(policy_dir, base_path)

@@ -242,6 +242,7 @@ class PolicyRank(_Distributed):
             "trainable_params": self.trainable_params,
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
+            "engine_shares_module": self.shares_module,
         }
 
     # -- rollout (rank 0, colocated engines) --------------------------------------------------------
@@ -262,11 +263,13 @@ class PolicyRank(_Distributed):
         import time
 
         t0 = time.perf_counter()
-        if self.backend is not None and not self.shares_module:
+        if (self.backend is not None and not self.shares_module) or (self.backend is None and self.sharded):
             from toolrl.trainer.modeling import rollout_state_dict
 
             with self._model_lock():
-                self.backend.update_weights(rollout_state_dict(self.model))
+                state = rollout_state_dict(self.model)  # under FSDP2 a collective: every rank takes part
+                if self.backend is not None:
+                    self.backend.update_weights(state)
         self.engine_version = version
         return {"sync/seconds": time.perf_counter() - t0}
 
@@ -329,6 +332,15 @@ class PolicyRank(_Distributed):
     def save(self, ckpt_dir: str, save_merged: bool = False) -> None:
         from toolrl.trainer.checkpoint import save_policy_files
 
+        if self.sharded:  # FSDP2: gather the full weights to rank 0 (a collective); optimizer state per rank
+            from toolrl.trainer.fsdp import full_state_dict
+
+            state = full_state_dict(self.model)
+            torch.save(self.optimizer.state_dict(), Path(ckpt_dir) / f"optimizer.rank{self.rank}.pt")
+            if self.rank == 0:
+                save_policy_files(Path(ckpt_dir), self.model, self.tokenizer, self.optimizer, self.scheduler,
+                                  base_path=self.model_path, save_merged=save_merged, state_dict=state)
+            return
         if self.rank != 0:
             return
         with self._model_lock():
@@ -338,6 +350,11 @@ class PolicyRank(_Distributed):
     def load(self, ckpt_dir: str) -> None:
         from toolrl.trainer.checkpoint import load_policy_files
 
+        if self.sharded:
+            raise ToolrlError("resuming an FSDP2-sharded policy from a checkpoint is not implemented yet",
+                              where="trainer.resume with trainer.fsdp.enabled",
+                              fix="resume with trainer.fsdp.enabled=false, or start from the checkpoint's policy/ "
+                                  "folder as model.name_or_path (a fresh optimizer)")
         with self._model_lock():
             load_policy_files(Path(ckpt_dir), self.model, self.optimizer, self.scheduler)
 
