@@ -232,11 +232,11 @@ async def _request(client: Any, conf: JudgeSettings, prompt: str, headers: Mappi
         url, body = f"{conf.base_url}/completions", {"prompt": (conf.system + "\n\n" if conf.system else "") + prompt}
     body.update({"model": conf.model, "max_tokens": conf.max_tokens, "temperature": conf.temperature,
                  **conf.request_args})
-    why = ""
+    why, wait = "", 0.0
     for attempt in range(conf.retries + 1):
         if attempt:
             _count("retries")
-            await asyncio.sleep(conf.backoff * 2 ** (attempt - 1))
+            await asyncio.sleep(max(wait, conf.backoff * 2 ** (attempt - 1)))
         _count("requests")
         try:
             resp = await client.post(url, json=body, headers=headers)
@@ -248,6 +248,7 @@ async def _request(client: Any, conf: JudgeSettings, prompt: str, headers: Mappi
             continue
         if resp.status_code in RETRY_STATUS:
             why = f"HTTP {resp.status_code}: {resp.text[:200]}"
+            wait = _retry_after(resp.headers.get("retry-after"))
             continue
         if resp.status_code >= 400:
             raise _rejected(conf, url, resp)
@@ -260,6 +261,14 @@ async def _request(client: Any, conf: JudgeSettings, prompt: str, headers: Mappi
         return text or "", ""
     logger.warning("llm_judge: %s failed after %d attempt(s): %s", url, conf.retries + 1, why)
     return None, why
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a numeric Retry-After header (a 503/429 from a full server), capped at 30; else 0."""
+    try:
+        return min(30.0, max(0.0, float(value))) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _rejected(conf: JudgeSettings, url: str, resp: Any) -> RewardError:
@@ -347,7 +356,8 @@ async def llm_judge(
         temperature: the judge's sampling temperature (0: greedy).
         timeout: seconds per HTTP attempt.
         retries: further attempts after a timeout, a connection error, 408/409/429 or 5xx.
-        backoff: seconds before the first retry, doubled for each next one.
+        backoff: seconds before the first retry, doubled for each next one (a numeric
+            Retry-After header of a 429/503 is honoured, up to 30 s).
         concurrency: most requests in flight at once.
         request_args: extra fields for every request body (`seed`, `top_p`, `stop`, ...).
 
