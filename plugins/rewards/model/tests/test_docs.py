@@ -50,3 +50,19 @@ def test_python_example_runs(name):
     blocks = re.findall(r"^```python\n(.*?)^```[ \t]*$", section(name), flags=re.S | re.M)
     assert len(blocks) == 1, f"{name}: expected one Python example"
     exec(compile(blocks[0], f"docs/rewards.md ({name})", "exec"), {"__name__": f"doc_{name}"})
+
+
+def test_listed_by_toolrl_plugins():
+    """The installed distributions register the three model-based rewards (entry points on)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TOOLRL_NO_ENTRYPOINTS"}
+    out = subprocess.run([sys.executable, "-m", "toolrl.cli", "plugins", "--all", "--json"], env=env,
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["rewards_model"]["distribution"] == "toolrl-rewards-model" and rows["rewards_model"]["error"] is None
+    assert rows["rewards_model"]["registered"]["rewards"] == ["reward_model", "llm_judge"]
+    assert "bertscore_f1" in rows["rewards_text"]["registered"]["rewards"]
