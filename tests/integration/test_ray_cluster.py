@@ -193,6 +193,10 @@ class CrashPlugin:
         register("hf-crash-once", CrashOnceBackend)
 
 
+# one instance each: a plugin object is registered once per process, however many runs a test session makes
+PROBE_PLUGIN, CRASH_PLUGIN = ProbePlugin(), CrashPlugin()
+
+
 def _rewards() -> list[dict]:
     return [{"name": "answer_tag", "weight": 1.0}, {"name": "probe", "weight": 0.0}]
 
@@ -223,7 +227,7 @@ def test_local_run_listens_on_loopback_only(tmp_path, smollm2_path, probe):
 
     cfg = S.base_config(tmp_path, rewards=_rewards(), trainer={"total_steps": 1},
                         ray={"num_cpus": 2, "torch_threads": 2})
-    result = toolrl.train(cfg, plugins=[ProbePlugin()])
+    result = toolrl.train(cfg, plugins=[PROBE_PLUGIN])
     assert not ray.is_initialized()
     assert result.history and len(probe["sockets"]) == 1
     sockets = probe["sockets"][0]
@@ -352,7 +356,7 @@ def test_grpo_with_separate_engines_on_a_two_node_cluster(tmp_path, smollm2_path
              "policy": {"num_cpus": 1, "resources": {"trainer_node": 1}},
              "engine": {"num_cpus": 1, "resources": {"engine_node": 1}}},
     )
-    result = toolrl.train(cfg, plugins=[ProbePlugin()])
+    result = toolrl.train(cfg, plugins=[PROBE_PLUGIN])
     assert not ray.is_initialized()  # disconnected from the cluster, which keeps running
 
     rows = S.read_metrics(result.run_dir)
@@ -420,7 +424,7 @@ def test_killed_engine_actor_does_not_stop_the_run(tmp_path, smollm2_path, probe
         trainer={"total_steps": 2},
         ray={"num_cpus": 3, "torch_threads": 1},
     )
-    result = toolrl.train(cfg, plugins=[ProbePlugin(), CrashPlugin()])
+    result = toolrl.train(cfg, plugins=[PROBE_PLUGIN, CRASH_PLUGIN])
     assert marker.exists()  # a replica did kill itself, during step 2's rollout (after the first weight update)
     rows = S.read_metrics(result.run_dir)
     assert [r["step"] for r in rows] == [1, 2]
@@ -428,3 +432,48 @@ def test_killed_engine_actor_does_not_stop_the_run(tmp_path, smollm2_path, probe
     # the re-created replica got version 1 before its share of step 2 was sampled again: all 4 samples
     assert probe["versions"] == [[0] * 4, [1] * 4]
     assert rows[1]["rollout/weight_lag"] == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Resources the cluster cannot give, and a bad token file: errors naming the keys, before any actor starts
+# ------------------------------------------------------------------------------------------------
+
+
+def test_unsatisfiable_resources_name_the_keys(probe):
+    import ray
+
+    from toolrl.config import load_config
+    from toolrl.errors import ToolrlError
+    from toolrl.trainer.cluster import bundle, make_placement, start_ray, stop_ray
+
+    cfg = load_config(overrides=["ray.num_cpus=2", "rollout.placement=separate", "rollout.replicas=2",
+                                 "ray.engine.resources={engine_node: 1}"])
+    started = start_ray(cfg)
+    try:
+        with pytest.raises(ToolrlError) as e:
+            make_placement(cfg, trainer_bundles=[bundle(cfg.ray.policy)],
+                           engine_bundles=[bundle(cfg.ray.engine)] * 2)
+        assert "2 engine_node" in str(e.value) and "ray.engine.resources.engine_node" in e.value.where
+        assert "--resources" in e.value.fix
+        big = load_config(overrides=["ray.num_cpus=2", "ray.policy.num_cpus=3"])
+        with pytest.raises(ToolrlError) as e:
+            make_placement(big, trainer_bundles=[bundle(big.ray.policy)], engine_bundles=[])
+        assert "3 CPU" in str(e.value) and "ray.policy.num_cpus" in e.value.where
+        assert not ray.util.placement_group_table()  # nothing was reserved
+    finally:
+        stop_ray(started)
+
+
+def test_missing_token_file_is_an_error(tmp_path):
+    from toolrl.config import load_config
+    from toolrl.errors import ToolrlError
+    from toolrl.trainer.cluster import start_ray
+
+    with socket.socket() as s:  # something answers at the address, so the token file is what fails
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        cfg = load_config(overrides=[f"ray.address=127.0.0.1:{s.getsockname()[1]}", "ray.auth=token",
+                                     f"ray.auth_token_file={tmp_path / 'nope'}"])
+        with pytest.raises(ToolrlError) as e:
+            start_ray(cfg)
+    assert e.value.where == "ray.auth_token_file" and "ray get-auth-token" in e.value.fix

@@ -75,7 +75,11 @@ def start_ray(cfg: Any) -> bool:
     rc = cfg.ray
     _set_auth_env(rc)
     if rc.address:
-        _check_reachable(rc.address)
+        try:
+            _check_reachable(rc.address)
+        except ToolrlError:
+            _restore_env()
+            raise
         if is_loopback_address(rc.address):
             _enter_loopback_mode()
         try:

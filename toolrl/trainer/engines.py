@@ -16,7 +16,7 @@ Every trajectory carries the weight version its replica held when it sampled it.
 Faults: when a replica's process dies (killed, out of memory, its node gone), it is
 re-created on the same bundle of the engines' placement group, given the current
 weights, and its share of the job is issued again; the step goes on. A replica
-that dies `MAX_RESTARTS` times in one call fails the step with an error saying so.
+that dies more than `MAX_RESTARTS` times in one call fails the step with an error saying so.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ from toolrl.types import Trajectory
 logger = logging.getLogger(__name__)
 
 MAX_RESTARTS = 3  # per replica and call
+
+
+def _dead_errors() -> tuple[type[BaseException], ...]:
+    """What a call on a replica whose process died raises (Ray's out-of-memory killer raises its own type)."""
+    import ray
+
+    return (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError)
 
 
 class EngineActor:
@@ -124,8 +131,6 @@ class SeparateEngines:
 
     def __init__(self, cfg: Any, model_path: str, *, placement: Placement | None = None,
                  plugins: Sequence[Any] = ()):
-        import ray
-
         self.cfg = cfg
         self.model_path = model_path
         self.placement = placement
@@ -136,8 +141,10 @@ class SeparateEngines:
         self.restarts = 0
         self.replicas = cfg.rollout.replicas
         self.actors: list[Any] = [self._spawn(i) for i in range(self.replicas)]
-        facts = ray.get([a.ready.remote() for a in self.actors])  # model-loading errors surface here
-        self.info: list[dict[str, Any]] = list(facts)
+        self.info: list[dict[str, Any]] = [{} for _ in range(self.replicas)]
+        # model-loading errors surface here; a replica killed while loading (e.g. by Ray's OOM killer) is retried
+        facts = self._all("ready", [()] * self.replicas)
+        self.info = list(facts)
         for f in facts:
             logger.info("engine replica %d: pid %d on node %s", f["replica"], f["pid"], f["node_id"][:12])
 
@@ -157,33 +164,33 @@ class SeparateEngines:
             self._config, self.model_path, threads, self.plugins, replica)
 
     def _restart(self, replica: int, exc: BaseException) -> None:
-        """Re-create a dead replica on its bundle and give it the current weights."""
+        """Re-create a dead replica on its bundle (`_call` then gives it the current weights)."""
         import ray
 
         self.restarts += 1
-        logger.warning("engine replica %d died (%s); restarting it with weight version %d", replica,
+        logger.warning("engine replica %d died (%s); re-creating it with weight version %d", replica,
                        type(exc).__name__, self._version)
         try:
             ray.kill(self.actors[replica])
         except Exception:  # noqa: BLE001 - it is already gone
             logger.debug("ray.kill of the dead replica failed", exc_info=True)
-        actor = self._spawn(replica)
-        self.info[replica] = ray_get(actor.ready.remote())
-        if self._state is not None:
-            ray_get(actor.load_weights.remote(self._version, self._state))
-        self.actors[replica] = actor
+        self.actors[replica] = self._spawn(replica)
 
-    def _call(self, replica: int, method: str, *args: Any) -> Any:
-        """`actor.method(*args)` on a replica, restarting it and calling again when its process has died."""
-        import ray
-
-        for attempt in range(MAX_RESTARTS + 1):
+    def _call(self, replica: int, method: str, *args: Any, restarted: bool = False) -> Any:
+        """`actor.method(*args)` on a replica; when its process has died, re-create it, load the current
+        weights into it and call again (MAX_RESTARTS times at most)."""
+        for attempt in range(int(restarted), MAX_RESTARTS + 2):
             try:
-                return ray_get(getattr(self.actors[replica], method).remote(*args))
-            except ray.exceptions.RayActorError as exc:
-                if attempt == MAX_RESTARTS:
+                actor = self.actors[replica]
+                if attempt:  # a new process: wait for it to load, and catch it up on the weights
+                    self.info[replica] = ray_get(actor.ready.remote())
+                    if self._state is not None and method != "load_weights":
+                        ray_get(actor.load_weights.remote(self._version, self._state))
+                return ray_get(getattr(actor, method).remote(*args))
+            except _dead_errors() as exc:
+                if attempt > MAX_RESTARTS:
                     raise ToolrlError(
-                        f"rollout engine replica {replica} died {MAX_RESTARTS + 1} times in one {method} call "
+                        f"rollout engine replica {replica} died {attempt + 1} times in one {method} call "
                         f"(last: {type(exc).__name__})", where="rollout.placement=separate, ray.engine",
                         fix="read the engine's log (Ray prints it above, or `ray logs`); it may run out of memory: "
                             "lower rollout.max_batch_size or give it more (ray.engine.*), then resume with "
@@ -192,17 +199,15 @@ class SeparateEngines:
         raise AssertionError("unreachable")
 
     def _all(self, method: str, args_per_replica: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Issue a call to several replicas at once; a replica that dies is restarted and its call issued again."""
-        import ray
-
+        """Issue a call to several replicas at once; a replica that dies is re-created and its call issued again."""
         refs = [getattr(self.actors[i], method).remote(*args) for i, args in enumerate(args_per_replica)]
         out: list[Any] = []
         for i, ref in enumerate(refs):
             try:
                 out.append(ray_get(ref))
-            except ray.exceptions.RayActorError as exc:
+            except _dead_errors() as exc:
                 self._restart(i, exc)
-                out.append(self._call(i, method, *args_per_replica[i]))
+                out.append(self._call(i, method, *args_per_replica[i], restarted=True))
         return out
 
     # -- RolloutEngines ----------------------------------------------------------------------------
