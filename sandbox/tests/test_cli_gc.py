@@ -144,3 +144,25 @@ def test_ensure_docker_script_is_idempotent() -> None:
     for _ in range(2):
         proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "docker engine is up" in proc.stderr, proc.stderr
+
+
+def test_remove_containers_works_at_interpreter_shutdown(client, image) -> None:
+    """atexit clean-up runs after concurrent.futures refuses new threads: removal goes one by one."""
+    import concurrent.futures.thread as cft
+
+    from toolrl_sandbox import SyncSandboxPool
+    from toolrl_sandbox.engine import remove_containers
+
+    pool = SyncSandboxPool(2, image=image)
+    pool.start()
+    try:
+        ids = pool.pool.container_ids()
+        assert len(ids) == 2
+        cft._shutdown = True  # what the interpreter sets before atexit handlers run
+        try:
+            assert remove_containers(client, ids) == 2
+        finally:
+            cft._shutdown = False
+        assert wait_gone(client, pool.pool.pool_id, timeout=10.0)
+    finally:
+        pool.close()

@@ -167,10 +167,13 @@ def _remove_one(client: docker.DockerClient, cid: str) -> bool:
 
 def remove_containers(client: docker.DockerClient, ids: list[str]) -> int:
     """Force-remove containers (in parallel); already-gone ones count as removed."""
-    if len(ids) <= 1:
-        return sum(_remove_one(client, cid) for cid in ids)
-    with ThreadPoolExecutor(min(8, len(ids)), thread_name_prefix="toolrl-sandbox-rm") as ex:
-        return sum(ex.map(lambda cid: _remove_one(client, cid), ids))
+    if len(ids) > 1:
+        try:
+            with ThreadPoolExecutor(min(8, len(ids)), thread_name_prefix="toolrl-sandbox-rm") as ex:
+                return sum(ex.map(lambda cid: _remove_one(client, cid), ids))
+        except RuntimeError:  # at interpreter shutdown (atexit) no new thread may start: one by one
+            pass
+    return sum(_remove_one(client, cid) for cid in ids)
 
 
 def list_labelled(client: docker.DockerClient, **label_values: str) -> list[dict[str, Any]]:
