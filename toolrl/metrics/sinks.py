@@ -188,11 +188,25 @@ KEY_FIGURES: Sequence[tuple[str, str, str]] = (
 )
 
 
+def _resource_total(metrics: Mapping[str, float], suffix: str) -> float | None:
+    vals = [v for k, v in metrics.items() if k.startswith("resources/") and k.endswith(suffix)
+            and isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(vals) if vals else None
+
+
 def key_figures(metrics: Mapping[str, float]) -> str:
     parts = []
     for key, label, fmt in KEY_FIGURES:
         if key in metrics and isinstance(metrics[key], (int, float)) and math.isfinite(metrics[key]):
             parts.append(f"{label} {fmt.format(metrics[key])}")
+    # resources summed over the run's processes (resources/<role>/...): memory, CPU, GPU memory peak
+    rss, cpu, gpu = (_resource_total(metrics, s) for s in ("/rss_mib", "/cpu_percent", "/gpu_mem_peak_mib"))
+    if rss is not None:
+        parts.append(f"mem {rss / 1024:.1f}G")
+    if cpu is not None:
+        parts.append(f"cpu {cpu:.0f}%")
+    if gpu is not None:
+        parts.append(f"gpu_peak {gpu / 1024:.1f}G")
     return "  ".join(parts)
 
 

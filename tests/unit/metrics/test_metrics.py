@@ -159,3 +159,13 @@ def test_plot_without_metrics_says_what_to_do(tmp_path):
     with pytest.raises(ToolrlError, match="no metrics found") as exc:
         plot_command(str(tmp_path))
     assert "trainer.output_dir" in str(exc.value)
+
+
+def test_progress_line_shows_resources_summed_over_processes():
+    from toolrl.metrics.sinks import key_figures
+
+    line = key_figures({"reward/mean": 0.5, "resources/driver/rss_mib": 1024.0, "resources/policy/rss_mib": 2048.0,
+                        "resources/driver/cpu_percent": 20.0, "resources/policy/cpu_percent": 130.0})
+    assert line == "reward 0.500  mem 3.0G  cpu 150%"
+    assert "gpu_peak 1.5G" in key_figures({"resources/policy/gpu_mem_peak_mib": 1536.0})
+    assert "mem" not in key_figures({"reward/mean": 0.5})

@@ -154,3 +154,29 @@ def test_inspect_command_line(step_data):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "use one of the logged steps: 3" in bad.stderr
 
+
+
+def test_the_training_step_writes_and_logs_its_samples(step_data, tmp_path, caplog):
+    """`toolrl.trainer.step.log_samples`, as train_step calls it, on a real batch built from the trajectories."""
+    import logging
+
+    from toolrl.config import load_config
+    from toolrl.trainer.batch import build_batch
+    from toolrl.trainer.step import log_samples
+
+    _, trajs, results, advantages = step_data
+    group_ids = [t.task_id for t in trajs]
+    batch = build_batch(trajs, group_ids, [True] * len(trajs), 0)
+    batch.extras["advantages"] = torch.tensor(advantages)[:, None] * batch.response_mask
+    cfg = load_config(data={"trainer": {"output_dir": str(tmp_path), "log_samples_max": 4},
+                            "rollout": {"debug": True}, "rewards": [{"name": "x"}]})
+    with caplog.at_level(logging.INFO, logger="toolrl.trainer.step"):
+        log_samples(5, cfg, trajs, results, batch, group_ids)
+    step, rows = read_samples(tmp_path)
+    assert step == 5 and len(rows) == 4 and [r["advantage"] for r in rows] == pytest.approx(advantages[:4])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[step 5]")]
+    assert len(lines) == len(trajs) and all("reward=" in x and "advantage=" in x for x in lines)
+    off = load_config(data={"trainer": {"output_dir": str(tmp_path / "off"), "log_samples": False},
+                            "rewards": [{"name": "x"}]})
+    log_samples(6, off, trajs, results, batch, group_ids)
+    assert not (tmp_path / "off").exists()

@@ -50,8 +50,8 @@ def test_unknown_reward_or_sink_fails_before_ray(tmp_path, tasks, plugin_manager
     with pytest.raises(UnknownNameError, match="zero"):
         toolrl.train(_cfg(tmp_path, tasks))
     plugin_manager.register(_Plugin(), name="zero-reward")
-    with pytest.raises(UnknownNameError, match="metric sink named 'wandb'"):
-        toolrl.train(_cfg(tmp_path, tasks, metric_sinks=["jsonl", "wandb"]))
+    with pytest.raises(UnknownNameError, match="metric sink named 'neptune'"):
+        toolrl.train(_cfg(tmp_path, tasks, metric_sinks=["jsonl", "neptune"]))
     assert not ray.is_initialized()
 
 
