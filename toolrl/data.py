@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 KNOWN_SUITES: dict[str, tuple[str, str]] = {
     "arith-tool": ("toolrl-env-code", "plugins/envs/code"),
     "code": ("toolrl-env-code", "plugins/envs/code"),
+    "gsm": ("toolrl-env-code", "plugins/envs/code"),
     "memory": ("toolrl-env-memory", "plugins/envs/memory"),
     "bfcl": ("toolrl-env-bfcl", "plugins/envs/bfcl"),
 }
