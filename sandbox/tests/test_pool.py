@@ -135,6 +135,38 @@ def test_run_tests_script_form_and_broken_solution(reuse_pool: SyncSandboxPool) 
     assert (rep.passed, rep.total) == (0, 2) and "SyntaxError" in rep.failures[0]
 
 
+def test_run_tests_values_cross_as_plain_data(reuse_pool: SyncSandboxPool) -> None:
+    """Subclasses of plain types arrive as plain values; handles to the solution's objects work for calls."""
+    code = """
+import collections
+def counts(s):
+    return collections.Counter(s)
+def pair(a, b):
+    return collections.namedtuple('P', 'a b')(a, b)
+def ordered():
+    return collections.OrderedDict([('x', 1), ('y', (2, 3))])
+def raises():
+    raise KeyError('k')
+class Stack:
+    def __init__(self):
+        self.items = []
+    def push(self, x):
+        self.items.append(x)
+        return len(self.items)
+    def top(self):
+        return self.items[-1]
+"""
+    tests = ["assert counts('aab') == {'a': 2, 'b': 1} and type(counts('a')) is dict",
+             "assert pair(1, 2) == (1, 2) and type(pair(1, 2)) is tuple",
+             "assert ordered() == {'x': 1, 'y': (2, 3)}",
+             "try:\n    raises()\n    assert False\nexcept KeyError:\n    pass",
+             "s = Stack()\nassert s.push(4) == 1 and s.push({1: 'a'}) == 2 and s.top() == {1: 'a'}",
+             "s = Stack()\ntry:\n    s == s\n    assert False\nexcept BaseException as exc:\n"
+             "    assert type(exc).__name__ == 'NonPlainUse'"]
+    rep = reuse_pool.run_tests(code, tests)
+    assert (rep.passed, rep.total) == (6, 6), rep
+
+
 def test_run_tests_partial_progress_survives_timeout(reuse_pool: SyncSandboxPool) -> None:
     rep = reuse_pool.run_tests(SOLUTION, ["assert add(1, 1) == 2", "while True: pass", "assert True"], timeout=1)
     assert (rep.passed, rep.total, rep.result.status) == (1, 3, "timeout")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import collections
 import json
 import subprocess
 import sys
@@ -127,11 +128,21 @@ def test_plain_value_codec_round_trips_and_refuses_the_rest() -> None:
             return True
 
     class MyInt(int):
-        pass
+        def __eq__(self, other: object) -> bool:
+            return True
 
-    for bad in (Always(), MyInt(3), [MyInt(3)], {"k": Always()}, object(), print, iter([1])):
+        __hash__ = int.__hash__
+
+    for bad in (Always(), [Always()], {"k": Always()}, object(), print, iter([1]), collections.deque([1])):
         with pytest.raises(grading.NotPlain):
             grading.encode(bad)
+    # subclasses arrive as their plain value, whatever their methods claim
+    point = collections.namedtuple("point", "x y")(1, 2)
+    for sub, plain in ((MyInt(3), 3), ([MyInt(3)], [3]), (collections.Counter("aab"), {"a": 2, "b": 1}),
+                       (point, (1, 2)), (collections.OrderedDict(a=1), {"a": 1}), (True, True)):
+        back = grading.decode(json.loads(json.dumps(grading.encode(sub))))
+        assert back == plain and type(back) is type(plain), (sub, back)
+        assert grading.decode(json.loads(json.dumps(grading.encode(MyInt(3))))) != 4
     for forged in ({"t": "tuple"}, {"t": "ref", "v": [1]}, {"a": 1}, {"t": "dict", "v": [[1]]},
                    {"t": "float", "v": "1e3"}):
         with pytest.raises(ValueError):

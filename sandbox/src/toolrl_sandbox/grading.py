@@ -15,8 +15,10 @@ executor forks two processes that share nothing but two pipes:
 Values cross the boundary in a tagged JSON form (:func:`encode`,
 :func:`decode`) that only ever builds plain built-in values (``None``,
 ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``list``,
-``tuple``, ``dict``, ``set``, ``frozenset``); anything else the solution
-returns is an error, i.e. a failed test, never a value that compares equal.
+``tuple``, ``dict``, ``set``, ``frozenset``; a subclass of one travels as
+its plain value, converted in the sender's process); anything else the
+solution returns is an error, i.e. a failed test, never a value that
+compares equal.
 Instances of the solution's own classes created by the tests are handles
 (:class:`Remote`) whose methods can be called and whose every other use fails.
 """
@@ -36,13 +38,21 @@ _ATOMS = (type(None), bool, int, str)
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
 
+_BASES = ((bool, bool), (int, int.__index__), (float, float.__float__), (complex, lambda v: complex(v.real, v.imag)),
+          (str, str.__str__), (bytes, lambda v: b"".join([v])), (tuple, tuple), (list, list), (dict, dict),
+          (frozenset, frozenset), (set, set))
+
+
 class NotPlain(TypeError):
     """A value that has no plain form."""
 
 
 # -------------------------------------------------------------------- codec
 def encode(value, depth=0):
-    """The JSON-able tagged form of a plain value; :class:`NotPlain` otherwise (exact types only)."""
+    """The JSON-able tagged form of a plain value; :class:`NotPlain` otherwise.
+
+    Subclasses of the plain types are converted to their base type first (by the
+    base type's own conversion), so what arrives is always a plain value."""
     if depth > MAX_DEPTH:
         raise NotPlain("value nested deeper than %d levels" % MAX_DEPTH)
     t = type(value)
@@ -62,6 +72,15 @@ def encode(value, depth=0):
         return {"t": "bytes", "v": base64.b64encode(value).decode("ascii")}
     if t is complex:
         return {"t": "complex", "v": [repr(value.real), repr(value.imag)]}
+    for base, plain in _BASES:  # a subclass travels as its plain value (Counter -> dict, namedtuple -> tuple)
+        if isinstance(value, base):
+            try:
+                converted = plain(value)
+            except Exception as exc:  # noqa: BLE001 - a subclass that breaks its own conversion
+                raise NotPlain("%s could not be converted to %s: %s" % (t.__name__, base.__name__, exc)) from None
+            if type(converted) is not base:
+                break
+            return encode(converted, depth)
     raise NotPlain("%s is not a plain value (allowed: None, bool, int, float, complex, str, bytes, list, "
                    "tuple, dict, set, frozenset)" % t.__name__)
 
