@@ -97,11 +97,15 @@ def test_two_gloo_ranks_match_one_rank(tmp_path, smollm2_path):
 
     tokenizer = load_tokenizer(smollm2_path)
     batch = _batch(tokenizer)
+    # LoRA keeps four model copies (2 ranks x policy + critic) within the shared machine's memory; the
+    # reference is the base with the adapters disabled, the critic a LoRA backbone with a value head
     base = S.base_config(
         tmp_path,
+        model={"name_or_path": "smollm2-135m-instruct",
+               "lora": {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}},
         rollout={"n": 2},
         algorithm={"advantage": "ppo", "kl_coef": 0.05, "kl_in": "loss"},
-        trainer={"ppo_epochs": 2, "mini_batch_size": 4, "micro_batch_size": 1, "lr": 1e-5, "critic_lr": 1e-4},
+        trainer={"ppo_epochs": 2, "mini_batch_size": 4, "micro_batch_size": 1, "lr": 1e-3, "critic_lr": 1e-3},
         ray={"num_cpus": 2, "torch_threads": 1, "colocate": True},
     )
     ray.init(num_cpus=2, include_dashboard=False)
@@ -120,8 +124,10 @@ def test_two_gloo_ranks_match_one_rank(tmp_path, smollm2_path):
         for k in keys:
             assert two[stats][k] == pytest.approx(one[stats][k], rel=1e-5, abs=1e-7), k
     assert one["policy"]["actor/grad_norm"] > 0
-    # both ranks hold the same weights, and they equal the one-rank result
+    # both ranks hold the same weights, and they equal the one-rank result; the adapters did move
     names = list(one["weights"][0])
+    lora_b = [n for n in names if "lora_B" in n]
+    assert lora_b and any(float(one["weights"][0][n].abs().max()) > 1e-4 for n in lora_b)
     for name in names:
         torch.testing.assert_close(two["weights"][0][name], two["weights"][1][name], rtol=0, atol=0)
         torch.testing.assert_close(two["weights"][0][name], one["weights"][0][name], rtol=0, atol=1e-6)
@@ -180,6 +186,8 @@ def test_data_parallel_run_with_python_plugins_checkpoints_an_hf_folder(tmp_path
                                  "messages": [{"role": "user", "content": f"Say {i}."}]}) + "\n")
     cfg = S.base_config(
         tmp_path,
+        model={"name_or_path": "smollm2-135m-instruct",
+               "lora": {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "save_merged": True}},
         data={"train_file": str(tasks), "prompts_per_step": 2},
         rewards=[{"name": "ran_in_a_worker", "weight": 1.0}],
         trainer={"total_steps": 1, "data_parallel": 2},
@@ -192,5 +200,5 @@ def test_data_parallel_run_with_python_plugins_checkpoints_an_hf_folder(tmp_path
     assert result.placement["policy"] != result.placement["policy/1"]
     state = json.loads((result.last_checkpoint / "trainer_state.json").read_text())
     assert state["weight_version"] == 1
-    model = AutoModelForCausalLM.from_pretrained(result.last_checkpoint / "policy")
+    model = AutoModelForCausalLM.from_pretrained(result.last_checkpoint / "merged")  # plain HF folder from rank 0
     assert model.config.vocab_size == 49152
