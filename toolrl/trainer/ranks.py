@@ -197,7 +197,8 @@ class PolicyRank(_Distributed):
         self.scheduler = make_scheduler(self.optimizer, warmup=tr.warmup_steps, total=tr.total_steps,
                                         schedule=tr.lr_schedule)
         self.reference = ReferenceRank(config, model_path, threads) if colocate_reference else None
-        self.critic = (CriticRank(config, model_path, threads, rank=rank, world_size=world_size, dp=self.dp)
+        # the colocated critic shares this process group but is never FSDP-sharded: it sums its gradients itself
+        self.critic = (CriticRank(config, model_path, threads, rank=rank, world_size=world_size)
                        if colocate_critic else None)
         self.backend: Any = None
         self.shares_module = False
