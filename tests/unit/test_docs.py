@@ -113,7 +113,7 @@ def _repo_files() -> list[str]:
 
 
 def test_docs_cite_only_files_that_exist():
-    """Markdown links resolve, and a file named in backticks (`x.md`, `pkg/y.py`) is in the repository."""
+    """Markdown links resolve, and a file cited in backticks (`x.md`, `pkg/y.py`) is in the repository."""
     files = _repo_files()
     pages = sorted(ROOT.glob("docs/*.md")) + [ROOT / "README.md"] + sorted(ROOT.glob("examples/*/README.md"))
     missing = []
@@ -125,8 +125,8 @@ def test_docs_cite_only_files_that_exist():
                 missing.append(f"{page.relative_to(ROOT)}: link {target}")
         for m in re.finditer(r"`([A-Za-z0-9_./-]+\.(?:md|py|toml|sh|yaml|yml))`", text):
             name = m.group(1)
-            if name.startswith(("~", "/")):
-                continue
+            if name.startswith(("~", "/")) or ("/" not in name and name.endswith(".py")):
+                continue  # a bare module name (`json.py`) is usually a name, not a citation
             if not any(f == name or f.endswith("/" + name) for f in files):
                 missing.append(f"{page.relative_to(ROOT)}: `{name}`")
     assert not missing, "docs cite files that are not in the repository:\n" + "\n".join(missing)
