@@ -95,6 +95,10 @@ def test_bad_paths_say_what_where_and_how_to_fix(tmp_path, batch, smollm2_path):
     with pytest.raises(RewardError, match=r"no trained classification head \(missing \['score.weight'\]\)") as info:
         score(trajs, tasks, model=str(smollm2_path))
     assert "allow_untrained_head" in info.value.fix
+    from toolrl.models import resolve_embedding_model  # a plain encoder (base model prefix "bert") likewise
+
+    with pytest.raises(RewardError, match=r"missing \['classifier.bias', 'classifier.weight'\]"):
+        score(trajs, tasks, model=str(resolve_embedding_model("all-minilm-l6-v2")))
 
 
 def test_bad_arguments_are_reward_errors(smollm2_rm, minilm_rm, batch):

@@ -115,7 +115,8 @@ class RewardModelScorer:
                               where=f"{WHERE}.model",
                               fix="pass a checkpoint saved by AutoModelForSequenceClassification.save_pretrained; "
                                   "a causal LM needs a trained reward head first") from None
-        head = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("model."))
+        base = getattr(model, "base_model_prefix", "") or "model"  # "model" (Llama, Qwen), "bert", ...
+        head = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(base + "."))
         if head and not allow_untrained_head:
             raise RewardError(
                 f"reward_model: {path!r} has no trained classification head (missing {head}); "
