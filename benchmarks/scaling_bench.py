@@ -30,24 +30,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_SUPPORT: dict = {}
+
+
 def _support():
-    spec = importlib.util.spec_from_file_location("train_support", ROOT / "tests/integration/test_train_support.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The tests' config helpers, loaded once (their reward plugin is registered once per process)."""
+    if not _SUPPORT:
+        spec = importlib.util.spec_from_file_location("train_support", ROOT / "tests/integration/test_train_support.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _SUPPORT.update(module=mod, plugin=mod.AnswerTagPlugin())
+    return _SUPPORT["module"], _SUPPORT["plugin"]
 
 
 def run(placement: str, steps: int, replicas: int, out: Path) -> dict:
     import toolrl
 
-    S = _support()
+    S, plugin = _support()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     extra = {"rollout": {"placement": placement, "replicas": replicas}} if placement == "separate" else {}
     cpus = 1 + (replicas if placement == "separate" else 0)
     cfg = S.base_config(out, trainer={"total_steps": steps}, ray={"num_cpus": cpus, "torch_threads": 1}, **extra)
     t0 = time.perf_counter()
-    result = toolrl.train(cfg, plugins=[S.AnswerTagPlugin()])
+    result = toolrl.train(cfg, plugins=[plugin])
     wall = time.perf_counter() - t0
     rows = S.read_metrics(result.run_dir)
     timed = rows[1:] or rows

@@ -377,13 +377,15 @@ def test_grpo_with_separate_engines_on_a_two_node_cluster(tmp_path, smollm2_path
     assert {"policy", "engine/0", "engine/1"} <= set(result.placement)
 
 
-def test_doctor_lists_the_cluster_nodes(loopback_cluster):
+def test_doctor_lists_the_cluster_nodes(loopback_cluster, tmp_path):
     from click.testing import CliRunner
 
     from toolrl.cli import cli
 
-    token_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(loopback_cluster.token)}
-    out = CliRunner(env=token_env).invoke(cli, ["doctor", "--json", "--ray-address", loopback_cluster.address])
+    config = tmp_path / "cluster.yaml"  # the cluster's token comes from the run config (ray.auth_token_file)
+    config.write_text(f"ray:\n  auth: token\n  auth_token_file: {loopback_cluster.token}\n")
+    out = CliRunner().invoke(cli, ["doctor", "--json", "--config", str(config), "--ray-address",
+                                   loopback_cluster.address])
     assert out.exit_code == 0, out.output
     report = json.loads(out.output)
     rc = report["ray_cluster"]
@@ -393,7 +395,7 @@ def test_doctor_lists_the_cluster_nodes(loopback_cluster):
     assert by_resource["trainer_node"]["resources"]["CPU"] == 1 and by_resource["engine_node"]["resources"]["CPU"] == 2
     assert all(n["address"] == "127.0.0.1" for n in rc["nodes"])
 
-    text = CliRunner(env=token_env).invoke(cli, ["doctor", "--ray-address", loopback_cluster.address])
+    text = CliRunner().invoke(cli, ["doctor", "--config", str(config), "--ray-address", loopback_cluster.address])
     assert text.exit_code == 0 and "ray node" in text.output and "engine_node" in text.output
 
 
@@ -446,7 +448,7 @@ def test_unsatisfiable_resources_name_the_keys(probe):
     from toolrl.errors import ToolrlError
     from toolrl.trainer.cluster import bundle, make_placement, start_ray, stop_ray
 
-    cfg = load_config(overrides=["ray.num_cpus=2", "rollout.placement=separate", "rollout.replicas=2",
+    cfg = load_config(overrides=["ray.num_cpus=4", "rollout.placement=separate", "rollout.replicas=2",
                                  "ray.engine.resources={engine_node: 1}"])
     started = start_ray(cfg)
     try:
@@ -455,10 +457,10 @@ def test_unsatisfiable_resources_name_the_keys(probe):
                            engine_bundles=[bundle(cfg.ray.engine)] * 2)
         assert "2 engine_node" in str(e.value) and "ray.engine.resources.engine_node" in e.value.where
         assert "--resources" in e.value.fix
-        big = load_config(overrides=["ray.num_cpus=2", "ray.policy.num_cpus=3"])
+        big = load_config(overrides=["ray.num_cpus=4", "ray.policy.num_cpus=5"])
         with pytest.raises(ToolrlError) as e:
             make_placement(big, trainer_bundles=[bundle(big.ray.policy)], engine_bundles=[])
-        assert "3 CPU" in str(e.value) and "ray.policy.num_cpus" in e.value.where
+        assert "5 CPU" in str(e.value) and "ray.policy.num_cpus" in e.value.where
         assert not ray.util.placement_group_table()  # nothing was reserved
     finally:
         stop_ray(started)

@@ -190,6 +190,8 @@ def _enter_loopback_mode() -> None:
 def _set_auth_env(rc: Any) -> None:
     """ray.auth / ray.auth_token_file -> Ray's RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH (restored at stop_ray)."""
     if rc.auth == "auto" and not rc.auth_token_file:
+        if has_token_auth():
+            _refresh_ray_config()  # RAY_AUTH_* as the environment says now (a caller may have set them late)
         return
     if not has_token_auth():
         if rc.auth == "token" or rc.auth_token_file:
