@@ -90,11 +90,7 @@ def train(config_path: str | None, overrides: tuple[str, ...]) -> None:
     from toolrl.config import load_config
 
     cfg = load_config(config_path, overrides)  # fails fast, before anything heavy loads
-    objective = cfg.algorithm.objective
-    if objective != "rl":  # SFT / DPO: the offline loop (docs/algorithms.md)
-        _feature(f"toolrl.trainer.{objective}", f"train_{objective}", "train")(cfg)
-        return
-    _feature("toolrl.trainer.api", "train", "train")(cfg)
+    _feature("toolrl.trainer.api", "train", "train")(cfg)  # RL, or SFT / DPO (algorithm.objective)
 
 
 @cli.command(name="eval", context_settings={"ignore_unknown_options": True})

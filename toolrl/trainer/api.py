@@ -70,6 +70,14 @@ def train(config: Any, overrides: Sequence[str] = (), plugins: Sequence[object] 
     registered here and in every worker process of the run.
     """
     cfg = coerce_config(config, overrides)
+    if cfg.algorithm.objective != "rl":  # SFT / DPO: the offline loop (toolrl.trainer.offline)
+        import importlib
+
+        from toolrl import runtime
+
+        runtime.register_plugins(list(plugins))
+        module = importlib.import_module(f"toolrl.trainer.{cfg.algorithm.objective}")
+        return getattr(module, f"train_{cfg.algorithm.objective}")(cfg)
     return Trainer(cfg, plugins).run()
 
 
@@ -102,6 +110,7 @@ class Trainer:
         self.rewards = prepare_rewards(cfg.rewards)
         self.estimator = plugins.registry("advantage_estimators").get(cfg.algorithm.advantage)
         self.needs_critic = uses_critic(self.estimator)
+        plugins.registry("policy_losses").entry(cfg.algorithm.policy_loss)  # an unknown loss fails here
         self.evaluators = [(name, plugins.registry("evaluators").get(name)) for name in cfg.trainer.evaluators]
         sink_reg = plugins.registry("metric_sinks")
         for name in cfg.trainer.metric_sinks:

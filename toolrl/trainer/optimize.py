@@ -28,7 +28,15 @@ from typing import Any
 import torch
 
 from toolrl.algorithms.kl import kl_estimate
-from toolrl.algorithms.losses import agg_denominator, aggregate, masked_mean, policy_loss, value_loss
+from toolrl.algorithms.losses import (
+    PolicyLossInput,
+    agg_denominator,
+    aggregate,
+    loss_norm_len,
+    masked_mean,
+    truncated_is_weights,
+    value_loss,
+)
 from toolrl.trainer.batch import TrainBatch
 from toolrl.trainer.forward import critic_values, response_logprobs
 from toolrl.trainer.fsdp import clip_grad_norm
@@ -195,7 +203,7 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
     acc = StatAccumulator(dp)
     for epoch in range(tr.ppo_epochs):
         for m, mini in enumerate(mini_batches(batch, mini_size, group, generator, shuffle)):
-            denominator = agg_denominator(mini.response_mask, cfg.algorithm.loss_agg)
+            denominator = agg_denominator(mini.response_mask, cfg.algorithm.loss_agg, loss_norm_len(cfg))
             mine = mini.select(rank_shares(mini, dp.world_size, group)[dp.rank]) if dp.active else mini
             optimizer.zero_grad(set_to_none=True)
             for micro in mine.split(tr.micro_batch_size):
@@ -222,32 +230,42 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
 
 
 def loss_terms(logprobs: torch.Tensor, entropy: torch.Tensor | None, micro: TrainBatch, alg: Any, kl_in: str,
-               kl_coef: float, denominator: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """The policy loss of one micro-batch: PPO-clip + KL to the reference (if in the loss) - entropy bonus.
+               kl_coef: float, denominator: float, norm_len: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The policy loss of one micro-batch: the registered policy loss (`algorithm.policy_loss`: ppo, gspo or a
+    plugin's) + KL to the reference (if in the loss) - entropy bonus.
 
     Every term is aggregated over `micro.response_mask` only, so tool-result
-    tokens, padding and excluded samples contribute exactly nothing.
+    tokens, padding and excluded samples contribute exactly nothing. With
+    `algorithm.tis_cap` the policy loss gets truncated importance weights between
+    the trainer's and the rollout engine's logprobs.
     """
+    from toolrl import plugins
+
     mask = micro.response_mask
     old = micro.get("old_logprobs")
     old = logprobs.detach() if old is None else old
-    pg, pg_stats = policy_loss(logprobs, old, micro["advantages"], mask, clip_low=alg.clip_ratio,
-                               clip_high=alg.clip_ratio_high, agg=alg.loss_agg, denominator=denominator)
+    is_weights = None
+    if alg.tis_cap is not None:
+        is_weights = truncated_is_weights(old, micro["rollout_logprobs"], mask, alg.tis_cap)
+    out = plugins.get("policy_losses", alg.policy_loss)(
+        PolicyLossInput(logprobs, old, micro["advantages"], mask, alg.loss_agg, denominator, norm_len, is_weights), alg)
+    pg = out.loss
     total = pg
-    stats = {"loss/policy": float(pg.detach()), "actor/clip_frac": pg_stats.clip_frac,
-             "actor/approx_kl": pg_stats.approx_kl, "actor/ratio_max": pg_stats.ratio_max}
+    stats = {"loss/policy": float(pg.detach()), **out.stats}
+    if is_weights is not None:
+        stats["actor/tis_weight_mean"] = float(masked_mean(is_weights, mask))
     ref = micro.get("ref_logprobs")
     if ref is not None:
         kl = kl_estimate(logprobs, ref, alg.kl_estimator)
         stats["actor/kl"] = float(masked_mean(kl.detach(), mask))
         if kl_in == "loss" and kl_coef > 0:
-            kl_loss = aggregate(kl, mask, alg.loss_agg, denominator)
+            kl_loss = aggregate(kl, mask, alg.loss_agg, denominator, norm_len)
             total = total + kl_coef * kl_loss
             stats["loss/kl"] = float(kl_loss.detach())
     if entropy is not None:
         stats["actor/entropy"] = float(masked_mean(entropy.detach(), mask))
         if alg.entropy_coef > 0:
-            ent = aggregate(entropy, mask, alg.loss_agg, denominator)
+            ent = aggregate(entropy, mask, alg.loss_agg, denominator, norm_len)
             total = total - alg.entropy_coef * ent
             stats["loss/entropy"] = float(ent.detach())
     stats["loss/total"] = float(total.detach())
@@ -264,7 +282,7 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
     def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
         logprobs, entropy = response_logprobs(model, micro, temperature, with_entropy=True,
                                               entropy_grad=alg.entropy_coef > 0, share_prompt=share)
-        loss, stats = loss_terms(logprobs, entropy, micro, alg, cfg.kl_in, kl_coef, denominator)
+        loss, stats = loss_terms(logprobs, entropy, micro, alg, cfg.kl_in, kl_coef, denominator, loss_norm_len(cfg))
         if first_pass and float(micro.response_mask.sum()) > 0:  # the weights that sampled: compare with the rollout
             diff = (logprobs.detach() - micro["rollout_logprobs"]).abs()
             stats["actor/rollout_logprob_diff"] = float(masked_mean(diff, micro.response_mask))
@@ -297,7 +315,8 @@ def update_critic(critic: Any, optimizer: torch.optim.Optimizer, batch: TrainBat
                    dp=dp or DataParallel())
     out = acc.result()
     returns, values, mask = batch["returns"], batch["values"], batch.response_mask
-    out["critic/value_loss_before"] = float(aggregate(0.5 * (values - returns) ** 2, mask, alg.loss_agg))
+    out["critic/value_loss_before"] = float(aggregate(0.5 * (values - returns) ** 2, mask, alg.loss_agg,
+                                                       norm_len=loss_norm_len(cfg)))
     var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
     var_res = masked_mean((returns - values - masked_mean(returns - values, mask)) ** 2, mask)
     out["critic/explained_var"] = float(1 - var_res / var_r) if float(var_r) > 0 else 0.0

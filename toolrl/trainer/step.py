@@ -34,6 +34,7 @@ from toolrl.metrics.samples import debug_line, per_sample_advantages, sample_rec
 from toolrl.metrics.timing import PhaseTimer
 from toolrl.rewards import PreparedReward, compute_rewards_sync
 from toolrl.trainer.batch import build_batch
+from toolrl.trainer.collect import collect
 from toolrl.trainer.roles import Critic, PolicyUpdate, Reference, RolloutEngines, RolloutJob, TrainerGroup
 from toolrl.trainer.sampler import TaskSampler
 from toolrl.types import Task, Trajectory
@@ -74,20 +75,23 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
     timer = PhaseTimer()
     seed = step_seed(cfg.trainer.seed, step)
 
-    # 1. sample prompts
-    prompts = tuple(ctx.tasks[i] for i in ctx.sampler.next_indices())
+    # 1. sample prompts; 2. n rollouts per prompt (task-major), each stamped with the weight version that
+    #    sampled it; 3. rewards: weighted sum of the reward plugins, None = excluded from the update.
+    #    With algorithm.dynamic_sampling / overlong_buffer, collect() runs more rounds and shapes the scores.
+    def rollout(tasks: Sequence[Task], round_seed: int) -> list[Trajectory]:
+        with timer("rollout"):
+            return ctx.engines.rollout(RolloutJob(tuple(tasks), cfg.rollout.n, round_seed))
 
-    # 2. n rollouts per prompt (task-major), each stamped with the weight version that sampled it
-    with timer("rollout"):
-        trajectories = ctx.engines.rollout(RolloutJob(prompts, cfg.rollout.n, seed))
+    def score(trajs: Sequence[Trajectory], tasks: Sequence[Task]) -> tuple[list[Any], dict[str, float]]:
+        with timer("reward"):
+            return compute_rewards_sync(trajs, tasks, ctx.rewards)
+
+    got = collect(cfg, lambda: [ctx.tasks[i] for i in ctx.sampler.next_indices()], rollout, score, seed)
+    prompts, trajectories, results = tuple(got.prompts), got.trajectories, got.results
     group_ids = prompt_groups(trajectories)
-
-    # 3. rewards: weighted sum of the configured reward plugins; None = excluded from the update
-    with timer("reward"):
-        results, reward_m = compute_rewards_sync(trajectories, prompts, ctx.rewards)
-    metrics = {k.replace("reward/seconds/", "timing/reward/"): v for k, v in reward_m.items()}
-    valid = [r.total is not None for r in results]
-    scores = torch.tensor([r.total if r.total is not None else 0.0 for r in results], dtype=torch.float32)
+    metrics = dict(got.metrics)
+    valid = [s is not None for s in got.scores]
+    scores = torch.tensor([s if s is not None else 0.0 for s in got.scores], dtype=torch.float32)
     metrics.update(reward_metrics(results, cfg.trainer.accuracy_reward, cfg.trainer.success_threshold))
     metrics.update(no_signal_check(step, scores, valid, group_ids, group_based=ctx.critic is None))
 
