@@ -109,6 +109,12 @@ def resolve_config(model: str, config_path: str | None = None, overrides: Sequen
     if found is None:
         return ResolvedConfig(load_config(config_path, overrides), None, {}, ())
     trained, state_file = found
+    try:
+        validate(copy.deepcopy(trained))
+    except ConfigError as exc:  # a checkpoint from another toolrl version whose config no longer validates
+        logger.warning("the training config in %s does not load with this toolrl version, so the defaults (and "
+                       "--config) are used instead:\n%s", state_file, exc)
+        return ResolvedConfig(load_config(config_path, overrides), None, {}, ())
     raw = copy.deepcopy(trained)
     explicit: dict[str, tuple[Any, str]] = {}
     if config_path is not None:

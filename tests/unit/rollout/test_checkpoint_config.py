@@ -74,6 +74,11 @@ def test_a_differing_setting_is_a_warning_naming_the_field(checkpoint, tmp_path)
     assert [x.name for x in r.config.rewards] == ["math_equiv"]
     plain = resolve_config("smollm2-135m-instruct", None, ["rollout.max_new_tokens=64"])  # not a checkpoint
     assert plain.state_file is None and plain.warnings == ()
+    old = tmp_path / "old_ckpt"  # a checkpoint whose config this version no longer accepts
+    old.mkdir()
+    (old / "trainer_state.json").write_text(json.dumps({"step": 1, "config": {"rollout": {"retired_key": 1}}}))
+    fallback = resolve_config(str(old), None, ["rollout.max_new_tokens=64"])
+    assert fallback.state_file is None and fallback.config.rollout.max_new_tokens == 64
 
 
 def test_toolrl_eval_says_where_the_settings_came_from(checkpoint, tmp_path):
