@@ -55,6 +55,7 @@ def test_example_config(path, installed):
     prepared = prepare_rewards(cfg.rewards, registry=installed.registry("rewards"))
     assert [p.name for p in prepared] == [r.name for r in cfg.rewards]
     installed.registry("advantage_estimators").get(cfg.algorithm.advantage)
+    installed.registry("policy_losses").get(cfg.algorithm.policy_loss)
     installed.registry("rollout_backends").get(cfg.rollout.backend)
     for name in cfg.trainer.metric_sinks:
         installed.registry("metric_sinks").get(name)
@@ -78,6 +79,11 @@ def test_example_config(path, installed):
             for t in tasks:
                 if t.env:
                     installed.registry("environments").get(t.env)
+    for line in header:  # SFT conversations / DPO pairs sampled from a task file that the header writes
+        if line.startswith(("toolrl data sft ", "toolrl data dpo ")):
+            words = shlex.split(line.split("#")[0])
+            assert "--tasks" in words and "--model" in words, line
+            made[words[words.index("--out") + 1]] = []
     for key in ("train_file", "eval_file"):
         f = getattr(cfg.data, key)
         if f and made:
