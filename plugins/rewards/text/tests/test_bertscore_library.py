@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from toolrl.errors import RewardError
+from toolrl_rewards_text import model_based
 from toolrl_rewards_text.model_based import bertscore_f1
 
 REF = "Your package arrives on Monday."
@@ -21,6 +22,7 @@ def run(build, answers, reference, **args):
 
 def test_equals_the_library_functional_api(build, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local folder: nothing may come from a hub
+    monkeypatch.setattr(model_based, "_MODELS", {})  # the layer-3 scorer made here does not outlive the test
     import bert_score
 
     from toolrl.models import resolve_embedding_model
