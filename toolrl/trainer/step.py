@@ -28,6 +28,7 @@ import torch
 from toolrl.algorithms.advantages import AdvantageInput, AdvantageOutput
 from toolrl.algorithms.kl import KLController, kl_estimate
 from toolrl.algorithms.losses import masked_mean
+from toolrl.algorithms.spec import estimator_needs
 from toolrl.metrics.resources import snapshot
 from toolrl.metrics.rollout_stats import reward_metrics, rollout_metrics
 from toolrl.metrics.samples import debug_line, per_sample_advantages, sample_records, write_samples
@@ -93,7 +94,7 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
     valid = [s is not None for s in got.scores]
     scores = torch.tensor([s if s is not None else 0.0 for s in got.scores], dtype=torch.float32)
     metrics.update(reward_metrics(results, cfg.trainer.accuracy_reward, cfg.trainer.success_threshold))
-    metrics.update(no_signal_check(step, scores, valid, group_ids, group_based=ctx.critic is None))
+    metrics.update(no_signal_check(step, scores, valid, group_ids, group_based=estimator_needs(ctx.estimator).groups))
 
     # 4. the batch, then reference logprobs, critic values and old logprobs where needed (overlapped)
     batch = build_batch(trajectories, group_ids, valid, ctx.pad_token_id)
