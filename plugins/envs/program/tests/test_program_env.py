@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 AGENTS = Path(__file__).parent / "programs" / "agents.py"
 QUESTION = ({"role": "user", "content": "Name a color."},)
-LOGPROB_TOL = 2e-3  # float32 CPU: batched decoding with a KV cache vs one full forward pass
+LOGPROB_TOL = 1e-3  # as the agent-loop tests; measured max |diff| 4.4e-5 over 95 tokens (float32 CPU, KV cache vs one pass)
 
 
 def entry(fn: str) -> str:
