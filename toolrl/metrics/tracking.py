@@ -21,7 +21,8 @@ mlflow
     as params, each step's metrics with `step=`; a resumed run continues the same
     MLflow run (`<run_dir>/mlflow_run_id`). MLflow allows only letters, digits
     and `_-. /:` in names, so other characters become `_` (`eval/pass@4` is
-    logged as `eval/pass_4`).
+    logged as `eval/pass_4`), and keeps a metric in a file named by its path, so
+    only the first `/` stays (`timing/reward/math` is logged as `timing/reward.math`).
 """
 
 from __future__ import annotations
@@ -120,8 +121,13 @@ _MLFLOW_BAD = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 
 def mlflow_name(key: str) -> str:
-    """A metric or param name MLflow accepts (letters, digits, `_-. /:`); others become `_`."""
-    return _MLFLOW_BAD.sub("_", key)
+    """A metric or param name MLflow accepts (letters, digits, `_-. /:`; others become `_`).
+
+    Only the first `/` is kept (the namespace); later ones become `.`: MLflow's file store keeps a metric
+    in a file named by its path, so `timing/reward` and `timing/reward/<name>` could not both exist.
+    """
+    head, sep, rest = _MLFLOW_BAD.sub("_", key).partition("/")
+    return head + sep + rest.replace("/", ".")
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

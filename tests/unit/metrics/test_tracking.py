@@ -90,8 +90,9 @@ def test_mlflow_local_store_has_metrics_params_and_resumes(plugin_manager, tmp_p
     (run_dir / "config.yaml").write_text(CONFIG)
     sink = plugins.get("metric_sinks", "mlflow")(run_dir)
     sink.begin(4, 0)
-    for step in (1, 2):
-        sink.log(step, {"reward/mean": step / 4, "eval/pass@4": 0.5, "actor/kl": float("inf")})
+    for step in (1, 2):  # timing/reward and timing/reward/<name> both exist in a real step
+        sink.log(step, {"reward/mean": step / 4, "eval/pass@4": 0.5, "actor/kl": float("inf"),
+                        "timing/reward": 0.5, "timing/reward/math_equiv": 0.25})
     sink.close()
     resumed = plugins.get("metric_sinks", "mlflow")(run_dir)
     resumed.begin(4, 3)
@@ -107,6 +108,7 @@ def test_mlflow_local_store_has_metrics_params_and_resumes(plugin_manager, tmp_p
         [(1, 0.25), (2, 0.5), (3, 0.75)]
     assert [m.value for m in client.get_metric_history(sink.run_id, "eval/pass_4")] == [0.5, 0.5]
     assert "actor/kl" not in run.data.metrics
+    assert run.data.metrics["timing/reward"] == 0.5 and run.data.metrics["timing/reward.math_equiv"] == 0.25
 
 
 def test_missing_library_names_the_extra(plugin_manager, tmp_path, monkeypatch):
