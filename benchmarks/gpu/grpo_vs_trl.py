@@ -28,7 +28,8 @@ sys.path.insert(0, str(HERE))
 
 
 def log(*a, **k):
-    print(*a, **k, flush=True)
+    k["flush"] = True
+    print(*a, **k)
 
 
 # ------------------------------------------------------------------------------------------ TRL

