@@ -3,7 +3,8 @@ data-parallel run checkpoints a plain HF folder, and plugins passed to toolrl.tr
 
 Tolerance: the ranks run the same micro-batches (micro_batch_size=1, one torch thread), so the only
 difference is the order in which per-sample gradients are summed (gloo all-reduce vs. accumulation):
-losses, gradient norms and log-probs agree to rel 1e-5, updated weights to abs 1e-6 (float32).
+losses, gradient norms and log-probs agree to rel 1e-5, updated LoRA weights to abs 1e-5 (float32, lr 1e-3:
+measured difference 1.2e-6 after four Adam steps), and the two ranks hold bit-identical weights.
 """
 
 import dataclasses
@@ -122,7 +123,8 @@ def test_two_gloo_ranks_match_one_rank(tmp_path, smollm2_path):
     assert lora_b and any(float(one["weights"][0][n].abs().max()) > 1e-4 for n in lora_b)
     for name in names:
         torch.testing.assert_close(two["weights"][0][name], two["weights"][1][name], rtol=0, atol=0)
-        torch.testing.assert_close(two["weights"][0][name], one["weights"][0][name], rtol=0, atol=1e-6)
+        # lr 1e-3 Adam moves adapters ~1e-3 per step; summation-order noise measured up to 1.2e-6 after 4 steps
+        torch.testing.assert_close(two["weights"][0][name], one["weights"][0][name], rtol=0, atol=1e-5)
 
 
 class PidEnvPlugin:
