@@ -38,7 +38,13 @@ from toolrl.algorithms.losses import (
     value_loss,
 )
 from toolrl.trainer.batch import TrainBatch
-from toolrl.trainer.forward import critic_values, response_logprobs
+from toolrl.trainer.forward import (
+    critic_values,
+    micro_batches,
+    peak_memory,
+    response_logprobs,
+    uses_gradient_checkpointing,
+)
 from toolrl.trainer.fsdp import clip_grad_norm
 
 logger = logging.getLogger(__name__)
@@ -206,7 +212,7 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
             denominator = agg_denominator(mini.response_mask, cfg.algorithm.loss_agg, loss_norm_len(cfg))
             mine = mini.select(rank_shares(mini, dp.world_size, group)[dp.rank]) if dp.active else mini
             optimizer.zero_grad(set_to_none=True)
-            for micro in mine.split(tr.micro_batch_size):
+            for micro in micro_batches(mine, tr.micro_batch_size, tr.token_budget, group):
                 micro = micro.trimmed().to(device)
                 tokens = float(micro.response_mask.sum())
                 loss, stats = micro_loss(micro, denominator, epoch == 0 and m == 0)
@@ -277,7 +283,8 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
     """The clipped policy loss through `optimize`; statistics under actor/* and loss/*."""
     alg = cfg.algorithm
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
-    share = cfg.trainer.share_prompt and not cfg.model.gradient_checkpointing  # a group's prompt runs once per pass
+    checkpointing = uses_gradient_checkpointing(model)  # decided at load (model.gradient_checkpointing; None: CUDA)
+    share = cfg.trainer.share_prompt and not checkpointing  # a group's prompt runs once per pass
 
     def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
         logprobs, entropy = response_logprobs(model, micro, temperature, with_entropy=True,
@@ -288,12 +295,13 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
             stats["actor/rollout_logprob_diff"] = float(masked_mean(diff, micro.response_mask))
         return loss, stats
 
-    with train_mode(model, cfg.model.gradient_checkpointing or cfg.model.lora.dropout > 0):
+    with train_mode(model, checkpointing or cfg.model.lora.dropout > 0):
         acc = optimize(model, optimizer, batch, cfg, seed=seed, micro_loss=micro_loss, prefix="actor",
                        dp=dp or DataParallel())
     out = acc.result()
     out["actor/skipped_steps"] = float(acc.skipped)
     out["actor/lr"] = optimizer.param_groups[0]["lr"]
+    out.update(peak_memory(next(model.parameters()).device))
     return out
 
 
@@ -301,7 +309,7 @@ def update_critic(critic: Any, optimizer: torch.optim.Optimizer, batch: TrainBat
                   dp: DataParallel | None = None) -> dict[str, float]:
     """Fit the critic to the returns with the clipped value loss (same epochs and mini-batches as the policy)."""
     alg = cfg.algorithm
-    share = cfg.trainer.share_prompt and not cfg.model.gradient_checkpointing
+    share = cfg.trainer.share_prompt and not uses_gradient_checkpointing(getattr(critic, "backbone", critic))
 
     def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
         values = critic_values(critic, micro, share)
