@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 EXPECTED = {
     "env_code": ("toolrl-env-code", "toolrl_env_code",
-                 {"environments": ["python"], "task_suites": ["arith-tool", "code"]}),
+                 {"environments": ["python"], "task_suites": ["arith-tool", "code", "gsm"]}),
     "env_memory": ("toolrl-env-memory", "toolrl_env_memory",
                    {"environments": ["memory"], "task_suites": ["memory"], "rewards": ["memory_recall"]}),
     "env_bfcl": ("toolrl-env-bfcl", "toolrl_env_bfcl",
