@@ -123,8 +123,15 @@ def test_two_gloo_ranks_match_one_rank(tmp_path, smollm2_path):
     assert lora_b and any(float(one["weights"][0][n].abs().max()) > 1e-4 for n in lora_b)
     for name in names:
         torch.testing.assert_close(two["weights"][0][name], two["weights"][1][name], rtol=0, atol=0)
-        # lr 1e-3 Adam moves adapters ~1e-3 per step; summation-order noise measured up to 1.2e-6 after 4 steps
-        torch.testing.assert_close(two["weights"][0][name], one["weights"][0][name], rtol=0, atol=1e-5)
+        # Stated tolerance. Gradients summed over two ranks differ from one rank's sum only in float
+        # summation order (losses and grad norms agree to rel 1e-5 above), but Adam divides each update by
+        # sqrt(v): for the few elements whose gradient is near zero that order noise is amplified. Measured
+        # over 4 Adam steps at lr 1e-3: 2 of 4608 elements of one adapter differ by up to 1.8e-5 (single runs
+        # saw 1.2e-6 too). So: every element within a tenth of one lr step (1e-4), and each tensor as a whole
+        # within 1e-3 relative (L2) of the one-rank result.
+        a, b = two["weights"][0][name].double(), one["weights"][0][name].double()
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+        assert float((a - b).norm()) <= 1e-3 * max(float(b.norm()), 1e-12), name
 
 
 class PidEnvPlugin:
