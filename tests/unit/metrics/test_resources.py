@@ -21,7 +21,9 @@ def test_keys_are_namespaced_and_cpu_only_process_reports_no_gpu():
 
 def test_rss_follows_an_allocation():
     before = snapshot("actor/0")["resources/actor/0/rss_mib"]
-    block = bytearray(256 * 1024 * 1024)  # zero-filled, so every page is touched
+    # written with ones, so every page is touched (a zero-filled bytearray comes from calloc: fresh mmap pages
+    # that are not resident until written, so RSS did not move in a clean-clone run)
+    block = b"\x01" * (256 * 1024 * 1024)
     try:
         during = snapshot("actor/0")["resources/actor/0/rss_mib"]
     finally:
