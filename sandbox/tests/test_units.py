@@ -59,15 +59,16 @@ def test_package_does_not_import_toolrl() -> None:
 
 def test_executor_is_stdlib_only() -> None:
     names: set[str] = set()
-    for asset in ("executor.py", "grading.py", "grade_run.py", "seccomp.py"):
+    for asset in image_mod.EXECUTOR_FILES:
         tree = ast.parse(image_mod._asset(asset))
         names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         if asset == "executor.py":
             names |= set(ast.literal_eval(next(n.value for n in tree.body if isinstance(n, ast.Assign)
                                                and getattr(n.targets[0], "id", "") == "WARM_MODULES")))
-    assert {"grade_run", "grading", "seccomp"} <= names  # the executor's siblings in the image
-    names -= {"grade_run", "grading", "seccomp"}
+    siblings = {"capture", "grade_run", "grading", "seccomp"}
+    assert siblings <= names  # the executor's siblings in the image
+    names -= siblings
     assert names and all(name.split(".")[0] in sys.stdlib_module_names for name in names), names
 
 

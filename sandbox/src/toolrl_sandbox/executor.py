@@ -27,7 +27,6 @@ import fcntl
 import json
 import os
 import resource
-import select
 import shutil
 import signal
 import stat
@@ -58,6 +57,7 @@ CHILD_ENV = {
 }
 
 _libc = None
+capture = _drain = None  # the pipe readers of capture.py beside this file (main() imports it; grade_run uses both)
 _seccomp = None
 
 
@@ -416,46 +416,9 @@ def run(req: dict, warm_path: list, statuses: dict, use_pidfd: bool) -> dict:
         _child(req, (stdin_fd, out_w, err_w), warm_path)
     for fd in (stdin_fd, out_w, err_w):
         os.close(fd)
-    bufs = {out_r: bytearray(), err_r: bytearray()}
     caps = {out_r: cap, err_r: cap}
-    poller = select.poll()
-    for fd in bufs:
-        poller.register(fd, select.POLLIN)
-    pidfd = -1
-    if use_pidfd:
-        pidfd = os.pidfd_open(pid)
-        poller.register(pidfd, select.POLLIN)
-    deadline = t0 + timeout
-    reason = None
-    child_status = None
-    while child_status is None and reason is None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            reason = "timeout"
-            break
-        wait_ms = remaining * 1000 if pidfd >= 0 else min(remaining * 1000, 2)
-        for fd, _ev in poller.poll(wait_ms):
-            if fd == pidfd:
-                continue
-            try:
-                data = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not data:
-                poller.unregister(fd)
-                continue
-            buf = bufs[fd]
-            room = caps[fd] - len(buf)
-            buf += data[:max(room, 0)]
-            if len(data) > room:
-                reason = "output_limit"
-        if reason is None:
-            try:
-                wpid, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                wpid, status = pid, statuses.pop(pid, 0)
-            if wpid == pid:
-                child_status = status
+    pidfd = os.pidfd_open(pid) if use_pidfd else -1
+    bufs, reason, child_status = capture(pid, out_r, err_r, cap, t0 + timeout, statuses, pidfd)
     wall_ms = (time.monotonic() - t0) * 1000.0
     clean = kill_all(statuses)
     if child_status is None:
@@ -503,28 +466,6 @@ def _is_memory_error(exit_code: int, stderr: str, ooms_before: int) -> bool:
     return exit_code != 0 and tail.startswith("MemoryError")
 
 
-def _drain(bufs: dict, caps: dict) -> None:
-    """Read what is left in the pipes; every writer is dead, so EOF comes."""
-    end = time.monotonic() + 0.5
-    pending = set(bufs)
-    for fd in pending:
-        os.set_blocking(fd, False)
-    while pending and time.monotonic() < end:
-        for fd in list(pending):
-            try:
-                data = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not data:
-                pending.discard(fd)
-                continue
-            room = caps[fd] - len(bufs[fd])
-            if room > 0:
-                bufs[fd] += data[:room]
-        if pending:
-            select.select(list(pending), [], [], 0.05)
-
-
 # --------------------------------------------------------------------- main
 def main() -> int:
     global _libc
@@ -549,10 +490,12 @@ def main() -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, here)
     import grade_run  # the code grader, beside this file on the read-only root
+    import capture as capture_module
     import seccomp
 
-    global _seccomp
+    global _seccomp, capture, _drain
     _seccomp = seccomp
+    capture, _drain = capture_module.capture, capture_module._drain
 
     del sys.path[0]
     this = sys.modules[__name__]

@@ -59,41 +59,12 @@ def run_grade(req, ex, warm_path, statuses):
         ex.cleanup(statuses)
         return {"status": "infra_error", "stdout": "", "stderr": "the grader process did not start",
                 "exit_code": None, "wall_ms": 0.0, "tainted": True}
-    bufs = {out_r: bytearray(), err_r: bytearray()}
     caps = {out_r: cap, err_r: cap}
-    poller = select.poll()
-    for fd in bufs:
-        poller.register(fd, select.POLLIN)
     try:
         pidfd = os.pidfd_open(gpid)  # wakes the poll when the grader exits
-        poller.register(pidfd, select.POLLIN)
     except (AttributeError, OSError):
         pidfd = -1
-    deadline = t0 + timeout
-    reason = status = None
-    while status is None and reason is None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            reason = "timeout"
-            break
-        for fd, _ev in poller.poll(remaining * 1000 if pidfd >= 0 else min(remaining * 1000, 2)):
-            if fd == pidfd:
-                continue
-            data = os.read(fd, 1 << 16)
-            if not data:
-                poller.unregister(fd)
-                continue
-            room = caps[fd] - len(bufs[fd])
-            bufs[fd] += data[:max(room, 0)]
-            if len(data) > room:
-                reason = "output_limit"
-        if reason is None:
-            try:
-                wpid, st = os.waitpid(gpid, os.WNOHANG)
-            except ChildProcessError:
-                wpid, st = gpid, statuses.pop(gpid, 0)
-            if wpid == gpid:
-                status = st
+    bufs, reason, status = ex.capture(gpid, out_r, err_r, cap, t0 + timeout, statuses, pidfd)
     wall_ms = (time.monotonic() - t0) * 1000.0
     clean = ex.kill_all(statuses)
     if status is None:

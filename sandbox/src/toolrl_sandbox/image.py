@@ -54,11 +54,15 @@ def _asset(name: str) -> bytes:
     return resources.files("toolrl_sandbox").joinpath(name).read_bytes()
 
 
+EXECUTOR_FILES = ("executor.py", "capture.py", "grading.py", "grade_run.py", "seccomp.py")
+"""The in-container program: the executor and its stdlib-only siblings, copied to /opt/toolrl_sandbox/."""
+
+
 def content_hash() -> str:
     """Hash of everything that goes into the image."""
     digest = hashlib.sha256()
-    for part in (_asset("executor.py"), _asset("grading.py"), _asset("grade_run.py"), _asset("seccomp.py"),
-                 _asset("Dockerfile"), rootfs.RECIPE.encode(), __version__.encode()):
+    for part in (*(_asset(name) for name in EXECUTOR_FILES), _asset("Dockerfile"), rootfs.RECIPE.encode(),
+                 __version__.encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
 
@@ -128,7 +132,7 @@ def _base_available(client: docker.DockerClient, base: str, pull_timeout: float)
 def _docker_build(client: docker.DockerClient, base: str, image: str, labels: dict[str, str]) -> None:
     ctx = tempfile.mkdtemp(prefix="toolrl-sandbox-ctx-")
     try:
-        for name in ("Dockerfile", "executor.py", "grading.py", "grade_run.py", "seccomp.py"):
+        for name in ("Dockerfile", *EXECUTOR_FILES):
             with open(os.path.join(ctx, name), "wb") as fh:
                 fh.write(_asset(name))
         stream = client.api.build(path=ctx, tag=image, buildargs={"BASE": base}, labels=labels,
