@@ -1,5 +1,7 @@
 """resources.snapshot: real process figures, namespaced by role."""
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,14 +22,19 @@ def test_keys_are_namespaced_and_cpu_only_process_reports_no_gpu():
 
 
 def test_rss_follows_an_allocation():
-    before = snapshot("actor/0")["resources/actor/0/rss_mib"]
-    # written with ones, so every page is touched (a zero-filled bytearray comes from calloc: fresh mmap pages
-    # that are not resident until written, so RSS did not move in a clean-clone run)
-    block = b"\x01" * (256 * 1024 * 1024)
-    try:
-        during = snapshot("actor/0")["resources/actor/0/rss_mib"]
-    finally:
-        del block
+    """In a fresh process. Inside the full suite's long-lived pytest process (7.9 GB resident after the
+    integration tests) two clean-clone runs read the same RSS before and during the allocation, to the byte;
+    the likely reason is that the allocator reused freed pages that were still resident, so no new page was
+    faulted in (not confirmed). Alone, after torch work and after a Ray start, it moves as it should."""
+    code = (
+        "from toolrl.metrics.resources import snapshot\n"
+        "before = snapshot('actor/0')['resources/actor/0/rss_mib']\n"
+        "block = b'\\x01' * (256 * 1024 * 1024)  # written, so every page is resident\n"
+        "during = snapshot('actor/0')['resources/actor/0/rss_mib']\n"
+        "print(before, during)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    before, during = map(float, out.stdout.split())
     assert during - before > 200, (before, during)
 
 
