@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +27,7 @@ from toolrl.types import Task, ToolCall, ToolResult
 logger = logging.getLogger(__name__)
 
 SANDBOX_POOL = "toolrl/sandbox-pool"
+SANDBOX_BACKENDS = ("docker", "process")
 
 
 @runtime_checkable
@@ -86,6 +88,17 @@ class EnvContext:
     def get(self, key: str, default: Any = None) -> Any:
         return self._items.get(key, default)
 
+    def sandbox_backend(self) -> str:
+        """`docker` (the default) or `process`: from `envs.sandbox.backend`, else $TOOLRL_SANDBOX_BACKEND."""
+        section = self.config.get("sandbox") or {}
+        backend = str(section.get("backend") or os.environ.get("TOOLRL_SANDBOX_BACKEND") or "docker").lower()
+        if backend not in SANDBOX_BACKENDS:
+            from toolrl.errors import ToolrlError
+
+            raise ToolrlError(f"unknown sandbox backend {backend!r}", where="envs.sandbox.backend / "
+                              "$TOOLRL_SANDBOX_BACKEND", fix=f"use one of {', '.join(SANDBOX_BACKENDS)}")
+        return backend
+
     async def sandbox_pool(self, *, size: int = 2, mode: str = "reuse", image: str | None = None,
                            where: str = "sandbox") -> Any:
         """The run's `toolrl_sandbox.SandboxPool` for these settings, started on first use, closed with the context.
@@ -93,8 +106,13 @@ class EnvContext:
         Environments (the python env) and rewards (code_pass_rate) of one process ask here, so a run starts
         one pool, not one per plugin. A pool's connections belong to the event loop that opened it, so the
         key holds the loop; `size` counts only for the first caller. `where` names the caller in errors.
+
+        With `envs.sandbox.backend: process` (or TOOLRL_SANDBOX_BACKEND=process) the pool is a
+        `toolrl_sandbox.process.ProcessPool` instead: local subprocesses with rlimits, NOT a security
+        boundary, for throwaway machines without Docker (docs/sandbox.md); `mode` and `image` do not apply.
         """
-        key = sandbox_pool_key(mode, image)
+        backend = self.sandbox_backend()
+        key = sandbox_pool_key("process" if backend == "process" else mode, image)
         existing = self._items.get(key)
         if existing is not None:
             return existing
@@ -108,6 +126,14 @@ class EnvContext:
                 raise ToolrlError("a sandbox pool needs the toolrl-sandbox distribution, which is not installed",
                                   where=where, fix="pip install -e ./sandbox (then build the image: "
                                                    "toolrl-sandbox build)") from exc
+            if backend == "process":
+                from toolrl_sandbox.process import ProcessPool
+
+                proc_pool = ProcessPool(size=int(size))
+                await proc_pool.start()
+                logger.warning("sandbox: the run's python tool uses local processes (envs.sandbox.backend=process), "
+                               "not Docker: not a security boundary; only for a throwaway machine")
+                return proc_pool
             pool = sandbox.SandboxPool(size=int(size), mode=mode, image=image)
             try:
                 await pool.start()
