@@ -90,6 +90,13 @@ class RolloutConfig(Section):
     replicas: int = Field(
         1, ge=1, description="Engine actors with rollout.placement=separate; a step's tasks are spread over them "
         "(all n samples of a task on one replica).")
+    sleep_during_update: bool | Literal["auto"] = Field(
+        "auto", description="Release the rollout engine's GPU memory (KV cache, weights) after the rollout and take "
+        "it back before the weight sync, so the reference/old-logprob passes and the update have it: vllm sleep mode "
+        "(backend_args.enable_sleep_mode, sleep_level 1 unless set) or sglang's memory saver "
+        "(backend_args.enable_memory_saver) is switched on for it. 'auto' = on for a colocated vllm/sglang engine on "
+        "CUDA with synchronous rollouts, off otherwise; the hf backend frees its KV-cache buffers. Not with "
+        "trainer.async_rollouts (the engine works during the update). docs/scaling.md.")
 
 
 class AlgorithmConfig(Section):
@@ -180,6 +187,21 @@ class FSDPConfig(Section):
         "step runs on the CPU): less GPU memory, slower steps.")
 
 
+class AsyncRolloutsConfig(Section):
+    """Asynchronous rollouts: the next steps' batches are sampled while a step trains (docs/training.md)."""
+
+    max_staleness: int = Field(
+        0, ge=0, description="How many weight versions a batch may lag behind the trainer: batch k may be sampled "
+        "with weights of version >= k-1-max_staleness, so up to max_staleness batches are generated while a step "
+        "trains. 0 = synchronous (each batch sampled with the newest weights, the default); 1 = one step "
+        "off-policy, the usual choice.")
+    is_cap: float | None = Field(
+        2.0, gt=0, description="A stale batch's policy loss is weighted per token by min(exp(proximal - behaviour), "
+        "is_cap): proximal = the trainer's logprobs before the update, behaviour = the engine's (decoupled PPO, "
+        "AReaL); algorithm.tis_cap, when set, takes precedence. None = no weighting (the clip around the proximal "
+        "policy only).")
+
+
 class TrainerConfig(Section):
     """The optimisation loop, checkpoints and logging."""
 
@@ -230,6 +252,8 @@ class TrainerConfig(Section):
         4096, ge=16, description="Response tokens whose full-vocabulary logits exist at once when computing logprobs "
         "and entropy; the chunk's logits are recomputed in backward instead of kept.")
     fsdp: FSDPConfig = Field(default_factory=FSDPConfig, description="FSDP2 sharding of the policy on CUDA.")
+    async_rollouts: AsyncRolloutsConfig = Field(
+        default_factory=AsyncRolloutsConfig, description="Asynchronous rollouts (max_staleness > 0).")
     data_parallel: int = Field(
         1, ge=1, description="Ranks of the trainer group: N policy actors (each with ray.policy resources) form one "
         "torch.distributed group (gloo on CPU, NCCL on GPU); each step's batch is split across them by tokens and "

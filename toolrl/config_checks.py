@@ -104,6 +104,26 @@ def combination_problems(cfg: Any) -> list[ConfigProblem]:
         out.append(ConfigProblem("model.lora.target_modules", [], "LoRA needs at least one target module",
                                  "e.g. model.lora.target_modules=[q_proj,v_proj]"))
     out.extend(_placement_problems(cfg))
+    out.extend(_async_problems(cfg))
+    return out
+
+
+def _async_problems(cfg: Any) -> list[ConfigProblem]:
+    """trainer.async_rollouts fits the placement and the memory switches."""
+    out: list[ConfigProblem] = []
+    staleness = cfg.trainer.async_rollouts.max_staleness
+    if not staleness:
+        return out
+    if cfg.rollout.sleep_during_update is True:
+        out.append(ConfigProblem(
+            "rollout.sleep_during_update", True, f"with trainer.async_rollouts.max_staleness={staleness} the engine "
+            "samples the next batches while the update runs, so it cannot release its memory then",
+            "set rollout.sleep_during_update=auto (off in async mode), or trainer.async_rollouts.max_staleness=0"))
+    if cfg.rollout.placement == "colocated" and cfg.trainer.data_parallel > 1:
+        out.append(ConfigProblem(
+            "trainer.data_parallel", cfg.trainer.data_parallel, "asynchronous rollouts with a colocated engine run "
+            "one trainer rank only (the engine's weight copy would be a collective of every rank during the update)",
+            "set rollout.placement=separate (engine actors of their own), or trainer.data_parallel=1"))
     return out
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,7 @@ class Trainer:
         from toolrl.config import dump_yaml
         from toolrl.trainer.cluster import start_ray, stop_ray
         from toolrl.trainer.group import start_roles
+        from toolrl.trainer.pipeline import make_pipeline
         from toolrl.trainer.sampler import TaskSampler
         from toolrl.trainer.step import StepContext, train_step
 
@@ -145,6 +147,7 @@ class Trainer:
         cfg = self.cfg
         (self.run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
         started, roles = False, None
+        self.pipeline = None
         result = TrainResult(self.run_dir, None, 1)
         try:
             started = start_ray(cfg)
@@ -169,16 +172,22 @@ class Trainer:
             if self.eval_tasks and start == 1:
                 self.sinks.log(0, self._evaluate(0))
             last_saved = start - 1 if self.resume_from else 0
+            # async_rollouts.max_staleness > 0: batches sampled ahead in a thread (toolrl.trainer.pipeline)
+            self.pipeline = pipeline = make_pipeline(ctx, start, total)
             for step in range(start, total + 1):
                 self._progress(step, "running")
-                metrics = train_step(step, ctx)
-                if self.eval_tasks and (step % cfg.trainer.eval_freq == 0 or step == total):
-                    metrics.update(self._evaluate(step))
-                if (cfg.trainer.save_freq and step % cfg.trainer.save_freq == 0) or step == total:
-                    t0 = time.perf_counter()
-                    result.last_checkpoint = self._save(step)
-                    last_saved = step
-                    metrics["timing/checkpoint"] = time.perf_counter() - t0
+                metrics = train_step(step, ctx, pipeline)
+                evaluate = bool(self.eval_tasks) and (step % cfg.trainer.eval_freq == 0 or step == total)
+                save = bool(cfg.trainer.save_freq and step % cfg.trainer.save_freq == 0) or step == total
+                # the engines and the sampler are the rollout thread's: it holds between batches meanwhile
+                with pipeline.paused() if pipeline is not None and (evaluate or save) else nullcontext():
+                    if evaluate:
+                        metrics.update(self._evaluate(step))
+                    if save:
+                        t0 = time.perf_counter()
+                        result.last_checkpoint = self._save(step)
+                        last_saved = step
+                        metrics["timing/checkpoint"] = time.perf_counter() - t0
                 self.sinks.log(step, metrics)
                 logger.info("step %d/%d  %s", step, total, key_figures(metrics))
                 if result.last_checkpoint is not None and last_saved == step:
@@ -191,6 +200,8 @@ class Trainer:
                 result.last_checkpoint = latest_checkpoint(self.run_dir)
             return result
         finally:
+            if self.pipeline is not None:
+                self.pipeline.close()
             self.sinks.close()
             if roles is not None:
                 roles.close()
@@ -230,8 +241,11 @@ class Trainer:
                 saving.append(ctx.critic.save(tmp))
             for pending in saving:
                 pending.get()
+            # asynchronous mode: the sampler as it was after this step's batch (batches sampled ahead are dropped
+            # and sampled again after a resume)
+            sampler = self.pipeline.sampler_state(step) if self.pipeline is not None else self.sampler.state_dict()
             write_run_state(tmp, {
-                "step": step, "weight_version": ctx.version, "sampler": self.sampler.state_dict(),
+                "step": step, "weight_version": ctx.version, "sampler": sampler,
                 "kl_controller": self.kl_ctl.state_dict(), "seed": cfg.trainer.seed, "model_path": self.model_path,
                 "toolrl_version": __version__, "config": cfg.model_dump(mode="json"),
             })

@@ -64,11 +64,14 @@ class EngineActor:
         self.device = pick_device(cfg.model.device)
         torch.manual_seed(cfg.trainer.seed)
         self.tokenizer = load_tokenizer(model_path)
+        from toolrl.trainer.step import sleep_backend_args, sleeps_during_update
+
         factory = registry.registry("rollout_backends").get(cfg.rollout.backend)
+        sleeps = sleeps_during_update(cfg, str(self.device))  # separate engines: only when asked (=true)
         self.backend = factory(BackendSettings(
             model_path=str(model_path), dtype=cfg.model.dtype, device=str(self.device),
             max_batch_size=cfg.rollout.max_batch_size, tokenizer=self.tokenizer, seed=cfg.trainer.seed,
-            extra=dict(cfg.rollout.backend_args),
+            extra={**(sleep_backend_args(cfg.rollout.backend) if sleeps else {}), **cfg.rollout.backend_args},
         ))
 
     def ready(self) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class PolicyGroup:
         import ray
 
         ref = ray.put(update.batch)
-        return RayPending([r.update.remote(ref, update.kl_coef, update.seed) for r in self.ranks],
+        return RayPending([r.update.remote(ref, update.kl_coef, update.seed, update.is_cap) for r in self.ranks],
                           _first_with_resources)
 
     def weights(self, version: int) -> WeightUpdate:
@@ -384,13 +384,17 @@ def start_roles(cfg: Any, model_path: str, *, needs_reference: bool, needs_criti
     pg = cluster.make_placement(cfg, trainer_bundles=bundles, engine_bundles=engine_bundles)
     bundle = iter(range(len(bundles)))
 
-    def options(res: Any) -> dict[str, Any]:
+    def options(res: Any, concurrency: int = 1) -> dict[str, Any]:
         return {**cluster.actor_options(pg.trainer_pg, next(bundle), res.num_cpus, res.num_gpus, res.resources),
-                "max_concurrency": 1}
+                "max_concurrency": concurrency}
+
+    # asynchronous rollouts on a colocated engine: rank 0 answers the rollout thread's calls (rollout, weight copy)
+    # while it trains; its methods take the model lock where they touch the weights
+    engine_calls = 2 if placement == "colocated" and cfg.trainer.async_rollouts.max_staleness else 1
 
     backend = "nccl" if r.policy.num_gpus > 0 else "gloo"
     lora = bool(cfg.model.lora.rank)
-    policy = [ray.remote(PolicyRank).options(**options(r.policy)).remote(
+    policy = [ray.remote(PolicyRank).options(**options(r.policy, engine_calls if k == 0 else 1)).remote(
         config, model_path, torch_threads(r.policy, cfg, n), plugins, rank=k, world_size=n,
         with_engine=k == 0 and placement == "colocated",
         colocate_reference=ref_where == "policy" and not lora, colocate_critic=critic_where == "policy")

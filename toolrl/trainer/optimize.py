@@ -236,14 +236,18 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
 
 
 def loss_terms(logprobs: torch.Tensor, entropy: torch.Tensor | None, micro: TrainBatch, alg: Any, kl_in: str,
-               kl_coef: float, denominator: float, norm_len: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+               kl_coef: float, denominator: float, norm_len: int | None = None,
+               is_cap: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The policy loss of one micro-batch: the registered policy loss (`algorithm.policy_loss`: ppo, gspo or a
     plugin's) + KL to the reference (if in the loss) - entropy bonus.
 
     Every term is aggregated over `micro.response_mask` only, so tool-result
     tokens, padding and excluded samples contribute exactly nothing. With
     `algorithm.tis_cap` the policy loss gets truncated importance weights between
-    the trainer's and the rollout engine's logprobs.
+    the trainer's and the rollout engine's logprobs; `is_cap` (a stale batch in
+    asynchronous mode) overrides that cap: the old logprobs are then the proximal
+    policy's (the trainer's before this update) and the weights correct for the
+    older weights that sampled (decoupled PPO).
     """
     from toolrl import plugins
 
@@ -251,8 +255,9 @@ def loss_terms(logprobs: torch.Tensor, entropy: torch.Tensor | None, micro: Trai
     old = micro.get("old_logprobs")
     old = logprobs.detach() if old is None else old
     is_weights = None
-    if alg.tis_cap is not None:
-        is_weights = truncated_is_weights(old, micro["rollout_logprobs"], mask, alg.tis_cap)
+    cap = is_cap if is_cap is not None else alg.tis_cap
+    if cap is not None:
+        is_weights = truncated_is_weights(old, micro["rollout_logprobs"], mask, cap)
     out = plugins.get("policy_losses", alg.policy_loss)(
         PolicyLossInput(logprobs, old, micro["advantages"], mask, alg.loss_agg, denominator, norm_len, is_weights), alg)
     pg = out.loss
@@ -279,8 +284,8 @@ def loss_terms(logprobs: torch.Tensor, entropy: torch.Tensor | None, micro: Trai
 
 
 def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cfg: Any, kl_coef: float,
-                  seed: int, dp: DataParallel | None = None) -> dict[str, float]:
-    """The clipped policy loss through `optimize`; statistics under actor/* and loss/*."""
+                  seed: int, dp: DataParallel | None = None, is_cap: float | None = None) -> dict[str, float]:
+    """The clipped policy loss through `optimize`; statistics under actor/* and loss/*. `is_cap`: see `loss_terms`."""
     alg = cfg.algorithm
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
     checkpointing = uses_gradient_checkpointing(model)  # decided at load (model.gradient_checkpointing; None: CUDA)
@@ -289,7 +294,8 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
     def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
         logprobs, entropy = response_logprobs(model, micro, temperature, with_entropy=True,
                                               entropy_grad=alg.entropy_coef > 0, share_prompt=share)
-        loss, stats = loss_terms(logprobs, entropy, micro, alg, cfg.kl_in, kl_coef, denominator, loss_norm_len(cfg))
+        loss, stats = loss_terms(logprobs, entropy, micro, alg, cfg.kl_in, kl_coef, denominator, loss_norm_len(cfg),
+                                 is_cap)
         if first_pass and float(micro.response_mask.sum()) > 0:  # the weights that sampled: compare with the rollout
             diff = (logprobs.detach() - micro["rollout_logprobs"]).abs()
             stats["actor/rollout_logprob_diff"] = float(masked_mean(diff, micro.response_mask))

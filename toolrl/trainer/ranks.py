@@ -18,9 +18,9 @@ method is one remote call; the optimisation itself is `toolrl.trainer.optimize`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,12 @@ class PolicyRank(_Distributed):
         self.backend: Any = None
         self.shares_module = False
         self.engine_version = 0
+        # weights are read (engine copy, checkpoint) and written (update) under one lock: in asynchronous mode the
+        # rollout thread's weight copy and the trainer's update run in this process at the same time
+        self._lock = threading.RLock()
+        from toolrl.trainer.step import sleeps_during_update
+
+        self.sleeps = with_engine and sleeps_during_update(cfg, str(self.device))  # release memory for the update
         if with_engine:
             self._start_engine()
 
@@ -210,12 +216,15 @@ class PolicyRank(_Distributed):
         from toolrl import plugins
         from toolrl.rollout.base import BackendSettings
 
+        from toolrl.trainer.step import sleep_backend_args
+
         cfg = self.cfg
         factory = plugins.registry("rollout_backends").get(cfg.rollout.backend)
+        extra = {**(sleep_backend_args(cfg.rollout.backend) if self.sleeps else {}), **cfg.rollout.backend_args}
         self.backend = factory(BackendSettings(
             model_path=str(self.model_path), dtype=cfg.model.dtype, device=str(self.device),
             max_batch_size=cfg.rollout.max_batch_size, module=self.model, tokenizer=self.tokenizer,
-            seed=cfg.trainer.seed, extra=dict(cfg.rollout.backend_args),
+            seed=cfg.trainer.seed, extra=extra,
         ))
         # the hf backend generates with self.model itself; any other engine gets weights pushed
         self.shares_module = getattr(self.backend, "model", None) is self.model
@@ -301,11 +310,14 @@ class PolicyRank(_Distributed):
             return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
                                     self.cfg.trainer.share_prompt)
 
-    def update(self, batch: TrainBatch, kl_coef: float, seed: int) -> dict[str, float]:
+    def update(self, batch: TrainBatch, kl_coef: float, seed: int, is_cap: float | None = None) -> dict[str, float]:
+        """One policy update; `is_cap`: importance-weight cap of a stale batch (asynchronous mode, `PolicyUpdate`)."""
         torch.manual_seed(seed)
         with oom_hint("update"), self._model_lock():
-            stats = update_policy(self.model, self.optimizer, batch, self.cfg, kl_coef, seed, self.dp)
+            stats = update_policy(self.model, self.optimizer, batch, self.cfg, kl_coef, seed, self.dp, is_cap=is_cap)
         self.scheduler.step()
+        if self.sleeps and self.device.type == "cuda":  # the allocator's cached blocks back for the waking engine
+            torch.cuda.empty_cache()
         stats.update(_resources(f"policy{self.rank}" if self.world_size > 1 else "policy"))
         return stats
 
@@ -370,6 +382,7 @@ class PolicyRank(_Distributed):
             self.backend.close()
 
     def _model_lock(self) -> Any:
-        """Hold the backend's model lock (no generation interleaves with a forward/backward)."""
+        """Hold the backend's model lock (no generation interleaves with a forward/backward), or this rank's own
+        (no weight copy to an engine interleaves with an update)."""
         lock = getattr(getattr(self.backend, "engine", None), "model_lock", None)
-        return contextlib.nullcontext() if lock is None else lock
+        return self._lock if lock is None else lock

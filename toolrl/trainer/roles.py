@@ -64,6 +64,8 @@ class PolicyUpdate:
     batch: TrainBatch
     kl_coef: float  # the KL controller's current coefficient (used when kl_in == "loss")
     seed: int  # step seed: mini-batch shuffling and dropout
+    is_cap: float | None = None  # stale batch (async): per-token weights min(exp(old - rollout), is_cap) in the
+    # policy loss, where old = the trainer's logprobs before this update (decoupled PPO); None = algorithm.tis_cap
 
 
 @dataclass(frozen=True)

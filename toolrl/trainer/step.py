@@ -3,16 +3,27 @@
     1. sample prompts                      (the task sampler; seeded, resumable)
     2. n rollouts per prompt               (the rollout engines; trajectories carry their weight version)
     3. rewards                             (weighted reward plugins -> one score per sample)
+       engines.sleep()                     (rollout.sleep_during_update: the engine's memory goes to the update)
     4. reference logprobs, values, old logprobs   (reference / critic / trainer group, overlapped)
     5. KL penalty in the reward (PPO) and advantages   (the registered estimator, GRPO groups by task id)
     6. update: the trainer group (and the critic, at the same time); inside the ranks
        `toolrl.trainer.optimize` runs ppo_epochs x mini-batches x micro-batches
+       (the ranks empty the CUDA cache after it when the engine sleeps)
+       engines.wake()
     7. weight sync: the new weights (version + 1) to the rollout engines
     8. KL controller and metrics
 
 Every phase is one call on a role from `toolrl.trainer.roles`; which processes
 answer it (one rank or N, colocated or separate engines) was decided when the
 run started (`toolrl.trainer.group.start_roles`).
+
+Asynchronous mode (`trainer.async_rollouts.max_staleness` > 0): phases 1-3 run
+in the background thread of `toolrl.trainer.pipeline.AsyncRollouts`, which
+also does the weight sync; `train_step(step, ctx, pipeline)` takes the batch
+from it, and phase 7 publishes the new weights to it. A batch sampled with
+older weights than the trainer's (lag > 0) gets decoupled-PPO old logprobs:
+the trainer's own before the update (the proximal policy), and per-token
+importance weights min(exp(proximal - engine), cap) (`async_rollouts.is_cap`).
 """
 
 from __future__ import annotations
@@ -35,13 +46,14 @@ from toolrl.metrics.samples import debug_line, per_sample_advantages, sample_rec
 from toolrl.metrics.timing import PhaseTimer
 from toolrl.rewards import PreparedReward, compute_rewards_sync
 from toolrl.trainer.batch import build_batch
-from toolrl.trainer.collect import collect
+from toolrl.trainer.collect import Collected, collect
 from toolrl.trainer.roles import Critic, PolicyUpdate, Reference, RolloutEngines, RolloutJob, TrainerGroup
 from toolrl.trainer.sampler import TaskSampler
 from toolrl.types import Task, Trajectory
 
 if TYPE_CHECKING:
     from toolrl.config import AlgorithmConfig, Config
+    from toolrl.trainer.pipeline import AsyncRollouts
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +75,8 @@ class StepContext:
     critic: Critic | None  # None: no critic
     engines: RolloutEngines
     pad_token_id: int
-    version: int = 0  # trainer updates so far: the weight version the engines hold
+    version: int = 0  # trainer updates so far: the weight version the engines hold (async: the trainer's)
+    sleep: bool | None = None  # engines sleep during the update; None = from rollout.sleep_during_update
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -71,14 +84,29 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
 
 
-def train_step(step: int, ctx: StepContext) -> dict[str, float]:
-    cfg, alg = ctx.cfg, ctx.cfg.algorithm
-    timer = PhaseTimer()
-    seed = step_seed(cfg.trainer.seed, step)
+def sleeps_during_update(cfg: Config, device: str) -> bool:
+    """Whether the engine releases its memory for the update (rollout.sleep_during_update; `device`: the
+    trainer's, e.g. 'cuda:0'). 'auto' = a colocated vllm/sglang engine on CUDA, synchronous rollouts only."""
+    if cfg.trainer.async_rollouts.max_staleness:
+        return False
+    want = cfg.rollout.sleep_during_update
+    if want == "auto":
+        return (cfg.rollout.placement == "colocated" and cfg.rollout.backend in ("vllm", "sglang")
+                and str(device).startswith("cuda"))
+    return bool(want)
 
-    # 1. sample prompts; 2. n rollouts per prompt (task-major), each stamped with the weight version that
-    #    sampled it; 3. rewards: weighted sum of the reward plugins, None = excluded from the update.
-    #    With algorithm.dynamic_sampling / overlong_buffer, collect() runs more rounds and shapes the scores.
+
+def sleep_backend_args(backend: str) -> dict[str, Any]:
+    """The backend_args that give a backend a working sleep()/wake() (set unless the user set them)."""
+    return {"vllm": {"enable_sleep_mode": True}, "sglang": {"enable_memory_saver": True}}.get(backend, {})
+
+
+def gather(step: int, ctx: StepContext, timer: PhaseTimer) -> Collected:
+    """Phases 1-3: prompts from the sampler, n rollouts each (task-major, each stamped with the weight version
+    that sampled it), rewards (weighted sum of the reward plugins, None = excluded from the update). With
+    algorithm.dynamic_sampling / overlong_buffer, collect() runs more rounds and shapes the scores."""
+    cfg = ctx.cfg
+
     def rollout(tasks: Sequence[Task], round_seed: int) -> list[Trajectory]:
         with timer("rollout"):
             return ctx.engines.rollout(RolloutJob(tuple(tasks), cfg.rollout.n, round_seed))
@@ -87,16 +115,46 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
         with timer("reward"):
             return compute_rewards_sync(trajs, tasks, ctx.rewards)
 
-    got = collect(cfg, lambda: [ctx.tasks[i] for i in ctx.sampler.next_indices()], rollout, score, seed)
-    prompts, trajectories, results = tuple(got.prompts), got.trajectories, got.results
+    seed = step_seed(cfg.trainer.seed, step)
+    return collect(cfg, lambda: [ctx.tasks[i] for i in ctx.sampler.next_indices()], rollout, score, seed)
+
+
+def train_step(step: int, ctx: StepContext, pipeline: AsyncRollouts | None = None) -> dict[str, float]:
+    """One step; with `pipeline` (asynchronous mode) its batch comes from the pipeline and the new weights go
+    to it (see the module docstring)."""
+    cfg, alg = ctx.cfg, ctx.cfg.algorithm
+    timer = PhaseTimer()
+    seed = step_seed(cfg.trainer.seed, step)
+    if ctx.sleep is None:
+        ctx.sleep = pipeline is None and sleeps_during_update(cfg, ctx.trainer.info().device)
+    sleep = ctx.sleep and pipeline is None
+
+    # 1-3. prompts, rollouts, rewards: here, or from the pipeline's background thread (sampled ahead)
+    metrics: dict[str, float] = {}
+    if pipeline is None:
+        got = gather(step, ctx, timer)
+    else:
+        with timer("rollout_wait"):
+            ready = pipeline.next_batch(step)
+        got = ready.collected
+        metrics.update(ready.metrics)
+    trajectories, results = got.trajectories, got.results
     group_ids = prompt_groups(trajectories)
-    metrics = dict(got.metrics)
+    metrics.update(got.metrics)
     valid = [s is not None for s in got.scores]
     scores = torch.tensor([s if s is not None else 0.0 for s in got.scores], dtype=torch.float32)
     metrics.update(reward_metrics(results, cfg.trainer.accuracy_reward, cfg.trainer.success_threshold))
     metrics.update(no_signal_check(step, scores, valid, group_ids, group_based=estimator_needs(ctx.estimator).groups))
+    if sleep:  # the engine's KV cache (and weights) go back to the device for phases 4-6
+        with timer("sleep"):
+            ctx.engines.sleep()
 
-    # 4. the batch, then reference logprobs, critic values and old logprobs where needed (overlapped)
+    # 4. the batch, then reference logprobs, critic values and old logprobs where needed (overlapped). A stale
+    #    batch (sampled with older weights, async mode) trains against the trainer's logprobs before the update
+    #    (the proximal policy) with importance weights proximal/engine per token.
+    sampled_with = ctx.version
+    lag = sampled_with - min((t.weight_version for t in trajectories), default=sampled_with)
+    is_cap = stale_is_cap(cfg) if lag > 0 else None
     batch = build_batch(trajectories, group_ids, valid, ctx.pad_token_id)
     pending = {}
     if ctx.reference is not None:
@@ -128,18 +186,25 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
 
     # 6. update the policy (and the critic at the same time)
     with timer("update"):
-        policy_stats = ctx.trainer.update(PolicyUpdate(batch, ctx.kl_ctl.value, seed))
+        policy_stats = ctx.trainer.update(PolicyUpdate(batch, ctx.kl_ctl.value, seed, is_cap=is_cap))
         critic_stats = ctx.critic.update(batch, seed) if ctx.critic is not None else None
         metrics.update(policy_stats.get())
         if critic_stats is not None:
             metrics.update(critic_stats.get())
+    if sleep:
+        with timer("wake"):
+            ctx.engines.wake()
 
-    # 7. weight sync: the engines sample the next step with version + 1
-    sampled_with = ctx.version
-    with timer("sync"):
-        ctx.version += 1
-        sync = ctx.engines.sync_weights(ctx.trainer.weights(ctx.version))
-    metrics.update({(f"timing/{k}" if "seconds" in k else k): v for k, v in sync.items()})
+    # 7. weight sync: the engines sample the next step with version + 1 (async: the pipeline's thread loads
+    #    them before its next batch)
+    ctx.version += 1
+    if pipeline is None:
+        with timer("sync"):
+            sync = ctx.engines.sync_weights(ctx.trainer.weights(ctx.version))
+        metrics.update({(f"timing/{k}" if "seconds" in k else k): v for k, v in sync.items()})
+    else:
+        with timer("publish"):
+            pipeline.publish(ctx.trainer.weights(ctx.version))
 
     # 8. KL controller and metrics
     metrics["actor/kl_coef"] = ctx.kl_ctl.value
@@ -150,9 +215,15 @@ def train_step(step: int, ctx: StepContext) -> dict[str, float]:
     metrics.update(timer.metrics())
     metrics.update(snapshot("driver"))  # the ranks add theirs to their update stats
     sampled = sum(t.num_sampled_tokens for t in trajectories)
-    metrics["timing/rollout_tokens_per_s"] = sampled / max(timer.seconds["rollout"], 1e-9)
+    rollout_seconds = metrics.get("timing/rollout", 0.0)
+    metrics["timing/rollout_tokens_per_s"] = sampled / max(rollout_seconds, 1e-9)
     metrics["timing/update_tokens_per_s"] = float(batch.attention_mask.sum()) / max(timer.seconds["update"], 1e-9)
     return metrics
+
+
+def stale_is_cap(cfg: Config) -> float | None:
+    """The importance-weight cap for a stale batch: algorithm.tis_cap if set, else async_rollouts.is_cap."""
+    return cfg.algorithm.tis_cap if cfg.algorithm.tis_cap is not None else cfg.trainer.async_rollouts.is_cap
 
 
 def log_samples(step: int, cfg: Config, trajectories: Sequence[Trajectory], results: Sequence[Any],
