@@ -79,17 +79,20 @@ class AsyncRollouts:
 
     Args:
         ctx: the run's StepContext (its engines, sampler, tasks and rewards are used from the thread).
-        first_step, last_step: the batches to sample (a resumed run starts after its checkpoint).
+        first_step, last_step: the batches to sample (a resumed run starts after its checkpoint); last_step
+            None = cfg.trainer.total_steps (batches sampled beyond the last step trained are dropped at close).
         max_staleness: S; None = ctx.cfg.trainer.async_rollouts.max_staleness.
         produce: phases 1-3 of a step (default `step.gather`); tests pass their own.
         wait_for_sync: see the module docstring; None = on for rollout.placement=colocated.
     """
 
-    def __init__(self, ctx: StepContext, first_step: int, last_step: int, *, max_staleness: int | None = None,
-                 produce: Produce | None = None, wait_for_sync: bool | None = None, start: bool = True):
+    def __init__(self, ctx: StepContext, first_step: int = 1, last_step: int | None = None, *,
+                 max_staleness: int | None = None, produce: Produce | None = None, wait_for_sync: bool | None = None,
+                 start: bool = True):
         from toolrl.trainer.step import gather
 
         cfg = ctx.cfg
+        last_step = cfg.trainer.total_steps if last_step is None else last_step
         staleness = cfg.trainer.async_rollouts.max_staleness if max_staleness is None else max_staleness
         self.bound = StalenessBound(staleness)
         self.ctx = ctx
