@@ -14,6 +14,10 @@ batch order). `toolrl inspect RUN` renders them. A line holds:
     sampled_tokens, prompt_tokens           token counts
     tool_calls                              [{name, arguments}] in call order
     tool_errors, malformed_tool_calls, error
+    result                                  what an agent program returned (`env: program`; null otherwise),
+                                            as JSON, or its repr when it is not JSON-serialisable
+    segments                                an agent program's earlier segments (docs/environments.md,
+                                            "Segments"): [{prompt_tokens, sampled_tokens}], [] otherwise
     num_prompt_messages, messages           the whole conversation: prompt, assistant turns, tool results
 
 Example::
@@ -51,6 +55,15 @@ def _float(v: Any) -> float | None:
         return None
     f = float(v)
     return f if math.isfinite(f) else None
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` if it is JSON data (a program's result usually is), else its repr."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
 
 
 def per_sample_advantages(advantages: Any, mask: Any) -> list[float]:
@@ -94,6 +107,8 @@ def sample_records(step: int, trajectories: Sequence[Trajectory], results: Seque
             "tool_errors": t.tool_errors,
             "malformed_tool_calls": t.malformed_tool_calls,
             "error": t.error,
+            "result": _jsonable(t.result),
+            "segments": [{"prompt_tokens": len(s.prompt_ids), "sampled_tokens": sum(s.loss_mask)} for s in t.segments],
             "num_prompt_messages": t.num_prompt_messages,
             "messages": [dict(m) for m in t.messages],
         })
@@ -161,5 +176,9 @@ def debug_line(rec: dict[str, Any]) -> str:
     comps = " ".join(f"{k}={'-' if v is None else f'{v:.3g}'}" for k, v in rec["components"].items())
     reward = "excluded" if rec["reward"] is None else f"{rec['reward']:.3f}"
     adv = "-" if rec["advantage"] is None else f"{rec['advantage']:+.3f}"
-    return (f"{rec['task_id']}#{rec['sample_index']} reward={reward} [{comps}] advantage={adv} "
+    line = (f"{rec['task_id']}#{rec['sample_index']} reward={reward} [{comps}] advantage={adv} "
             f"finish={rec['finish_reason']} tools={len(rec['tool_calls'])} v{rec['weight_version']}")
+    if rec.get("result") is not None:  # an agent program's return value (shortened)
+        shown = repr(rec["result"])
+        line += f" result={shown if len(shown) <= 80 else shown[:77] + '...'}"
+    return line

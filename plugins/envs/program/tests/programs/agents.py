@@ -117,3 +117,9 @@ async def tries_other_keys(client, task):
     r = await client.chat.completions.create(model="policy", messages=task["messages"], max_tokens=2)
     out["own"] = 200 if r.choices else None
     return out
+
+
+async def returns_a_set(client, task):
+    """One call; returns a value that is not JSON (a set with the reply's length)."""
+    r = await client.chat.completions.create(model="policy", messages=task["messages"], max_tokens=6)
+    return {"short", len(r.choices[0].message.content or "")}
