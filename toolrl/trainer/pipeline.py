@@ -191,15 +191,14 @@ class AsyncRollouts:
         with self._cond:
             while step not in self._ready and self._error is None and self._state != "done":
                 self._cond.wait()
-            self._raise_if_failed()
-            if step not in self._ready:
+            if step not in self._ready:  # batches sampled before a failure are still handed out
+                self._raise_if_failed()
                 raise ToolrlError(f"the rollout thread ended without batch {step}", where="toolrl.trainer.pipeline",
                                   fix="this is a bug in toolrl's asynchronous pipeline; please report it")
             ready = self._ready.pop(step)
             got_batch = time.perf_counter()
             while self.wait_for_sync and self._sync_due() and self._error is None:
                 self._cond.wait()
-            self._raise_if_failed()
             depth = len(self._ready)
             ahead = (self._gate_step if self._state != "done" else self.last_step + 1) - step - 1
         wait = time.perf_counter() - t0
