@@ -22,7 +22,9 @@ without ever re-encoding what the model sampled:
 Each segment is one token sequence that was generated exactly as recorded, so
 each trains correctly on its own: the trajectory is the segment of the last
 finished call (it holds the final answer), the earlier segments are
-`Trajectory.segments` (docs/environments.md, "Segments").
+`Trajectory.segments` (docs/environments.md, "Segments"); the trainer makes
+every segment a training row with the episode's advantage
+(`toolrl.trainer.segments`).
 """
 
 from __future__ import annotations
