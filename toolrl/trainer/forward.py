@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from toolrl.algorithms.losses import entropy_from_logits, logprobs_from_logits
+from toolrl.rollout.hf_prefill import cache_kwarg, output_cache
 from toolrl.trainer.batch import TrainBatch
 
 DEFAULT_LOGITS_CHUNK = 4096
@@ -87,7 +88,7 @@ def _shared_prompt_pass(model: Any, batch: TrainBatch, runs: list[int], *, hidde
     prompt_kwargs = {"input_ids": batch.input_ids[first, :P], "attention_mask": batch.attention_mask[first, :P],
                          "position_ids": batch.position_ids[first, :P], "use_cache": True}
     out = model(**prompt_kwargs) if hidden else model(**prompt_kwargs, logits_to_keep=1)
-    cache = getattr(out, "past_key_values", None)
+    cache = output_cache(out)  # `out.cache`; `out.past_key_values` is deprecated (removal in transformers 5.40)
     layers = getattr(cache, "layers", None)
     if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
         return None  # use separate passes
@@ -99,7 +100,8 @@ def _shared_prompt_pass(model: Any, batch: TrainBatch, runs: list[int], *, hidde
     if T == 1:
         return first_out
     rest = model(input_ids=batch.response_ids[:, : T - 1], attention_mask=batch.attention_mask[:, : P + T - 1],
-                 position_ids=batch.position_ids[:, P : P + T - 1], past_key_values=cache, use_cache=True)
+                 position_ids=batch.position_ids[:, P : P + T - 1], use_cache=True,
+                 **{cache_kwarg(model): cache})
     return torch.cat([first_out, rest.last_hidden_state if hidden else rest.logits], dim=1)
 
 
@@ -182,7 +184,10 @@ def micro_batches(batch: TrainBatch, micro_batch_size: int, token_budget: int | 
 
 def uses_gradient_checkpointing(model: Any) -> bool:
     """Whether the (HF, possibly PEFT-wrapped or FSDP-sharded) model recomputes activations in backward."""
-    return bool(getattr(model, "is_gradient_checkpointing", False))
+    flag = getattr(model, "is_activation_checkpointing", None)
+    if flag is None:  # transformers before `is_gradient_checkpointing` was renamed (the old name now warns)
+        flag = getattr(model, "is_gradient_checkpointing", False)
+    return bool(flag)
 
 
 def gradient_checkpointing_wanted(setting: bool | None, device: torch.device | str) -> bool:
@@ -339,7 +344,7 @@ def _shared_prompt_chunked(model: Any, head: torch.nn.Linear, batch: TrainBatch,
     first = torch.cumsum(counts, 0) - counts
     out = model(input_ids=batch.input_ids[first, :P], attention_mask=batch.attention_mask[first, :P],
                 position_ids=batch.position_ids[first, :P], use_cache=True, logits_to_keep=1)
-    cache = getattr(out, "past_key_values", None)
+    cache = output_cache(out)  # `out.cache`; `out.past_key_values` is deprecated (removal in transformers 5.40)
     layers = getattr(cache, "layers", None)
     if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
         return None
@@ -351,7 +356,8 @@ def _shared_prompt_chunked(model: Any, head: torch.nn.Linear, batch: TrainBatch,
         return first_vals
     with _head_replaced(head, rh.columns(slice(1, T))):
         rest = model(input_ids=batch.response_ids[:, : T - 1], attention_mask=batch.attention_mask[:, : P + T - 1],
-                     position_ids=batch.position_ids[:, P : P + T - 1], past_key_values=cache, use_cache=True).logits
+                     position_ids=batch.position_ids[:, P : P + T - 1], use_cache=True,
+                     **{cache_kwarg(model): cache}).logits
     return torch.cat([first_vals, rest], dim=1)
 
 

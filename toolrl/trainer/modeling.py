@@ -88,10 +88,20 @@ def load_policy(cfg: Any, path: str | Path, device: torch.device) -> Any:
     if cfg.model.lora.rank:
         model = apply_lora(model, cfg.model.lora)
     if _checkpointing(cfg, device):  # None: on for CUDA (optimize.py asks the model: forward.uses_gradient_checkpointing)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         if cfg.model.lora.rank:
             model.enable_input_require_grads()
     return model
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Recompute activations in backward (non-reentrant checkpoints), through the current transformers name:
+    `activation_checkpointing_enable` (`gradient_checkpointing_enable` is deprecated, removal in v6)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # transformers before the rename
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _checkpointing(cfg: Any, device: torch.device) -> bool:
@@ -228,7 +238,7 @@ def load_critic(cfg: Any, path: str | Path, device: torch.device) -> CriticModel
     if cfg.model.lora.rank:
         backbone = apply_lora(backbone, cfg.model.lora)
     if _checkpointing(cfg, device):
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(backbone)
         if cfg.model.lora.rank:
             backbone.enable_input_require_grads()
     hidden = backbone.config.hidden_size
