@@ -10,7 +10,10 @@ into plain weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,16 @@ def load_causal_lm(path: str | Path, dtype: str, device: torch.device, *, traina
     return model
 
 
+@contextlib.contextmanager
+def _peft_reads_old_checkpointing_name() -> Iterator[None]:
+    """Silence one FutureWarning that is peft's, not ours: wrapping a model, peft (0.21) reads
+    `is_gradient_checkpointing`, which transformers deprecates for v6. A user can do nothing about it, and
+    `make demo` printed it. Other warnings pass through."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def apply_lora(model: Any, lora: Any) -> Any:
     """Wrap `model` with PEFT LoRA adapters (only they train)."""
     peft = require("peft", "lora", "LoRA (model.lora.rank > 0)")
@@ -73,7 +86,8 @@ def apply_lora(model: Any, lora: Any) -> Any:
         target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
     )
     try:
-        wrapped = peft.get_peft_model(model, cfg)
+        with _peft_reads_old_checkpointing_name():
+            wrapped = peft.get_peft_model(model, cfg)
     except ValueError as exc:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise ToolrlError(f"LoRA could not be applied: {exc}", where="model.lora.target_modules",
@@ -282,7 +296,8 @@ def load_eval_model(model_path: Path, dtype: str, device: str) -> Any:
     quiet_transformers()
     base_name = peft.PeftConfig.from_pretrained(str(model_path)).base_model_name_or_path
     base = AutoModelForCausalLM.from_pretrained(base_name, dtype=DTYPES[dtype])
-    model = peft.PeftModel.from_pretrained(base, str(model_path)).merge_and_unload()
+    with _peft_reads_old_checkpointing_name():
+        model = peft.PeftModel.from_pretrained(base, str(model_path)).merge_and_unload()
     model.to(pick_device(device)).eval().requires_grad_(False)
     return model
 

@@ -158,15 +158,31 @@ def test_gradient_checkpointing_is_read_through_the_current_name(tiny_llama, mak
     the trainer uses the new names."""
     model = tiny_llama()
     assert not uses_gradient_checkpointing(model)
-    if lora:
-        from toolrl.trainer.modeling import apply_lora
-
-        model = apply_lora(model, make_config(**{"model.lora.rank": 4}).model.lora)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if lora:  # peft reads the old name while wrapping; apply_lora keeps that out of the user's output
+            from toolrl.trainer.modeling import apply_lora
+
+            model = apply_lora(model, make_config(**{"model.lora.rank": 4}).model.lora)
         enable_checkpointing(model)
         on = uses_gradient_checkpointing(model)
     assert on
     base = model.get_base_model() if lora else model
     assert base.model.layers[0].gradient_checkpointing  # the decoder layers really recompute
     assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
+
+
+def test_evaluating_a_lora_checkpoint_prints_no_deprecation(tiny_llama, make_config, tmp_path):
+    """`toolrl eval` of a LoRA checkpoint (make demo's stage 5) printed peft's `is_gradient_checkpointing` warning."""
+    from transformers import LlamaForCausalLM
+
+    from toolrl.trainer.modeling import apply_lora, load_eval_model
+
+    tiny_llama().save_pretrained(tmp_path / "base")
+    policy = apply_lora(LlamaForCausalLM.from_pretrained(tmp_path / "base"), make_config(**{"model.lora.rank": 4}).model.lora)
+    policy.save_pretrained(tmp_path / "adapter")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        merged = load_eval_model(tmp_path / "adapter", "float32", "cpu")
+    assert merged is not None and not hasattr(merged, "peft_config")  # really merged into a plain model
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []
