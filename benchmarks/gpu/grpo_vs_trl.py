@@ -6,8 +6,12 @@ Shape (issue 13): random-init Qwen2-0.5B (bfloat16 weights), group 8, 256 new to
 `rollout.ignore_eos` + `min_tokens`; TRL: vLLM `ignore_eos`/`min_tokens`, HF `min_new_tokens`), a length
 reward (characters / 1000), no KL, lr 1e-6, gradient checkpointing on (TRL's default), 64 and 256
 completions per optimizer step. Each (system, size) runs in its own child process, one after another
-(the GPU is never shared): toolrl with its `vllm` backend colocated, TRL with colocated vLLM
-(`vllm_mode=colocate`) and TRL with HF generation. vLLM gets gpu_memory_utilization 0.3 (TRL's
+(the GPU is never shared): toolrl with its `vllm` backend colocated, synchronous with the engine asleep
+during the update (`toolrl`: rollout.sleep_during_update=true, sleep level 2, CUDA cache emptied after the
+update), synchronous without sleep (`toolrl_nosleep`) and asynchronous (`toolrl_async`:
+trainer.async_rollouts.max_staleness=1, the next step's rollouts generated while this one trains); TRL
+with colocated vLLM (`trl_vllm`; `trl_vllm_sleep` with TRL's vllm_enable_sleep_mode) and TRL with HF
+generation (`trl_hf`). vLLM gets gpu_memory_utilization 0.3 (TRL's
 default), max_num_batched_tokens 4096 (TRL's colocate setting) in both. Step time = median of steps
 2..N (step 1 warms up); samples/s = completions / that median. Peak memory = NVML's device-wide
 memory in use, sampled every 50 ms (the whole process: trainer, vLLM, caches).
@@ -34,7 +38,7 @@ def log(*a, **k):
 
 # ------------------------------------------------------------------------------------------ TRL
 def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group: int = 8, new_tokens: int = 256,
-            micro: int = 32) -> dict:
+            micro: int = 32, sleep: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -69,7 +73,7 @@ def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group:
                   gradient_checkpointing=True, seed=0, dataloader_num_workers=0)
     if use_vllm:
         kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
-                      vllm_max_model_length=1024,
+                      vllm_max_model_length=1024, vllm_enable_sleep_mode=sleep,
                       generation_kwargs={"ignore_eos": True, "min_tokens": new_tokens})
     else:
         kwargs.update(use_vllm=False, generation_kwargs={"min_new_tokens": new_tokens})
@@ -97,16 +101,24 @@ def run_tool(model_dir: str, completions: int, steps: int, work: Path, **opts) -
 
 
 # ------------------------------------------------------------------------------------------ driver
+TOOLRL_SYSTEMS = {
+    "toolrl": {"sleep": True, "sleep_level": 2},      # synchronous; the engine sleeps during the update
+    "toolrl_nosleep": {"sleep": False},                # synchronous; the engine keeps its memory
+    "toolrl_async": {"sleep": False, "staleness": 1},  # asynchronous, max_staleness 1 (no sleep possible)
+}
+
+
 def worker(a: argparse.Namespace) -> None:
     import shapes
 
     shapes.gpu_env()
     work = Path(a.work)
-    if a.system == "toolrl":
-        opts = json.loads(a.opts or "{}")
+    if a.system in TOOLRL_SYSTEMS:
+        opts = {**TOOLRL_SYSTEMS[a.system], **json.loads(a.opts or "{}")}
         res = run_tool(a.model, a.completions, a.steps, work, **opts)
     else:
-        res = run_trl(a.model, a.completions, a.steps, use_vllm=a.system == "trl_vllm")
+        res = run_trl(a.model, a.completions, a.steps, use_vllm=a.system.startswith("trl_vllm"),
+                      sleep=a.system == "trl_vllm_sleep")
     print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -146,7 +158,7 @@ def main() -> None:
     ap.add_argument("--opts", default="")
     ap.add_argument("--tokenizer", default=".gpu_snapshot/qwen_tok")
     ap.add_argument("--sizes", default="64,256")
-    ap.add_argument("--systems", default="toolrl,trl_vllm,trl_hf")
+    ap.add_argument("--systems", default="toolrl,toolrl_nosleep,toolrl_async,trl_vllm")
     ap.add_argument("--timeout", type=int, default=240)
     ap.add_argument("--out", default="grpo_vs_trl.json")
     a = ap.parse_args()
@@ -170,16 +182,16 @@ def main() -> None:
             res = child(system, model, size, a.steps, str(work), a.timeout)
             results["runs"][f"{system}@{size}"] = res
             Path(a.out).write_text(json.dumps(results, indent=2))
-    log(f"\n{'system':<10}{'completions':>12}{'samples/s':>11}{'median step s':>15}{'peak GiB':>10}{'vs TRL-vLLM':>13}")
+    log(f"\n{'system':<15}{'completions':>12}{'samples/s':>11}{'median step s':>15}{'peak GiB':>10}{'vs TRL-vLLM':>13}")
     for key, r in results["runs"].items():
         system, size = key.split("@")
         if "error" in r:
-            log(f"{system:<10}{size:>12}  {r['error']}")
+            log(f"{system:<15}{size:>12}  {r['error']}")
             continue
         ref = results["runs"].get(f"trl_vllm@{size}", {})
         ratio = r["samples_per_s"] / ref["samples_per_s"] if "samples_per_s" in ref else float("nan")
         r["ratio_vs_trl_vllm"] = ratio
-        log(f"{system:<10}{size:>12}{r['samples_per_s']:>11.1f}{r['median_step_s']:>15.2f}{r['nvml_peak_gib']:>10.1f}"
+        log(f"{system:<15}{size:>12}{r['samples_per_s']:>11.1f}{r['median_step_s']:>15.2f}{r['nvml_peak_gib']:>10.1f}"
             f"{ratio:>13.2f}")
     Path(a.out).write_text(json.dumps(results, indent=2))
 

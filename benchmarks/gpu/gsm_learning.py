@@ -116,24 +116,16 @@ class Reset:
         r.sync_engine(0)
 
 
-def make_pipeline(ctx: Any, staleness: int) -> Any:
-    """The asynchronous rollout pipeline over the step context (None for synchronous)."""
-    if staleness == 0:
-        return None
-    from toolrl.trainer.pipeline import AsyncRollouts
-
-    return AsyncRollouts(ctx)
-
-
 def train_mode(rank: Any, cfg_dict: dict, tasks: list, steps: int, budget_s: float, staleness: int) -> dict:
     """`steps` steps (fewer if the budget runs out) from the current weights; per-step metrics."""
     import torch
 
-    import toolrl_inproc as T
     from toolrl import plugins as registry
     from toolrl.algorithms.kl import make_kl_controller
     from toolrl.config import Config
     from toolrl.rewards import prepare_rewards
+    from toolrl.trainer.local import LocalEngines, LocalTrainer
+    from toolrl.trainer.pipeline import make_pipeline
     from toolrl.trainer.sampler import TaskSampler
     from toolrl.trainer.step import StepContext, train_step
 
@@ -143,9 +135,9 @@ def train_mode(rank: Any, cfg_dict: dict, tasks: list, steps: int, budget_s: flo
                       sampler=TaskSampler(len(tasks), cfg.data.prompts_per_step, cfg.data.shuffle, cfg.trainer.seed),
                       rewards=prepare_rewards(cfg.rewards),
                       estimator=registry.registry("advantage_estimators").get(cfg.algorithm.advantage),
-                      kl_ctl=make_kl_controller("fixed", 0.0, 0.1, 10000), trainer=T.InProcTrainer(rank),
-                      reference=None, critic=None, engines=T.InProcEngines(rank), pad_token_id=rank.info()["pad_token_id"])
-    pipeline = make_pipeline(ctx, staleness)
+                      kl_ctl=make_kl_controller("fixed", 0.0, 0.1, 10000), trainer=LocalTrainer(rank),
+                      reference=None, critic=None, engines=LocalEngines(rank), pad_token_id=rank.info()["pad_token_id"])
+    pipeline = make_pipeline(ctx, 1, steps)  # None for synchronous (max_staleness 0)
     rows: list[dict[str, float]] = []
     cuda = torch.cuda.is_available()
     t0 = time.perf_counter()
@@ -155,7 +147,7 @@ def train_mode(rank: Any, cfg_dict: dict, tasks: list, steps: int, budget_s: flo
                 log(f"  budget of {budget_s:.0f}s reached after {len(rows)} steps")
                 break
             t = time.perf_counter()
-            m = train_step(step, ctx, pipeline) if pipeline is not None else train_step(step, ctx)
+            m = train_step(step, ctx, pipeline)
             if cuda:
                 torch.cuda.synchronize()
             m["bench/step_seconds"] = time.perf_counter() - t

@@ -7,8 +7,9 @@ Each configuration runs toolrl's training step (benchmarks/gpu/toolrl_inproc.py:
 `train_step` over an in-process PolicyRank) in its own child process: trainer.fsdp.enabled (FSDP2 on one
 NCCL rank, float32 master weights, bfloat16 compute), the `vllm` backend colocated
 (gpu_memory_utilization 0.3), GRPO group 8, 256 forced new tokens, a length reward, gradient
-checkpointing on. Sleep on: the engine sleeps (level 2: KV cache and weights dropped) after every
-rollout and wakes before the new weights are pushed. Reported: median step time of steps 2..N, peak
+checkpointing on. Sleep on (`rollout.sleep_during_update=true`, the step's own wiring): the engine sleeps
+(level 2: KV cache and weights dropped) after every rollout, the rank empties the CUDA cache after the
+update, and the engine wakes before the new weights are pushed. Reported: median step time of steps 2..N, peak
 device memory (NVML, whole GPU) and PyTorch's peak reserved memory in the step. The models are random
 init from the published configs (the GGUFs are not carried to the GPU machine).
 """
@@ -39,7 +40,7 @@ def worker(name: str, model: str, steps: int, work: Path) -> None:
     shapes.gpu_env()
     c = CONFIGS[name]
     tasks = shapes.write_tasks(work / f"tasks-{name}.jsonl", c["completions"] // 8 * (steps + 1))
-    cfg = T.toolrl_config(model, str(tasks), c["completions"], fsdp=True, sleep=c["sleep"],
+    cfg = T.toolrl_config(model, str(tasks), c["completions"], fsdp=True, sleep=c["sleep"], sleep_level=2,
                           gradient_checkpointing=True, out=str(work / f"run-{name}"))
     res = T.run_toolrl(cfg, steps)
     res["config"] = c

@@ -1,12 +1,14 @@
 """toolrl's training step (toolrl.trainer.step.train_step) driven in one process, for the GPU benchmarks.
 
-The step is the real driver code; the roles it talks to are in-process adapters over one
-`toolrl.trainer.ranks.PolicyRank` (model, optimizer, FSDP2 when trainer.fsdp.enabled, the colocated
-rollout backend) instead of Ray actors: the GPU machine runs no Ray, and with one colocated rank Ray
-only adds the pickling of the batch and trajectories between driver and actor.
+The step is the real driver code; the roles it talks to are `toolrl.trainer.local`'s in-process adapters
+over one `PolicyRank` (model, optimizer, FSDP2 when trainer.fsdp.enabled, the colocated rollout backend)
+instead of Ray actors: the GPU machine runs no Ray, and with one colocated rank Ray only adds the pickling
+of the batch and trajectories between driver and actor. With `staleness` > 0 the steps take their batches
+from `toolrl.trainer.pipeline.AsyncRollouts` (rollouts of the next step generated while this one trains).
 
-With `sleep=True` the colocated engine sleeps after each rollout (its KV cache and weights freed) and
-wakes before the new weights are pushed, so the update runs with the engine's memory released.
+`sleep` sets `rollout.sleep_during_update` (the step puts the colocated engine to sleep after the rollout,
+the rank empties the CUDA cache after the update, the engine wakes before the weight push); None = auto
+(on for colocated vLLM on CUDA, synchronous only).
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ class LengthRewardPlugin:
     @hookimpl
     def register_rewards(self, register):
         register("bench_length", length_reward)
+
+
+LENGTH_PLUGIN = LengthRewardPlugin()  # one instance: registering it again in the same process is a no-op
 
 
 class NvmlPeak:
@@ -59,167 +64,85 @@ class NvmlPeak:
         return self.peak / (1 << 30)
 
 
-class InProcTrainer:
-    """TrainerGroup over one PolicyRank in this process."""
-
-    def __init__(self, rank: Any):
-        self.rank = rank
-
-    @property
-    def world_size(self) -> int:
-        return 1
-
-    def info(self) -> Any:
-        from toolrl.trainer.roles import TrainerInfo
-
-        i = self.rank.info()
-        return TrainerInfo(pad_token_id=i["pad_token_id"], total_params=i["total_params"],
-                           trainable_params=i["trainable_params"], device=i["device"],
-                           torch_threads=i["torch_threads"])
-
-    def logprobs(self, batch: Any) -> Any:
-        from toolrl.trainer.roles import Ready
-
-        return Ready(self.rank.logprobs(batch))
-
-    def update(self, update: Any) -> Any:
-        from toolrl.trainer.roles import Ready
-
-        return Ready(self.rank.update(update.batch, update.kl_coef, update.seed))
-
-    def weights(self, version: int) -> Any:
-        from toolrl.trainer.roles import WeightUpdate
-
-        return WeightUpdate(version, None)
-
-    def close(self) -> None:
-        pass
-
-
-class InProcEngines:
-    """RolloutEngines over the PolicyRank's colocated backend (optionally asleep outside rollouts)."""
-
-    def __init__(self, rank: Any, sleep: bool = False):
-        self.rank, self.sleep_between = rank, sleep
-        self.version = 0
-        self.awake = True
-
-    def rollout(self, job: Any) -> Any:
-        if not self.awake:
-            self.rank.engine_wake()
-            self.awake = True
-        out = self.rank.rollout(list(job.tasks), job.n, job.seed, job.temperature)
-        if self.sleep_between:
-            self.rank.engine_sleep()
-            self.awake = False
-        return out
-
-    def sync_weights(self, update: Any) -> dict[str, float]:
-        t = time.perf_counter()
-        if not self.awake:
-            self.rank.engine_wake()
-            self.awake = True
-        m = self.rank.sync_engine(update.version)
-        self.version = update.version
-        m["sync/wake_and_load_seconds"] = time.perf_counter() - t
-        return m
-
-    def sleep(self) -> None:
-        self.rank.engine_sleep()
-
-    def wake(self) -> None:
-        self.rank.engine_wake()
-
-    def close(self) -> None:
-        if self.rank.backend is not None:
-            self.rank.backend.close()
-
-
 def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: int = 8, new_tokens: int = 256,
                   gpu_memory_utilization: float = 0.3, token_budget: int | None = 32768,
-                  gradient_checkpointing: bool | None = True, fsdp: bool = False, sleep: bool = False,
+                  gradient_checkpointing: bool | None = True, fsdp: bool = False, sleep: bool | None = False,
+                  sleep_level: int | None = None, staleness: int = 0,
                   dtype: str = "bfloat16", out: str = "/tmp/toolrl-bench-run", backend: str = "vllm",
                   device: str = "cuda") -> dict:
     backend_args: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization, "max_model_len": 1024,
                                     "max_num_batched_tokens": 4096}
-    if sleep:
-        backend_args.update(enable_sleep_mode=True, sleep_level=2)
+    if sleep_level is not None:
+        backend_args["sleep_level"] = sleep_level
     return {
         "model": {"name_or_path": model_dir, "dtype": dtype, "device": device,
                   "gradient_checkpointing": gradient_checkpointing},
         "rollout": {"backend": backend, "n": group, "max_new_tokens": new_tokens, "max_total_tokens": 2 * new_tokens,
                     "max_turns": 1, "temperature": 1.0, "ignore_eos": True,
                     "min_tokens": new_tokens if backend != "hf" else 0,
-                    "max_batch_size": 256, "backend_args": backend_args if backend == "vllm" else {}},
+                    "max_batch_size": 256, "backend_args": backend_args if backend == "vllm" else {},
+                    "sleep_during_update": "auto" if sleep is None else bool(sleep)},
         "algorithm": {"advantage": "grpo", "kl_coef": 0.0},
         "rewards": [{"name": "bench_length", "weight": 1.0}],
         "data": {"train_file": tasks_file, "prompts_per_step": completions // group},
         "trainer": {"total_steps": 100, "lr": 1e-6, "micro_batch_size": min(32, completions), "token_budget": token_budget,
-                    "output_dir": out, "metric_sinks": [], "seed": 0, "fsdp": {"enabled": fsdp}},
+                    "output_dir": out, "metric_sinks": [], "seed": 0, "fsdp": {"enabled": fsdp},
+                    "async_rollouts": {"max_staleness": staleness}},
     }
 
 
 def run_toolrl(config: dict, steps: int, log=print) -> dict:
-    """`steps` training steps; per-step wall time, step metrics and peak memory."""
+    """`steps` training steps (asynchronous when trainer.async_rollouts.max_staleness > 0); per-step wall time,
+    step metrics and peak memory."""
     import torch
 
-    from toolrl import plugins, runtime
-    from toolrl.algorithms.kl import make_kl_controller
     from toolrl.config import Config
-    from toolrl.rewards import prepare_rewards
-    from toolrl.trainer.fsdp import single_process_group
-    from toolrl.trainer.ranks import PolicyRank
-    from toolrl.trainer.sampler import TaskSampler
-    from toolrl.trainer.step import StepContext, train_step
-    from toolrl.types import load_tasks
+    from toolrl.trainer.local import local_context
+    from toolrl.trainer.pipeline import make_pipeline
+    from toolrl.trainer.step import train_step
 
-    runtime.register_plugins([LengthRewardPlugin()])
-    cfg = Config.model_validate(config)
+    cfg = Config.model_validate({**config, "trainer": {**config["trainer"], "total_steps": steps}})
     nvml = NvmlPeak()
     t0 = time.perf_counter()
-    rank = PolicyRank(cfg.model_dump(), cfg.model.name_or_path, with_engine=True)
-    if cfg.trainer.fsdp.enabled:
-        single_process_group("nccl")
-        rank.fsdp = True
-        rank.init_group("127.0.0.1", 0, "nccl")
-        rank.sync_engine(0)
+    ctx = local_context(cfg, plugins=[LENGTH_PLUGIN], model_path=cfg.model.name_or_path)
     start_s = time.perf_counter() - t0
-    sleep = bool(cfg.rollout.backend_args.get("enable_sleep_mode"))
-    engines = InProcEngines(rank, sleep=sleep)
-    tasks = load_tasks(cfg.data.train_file)
-    ctx = StepContext(cfg=cfg, tasks=tasks,
-                      sampler=TaskSampler(len(tasks), cfg.data.prompts_per_step, cfg.data.shuffle, cfg.trainer.seed),
-                      rewards=prepare_rewards(cfg.rewards),
-                      estimator=plugins.registry("advantage_estimators").get(cfg.algorithm.advantage),
-                      kl_ctl=make_kl_controller("fixed", 0.0, 0.1, 10000), trainer=InProcTrainer(rank),
-                      reference=None, critic=None, engines=engines, pad_token_id=rank.info()["pad_token_id"])
+    pipeline = make_pipeline(ctx, 1, steps)
     rows = []
-    for step in range(1, steps + 1):
-        cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        m = train_step(step, ctx)
-        if cuda:
-            torch.cuda.synchronize()
-        m["bench/step_seconds"] = time.perf_counter() - t
-        m["bench/torch_peak_reserved_gib"] = torch.cuda.max_memory_reserved() / (1 << 30) if cuda else 0.0
-        m["bench/nvml_peak_gib_so_far"] = nvml.gib()
-        rows.append(m)
-        log(f"  step {step}: {m['bench/step_seconds']:.2f}s rollout {m.get('timing/rollout', 0):.2f}s "
-            f"update {m.get('timing/update', 0):.2f}s sync {m.get('timing/sync', 0):.2f}s "
-            f"len {m.get('rollout/response_length', 0):.0f} "
-            f"peak(torch) {m['bench/torch_peak_reserved_gib']:.1f} GiB peak(nvml) {nvml.gib():.1f} GiB", flush=True)
-    engines.close()
+    cuda = torch.cuda.is_available()
+    try:
+        for step in range(1, steps + 1):
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            m = train_step(step, ctx, pipeline)
+            if cuda:
+                torch.cuda.synchronize()
+            m["bench/step_seconds"] = time.perf_counter() - t
+            m["bench/torch_peak_reserved_gib"] = torch.cuda.max_memory_reserved() / (1 << 30) if cuda else 0.0
+            m["bench/nvml_peak_gib_so_far"] = nvml.gib()
+            rows.append(m)
+            log(f"  step {step}: {m['bench/step_seconds']:.2f}s rollout {m.get('timing/rollout', 0):.2f}s "
+                f"wait {m.get('timing/rollout_wait', 0):.2f}s update {m.get('timing/update', 0):.2f}s "
+                f"sync {m.get('timing/sync', 0):.2f}s sleep {m.get('timing/sleep', 0):.2f}s "
+                f"wake {m.get('timing/wake', 0):.2f}s lag {m.get('rollout/weight_lag', 0):.0f} "
+                f"len {m.get('rollout/response_length', 0):.0f} "
+                f"peak(torch) {m['bench/torch_peak_reserved_gib']:.1f} GiB peak(nvml) {nvml.gib():.1f} GiB", flush=True)
+    finally:
+        if pipeline is not None:
+            pipeline.close()
+        ctx.engines.close()
     timed = [r["bench/step_seconds"] for r in rows[1:]] or [rows[0]["bench/step_seconds"]]
     completions = cfg.data.prompts_per_step * cfg.rollout.n
     return {"completions": completions, "start_seconds": start_s, "step_seconds": [r["bench/step_seconds"] for r in rows],
             "median_step_s": statistics.median(timed), "samples_per_s": completions / statistics.median(timed),
             "nvml_peak_gib": nvml.gib(), "torch_peak_reserved_gib": max(r["bench/torch_peak_reserved_gib"] for r in rows),
+            "max_staleness": cfg.trainer.async_rollouts.max_staleness,
+            "sleep_during_update": cfg.rollout.sleep_during_update,
             "phases_median": {k: statistics.median(r.get(k, 0.0) for r in rows[1:] or rows)
-                              for k in ("timing/rollout", "timing/reward", "timing/update", "timing/sync",
-                                        "timing/forward")},
+                              for k in ("timing/rollout", "timing/rollout_wait", "timing/reward", "timing/update",
+                                        "timing/sync", "timing/forward", "timing/sleep", "timing/wake",
+                                        "async/rollout_overlap", "rollout/weight_lag")},
             "metrics_last": {k: v for k, v in rows[-1].items() if isinstance(v, (int, float))}}
 
 
