@@ -4,7 +4,8 @@
         --steps 20 --seeds 0,1 --out $OUT/gsm_learning.json
 
 Qwen2.5-Coder-0.5B-Instruct (the GGUF of ../shared/MODELS.md, converted once by `--gguf` exactly as the
-model registry does), full fine-tuning, GRPO (group 8, no KL), the `python` tool through the `process`
+model registry does), full fine-tuning (FSDP2 on one rank: float32 master weights and AdamW state, bfloat16
+compute; plain bfloat16 weights would round away updates of lr 2e-6), GRPO (group 8, no KL), the `python` tool through the `process`
 sandbox backend (the GPU machine has no Docker; toolrl_sandbox.process, not a security boundary), tasks
 from `toolrl data make gsm` (reasoning-gym gsm_symbolic, 1 worked example, `#### N`), reward
 `gsm8k_exact`. The `vllm` backend is colocated and in-process: toolrl's real `train_step` over one
@@ -64,7 +65,7 @@ def learning_config(model: str, train: str, out: str, *, seed: int, staleness: i
         "data": {"train_file": train, "prompts_per_step": prompts},
         "trainer": {"total_steps": steps, "lr": lr, "micro_batch_size": 4 if dry else 16,
                     "token_budget": None if dry else 32768, "output_dir": out, "metric_sinks": [], "seed": seed,
-                    "accuracy_reward": "gsm8k_exact",
+                    "accuracy_reward": "gsm8k_exact", "fsdp": {"enabled": not dry},
                     "async_rollouts": {"max_staleness": staleness}},
     }
 
@@ -96,11 +97,12 @@ def evaluate(rank: Any, tasks: list[Any], rewards: Any, seed: int) -> dict[str, 
 
 
 class Reset:
-    """The initial weights (CPU copy) and a way back to them: model, optimizer, scheduler, engine (version 0)."""
+    """The initial weights (a copy of every parameter, FSDP2 shards included) and a way back to them: model,
+    optimizer, scheduler, engine (version 0)."""
 
     def __init__(self, rank: Any):
         self.rank = rank
-        self.state = {k: v.detach().to("cpu", copy=True) for k, v in rank.model.state_dict().items()}
+        self.params = [p.detach().clone() for p in rank.model.parameters()]
 
     def __call__(self) -> None:
         import torch
@@ -109,7 +111,8 @@ class Reset:
 
         r, tr = self.rank, self.rank.cfg.trainer
         with torch.no_grad():
-            r.model.load_state_dict(self.state)
+            for p, saved in zip(r.model.parameters(), self.params):
+                p.copy_(saved)
         r.optimizer = make_optimizer(r.model.parameters(), tr.lr, tr.weight_decay)
         r.scheduler = make_scheduler(r.optimizer, warmup=tr.warmup_steps, total=tr.total_steps,
                                      schedule=tr.lr_schedule)
@@ -185,6 +188,12 @@ def child(a: argparse.Namespace) -> None:
                            lr=a.lr, prompts=a.prompts, group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run)
     cfg = Config.model_validate(base)
     rank = PolicyRank(cfg.model_dump(), cfg.model.name_or_path, with_engine=True, plugins=plugins())
+    if rank.fsdp:  # FSDP2 on one rank: float32 master weights and optimizer, bfloat16 compute
+        from toolrl.trainer.fsdp import single_process_group
+
+        single_process_group("nccl")
+        rank.init_group("127.0.0.1", 0, "nccl")
+        rank.sync_engine(0)
     reset = Reset(rank)
     start_s = time.perf_counter() - t0
     fcntl.flock(lock, fcntl.LOCK_UN)
