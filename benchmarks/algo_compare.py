@@ -43,8 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,22 +194,33 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], heldout: int) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # the runs
 
-@contextmanager
-def heavy_lock(path: str | None) -> Iterator[None]:
-    """flock(2) on `path` (the lock `flock /tmp/toolrl-heavy.lock CMD` takes), held for one unit."""
-    if not path:
-        yield
-        return
-    with open(path, "a+") as fh:
+class HeavyLock:
+    """flock(2) on `path` (the lock `flock /tmp/toolrl-heavy.lock CMD` takes), held for chunks of units.
+
+    `hold()` before a unit takes the lock if it is not held; `maybe_release()` after a unit gives it back
+    once it has been held `chunk_s` seconds (0: after every unit), so other jobs interleave between chunks.
+    """
+
+    def __init__(self, path: str | None, chunk_s: float = 0.0) -> None:
+        self.path, self.chunk_s = path, chunk_s
+        self._fh: Any = None
+        self._since = 0.0
+
+    def hold(self) -> None:
+        if not self.path or self._fh is not None:
+            return
+        self._fh = open(self.path, "a+")  # noqa: SIM115 (held across units)
         t0 = time.time()
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        waited = time.time() - t0
-        if waited > 1:
-            logger.warning("waited %.0f s for %s", waited, path)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        self._since = time.time()
+        if self._since - t0 > 1:
+            logger.warning("waited %.0f s for %s", self._since - t0, self.path)
+
+    def maybe_release(self, force: bool = False) -> None:
+        if self._fh is not None and (force or time.time() - self._since >= self.chunk_s):
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
 
 
 @dataclass
@@ -367,20 +377,23 @@ def unit_algo(ctx: Ctx, algo: str, seed: int) -> dict[str, Any]:
     return rec
 
 
-def run_units(ctx: Ctx, seeds: Sequence[int], algos: Sequence[str], max_minutes: float | None) -> None:
+def run_units(ctx: Ctx, seeds: Sequence[int], algos: Sequence[str], max_minutes: float | None,
+              chunk_minutes: float = 0.0) -> None:
     units: list[tuple[str, Any]] = [("base", lambda: unit_base(ctx))]
     for s in seeds:
         units.append((unit_key("data", s), lambda s=s: unit_data(ctx, s)))
         units += [(unit_key(a, s), lambda a=a, s=s: unit_algo(ctx, a, s)) for a in algos]
     t_start = time.time()
+    lock = HeavyLock(None if ctx.dry else ctx.lock, chunk_minutes * 60)
     for key, fn in units:
         if ctx.store.done(key) and not ctx.dry:
             print(f"[done] {key}", flush=True)
             continue
         if max_minutes is not None and time.time() - t_start > max_minutes * 60:
             print(f"[stop] --max-minutes {max_minutes} reached before {key}; run again to continue", flush=True)
-            return
-        with heavy_lock(None if ctx.dry else ctx.lock):
+            break
+        lock.hold()
+        try:
             load = os.getloadavg()[0]
             t0 = time.time()
             ctx.commands = []
@@ -393,6 +406,9 @@ def run_units(ctx: Ctx, seeds: Sequence[int], algos: Sequence[str], max_minutes:
             ctx.store.put(key, rec)
             print(f"[unit] {key} done in {rec['unit_s']:.0f} s: "
                   + (f"accuracy {rec['accuracy']:.3f}" if "accuracy" in rec else json.dumps({k: rec[k] for k in rec if k in ('sft_rows', 'pairs', 'sampled_accuracy')})), flush=True)
+        finally:
+            lock.maybe_release()
+    lock.maybe_release(force=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -458,7 +474,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         r.add_argument("--epochs", type=int, default=3, help="passes over the SFT rows / DPO pairs")
         r.add_argument("--lr", type=float, default=1e-4, help="every algorithm's LoRA learning rate")
         r.add_argument("--max-minutes", type=float, default=None, help="start no new unit after this long")
-        r.add_argument("--lock", default="/tmp/toolrl-heavy.lock", help="flock held per unit ('' = none)")
+        r.add_argument("--lock", default="/tmp/toolrl-heavy.lock", help="flock held per chunk of units ('' = none)")
+        r.add_argument("--chunk-minutes", type=float, default=0.0,
+                       help="keep the lock across units until held this long (0 = give it back after every unit)")
         r.add_argument("--results", type=Path, default=RESULTS / "results.json")
     sub.add_parser("table").add_argument("--results", type=Path, default=RESULTS / "results.json")
     s = sub.add_parser("sample")
@@ -484,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     store.meta = {**meta, **{k: v for k, v in store.meta.items() if k not in meta}}
     ctx = Ctx(Budget(a.budget, a.n, a.prompts), a.heldout, a.epochs, a.lr, store, WORK, a.lock or None,
               dry=a.cmd == "plan")
-    run_units(ctx, a.seeds, a.algos, a.max_minutes)
+    run_units(ctx, a.seeds, a.algos, a.max_minutes, a.chunk_minutes)
     if a.cmd == "run":
         print_table(store)
 
