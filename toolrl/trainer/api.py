@@ -293,6 +293,9 @@ class Trainer:
             f"{cfg.rollout.n} samples, reference: {ref}, critic: {critic}\n"
             f"  steps {start}..{cfg.trainer.total_steps} -> {self.run_dir}"
         )
+        staleness = cfg.trainer.async_rollouts.max_staleness
+        if staleness:
+            text += f"\n  asynchronous rollouts: batches sampled up to {staleness} update(s) behind the trainer"
         if "console" in cfg.trainer.metric_sinks:
             Console().print(text, highlight=False)
         logger.info("%s", text)

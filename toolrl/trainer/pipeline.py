@@ -21,10 +21,11 @@ step applies the decoupled-PPO correction to stale batches (see step.py).
 The rollout thread alone talks to the engines (rollouts, weight loads), the
 trainer thread alone to the trainer group: no engine call interleaves with
 another. A colocated engine shares the trainer's process and weights, so its
-weight copy waits for the model lock while an update runs; to keep the next
-rollout from waiting for a whole update, `next_batch` lets a due weight load
-finish before the step starts its forward passes (`wait_for_sync`, on for
-colocated engines). Separate engines load in their own processes.
+weight copy waits for the model lock while an update runs; `next_batch` lets
+a due weight load finish before the step starts its forward passes
+(`wait_for_sync`, on for colocated engines), so the next rollout does not wait
+for a whole update and the copy holds exactly the version it is labelled with.
+Separate engines load published weights (an object ref) in their own processes.
 
 `paused()` stops the thread between batches (evaluation and checkpoints use the
 engines from the trainer thread), optionally after loading the newest weights.
@@ -179,9 +180,15 @@ class AsyncRollouts:
                               ) from self._error
 
     def _sync_due(self) -> bool:
-        """A weight load the rollout thread is doing, or is about to do now."""
-        return self._state == "syncing" or (self._state == "gated" and self._pending is not None
-                                           and self._gate_open(self._gate_step))
+        """A weight load the rollout thread is doing, or will do before its next batch.
+
+        Waiting for it before the next update keeps a colocated engine's copy exact: copied later, it would
+        hold that update's weights under the older version. With max_staleness 1 this costs nothing: a
+        rollout in flight at this point is the batch the step waited for (the next one needs the new weights).
+        """
+        if self._paused or self._state == "done":
+            return False
+        return self._state == "syncing" or self._pending is not None
 
     def next_batch(self, step: int) -> ReadyBatch:
         """Batch `step` (waits for it); raises the rollout thread's error if it failed."""
