@@ -268,8 +268,10 @@ def make_tasks(ctx: Ctx, n: int, seed: int, out: Path) -> None:
 
 
 def evaluate(ctx: Ctx, model: str, label: str, out: Path) -> dict[str, Any]:
+    # algorithm.objective=rl: `toolrl eval --config` is merged over a checkpoint's training config, and an SFT/DPO
+    # checkpoint's objective with the demo's data.prompts_per_step=3 fails the training-only micro-batch check
     secs = ctx.sh([TOOLRL, "eval", "--config", BASE_CONFIG, "--model", model, "--tasks", ctx.heldout_file(),
-                   "--label", label, "--out", out], log=out.with_suffix(".log"))
+                   "--label", label, "--out", out, "algorithm.objective=rl"], log=out.with_suffix(".log"))
     if ctx.dry:
         return {}
     rep = json.loads(out.read_text(encoding="utf-8"))
@@ -280,13 +282,21 @@ def evaluate(ctx: Ctx, model: str, label: str, out: Path) -> dict[str, Any]:
 
 
 def train(ctx: Ctx, out_dir: Path, overrides: Sequence[str]) -> tuple[float, list[dict[str, float]]]:
+    args = [TOOLRL, "train", "--config", BASE_CONFIG, f"trainer.output_dir={out_dir}", *overrides]
+    done = out_dir.parent / f"{out_dir.name}.done.json"  # a finished training whose unit failed later (its eval)
+    if not ctx.dry and done.exists():
+        prev = json.loads(done.read_text(encoding="utf-8"))
+        if prev["args"] == [str(a) for a in args]:
+            ctx.commands.append(" ".join(str(a) for a in args).replace(str(ROOT) + "/", ""))
+            print(f"[reuse] {out_dir} (trained in {prev['seconds']:.0f} s)", flush=True)
+            return prev["seconds"], prev["rows"]
     if out_dir.exists() and not ctx.dry:
-        shutil.rmtree(out_dir)  # an interrupted unit starts again (its checkpoint is only written at the end)
-    secs = ctx.sh([TOOLRL, "train", "--config", BASE_CONFIG, f"trainer.output_dir={out_dir}", *overrides],
-                  log=out_dir.parent / f"{out_dir.name}.train.log")
+        shutil.rmtree(out_dir)  # an interrupted training starts again (its checkpoint is only written at the end)
+    secs = ctx.sh(args, log=out_dir.parent / f"{out_dir.name}.train.log")
     if ctx.dry:
         return secs, []
     rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    done.write_text(json.dumps({"args": [str(a) for a in args], "seconds": secs, "rows": rows}), encoding="utf-8")
     return secs, rows
 
 
