@@ -49,6 +49,7 @@ from toolrl.trainer.batch import build_batch
 from toolrl.trainer.collect import Collected, collect
 from toolrl.trainer.roles import Critic, PolicyUpdate, Reference, RolloutEngines, RolloutJob, TrainerGroup
 from toolrl.trainer.sampler import TaskSampler
+from toolrl.trainer.segments import episode_advantages, segment_metrics, segment_rows
 from toolrl.types import Task, Trajectory
 
 if TYPE_CHECKING:
@@ -155,7 +156,9 @@ def train_step(step: int, ctx: StepContext, pipeline: AsyncRollouts | None = Non
     sampled_with = ctx.version
     lag = sampled_with - min((t.weight_version for t in trajectories), default=sampled_with)
     is_cap = stale_is_cap(cfg) if lag > 0 else None
-    batch = build_batch(trajectories, group_ids, valid, ctx.pad_token_id)
+    rows = segment_rows(trajectories, group_ids, valid)  # an agent program's earlier segments: rows of their own
+    metrics.update(segment_metrics(rows))
+    batch = build_batch(rows.trajectories, rows.group_ids, rows.valid, ctx.pad_token_id)
     pending = {}
     if ctx.reference is not None:
         pending["ref_logprobs"] = ctx.reference.ref_logprobs(batch)
@@ -173,10 +176,11 @@ def train_step(step: int, ctx: StepContext, pipeline: AsyncRollouts | None = Non
         kl = kl_estimate(batch["old_logprobs"], batch["ref_logprobs"], alg.kl_estimator) * batch.response_mask
         token_rewards = -ctx.kl_ctl.value * kl
         metrics["reward/kl_penalty"] = float(token_rewards.sum(-1).mean())
-    adv = ctx.estimator(
+    adv = episode_advantages(  # the estimator sees the episodes; each earlier segment gets its episode's advantage
+        ctx.estimator,
         AdvantageInput(scores=scores, response_mask=batch.response_mask, group_ids=group_ids,
                        valid=batch.valid, token_rewards=token_rewards, values=batch.get("values")),
-        alg,
+        alg, rows,
     )
     batch.extras["advantages"] = adv.advantages * batch.response_mask
     if adv.returns is not None:
@@ -231,7 +235,8 @@ def log_samples(step: int, cfg: Config, trajectories: Sequence[Trajectory], resu
     """The step's samples to <output_dir>/samples/ (trainer.log_samples); with rollout.debug also to the log."""
     if not (cfg.trainer.log_samples or cfg.rollout.debug):
         return
-    advantages = per_sample_advantages(batch["advantages"], batch.response_mask)
+    n = len(trajectories)  # the episodes' own rows come first, their earlier segments after them
+    advantages = per_sample_advantages(batch["advantages"][:n], batch.response_mask[:n])
     if cfg.trainer.log_samples:
         write_samples(cfg.trainer.output_dir, step, trajectories, results, advantages, group_ids,
                       max_samples=cfg.trainer.log_samples_max)
