@@ -177,7 +177,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], heldout: int) -> str:
     """The table for docs/BENCHMARKS.md."""
     seeds = sorted({s for r in rows for s in r["seeds"]})
     head = ["algorithm", *(f"seed {s}" for s in seeds), "mean", "sd", "tool calls / task", "episodes sampled",
-            "optimizer steps", "train s"]
+            "training steps", "train s"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         def frac(a: float) -> str:
