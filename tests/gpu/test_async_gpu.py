@@ -67,6 +67,7 @@ def chat_model(tmp_path_factory) -> Path:
 def _tasks(path: Path, n: int = 16) -> Path:
     import json
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         for i in range(n):
             fh.write(json.dumps({"id": f"t{i}", "messages": [{"role": "user", "content": f"Say something {i}."}]}) + "\n")
