@@ -152,6 +152,8 @@ def test_sleep_frees_memory_and_wake_restores_generation(tiny_qwen2, gpu_helpers
 
     from toolrl.rollout.vllm_backend import VLLMBackend
 
+    torch.cuda.empty_cache()
+    free_before_engine = torch.cuda.mem_get_info()[0]
     b = VLLMBackend(BackendSettings(model_path=str(tiny_qwen2), dtype="float32", max_batch_size=8, seed=0,
                                     extra={"gpu_memory_utilization": 0.2, "enforce_eager": True,
                                            "skip_tokenizer_init": True, "max_model_len": 1024,
@@ -160,9 +162,14 @@ def test_sleep_frees_memory_and_wake_restores_generation(tiny_qwen2, gpu_helpers
         req = GenerationRequest(PROMPTS[3], SamplingParams(temperature=0.0, max_tokens=12))
         [before] = b.generate([req])
         free0 = torch.cuda.mem_get_info()[0]
+        taken = free_before_engine - free0  # what this engine holds: its KV cache, weights, buffers
+        assert taken > 1 << 30, f"the engine took only {taken / 2**30:.2f} GiB"
         b.sleep()
         free1 = torch.cuda.mem_get_info()[0]
-        assert free1 - free0 > 0.1 * torch.cuda.mem_get_info()[1]  # the KV cache (20% of the GPU) went back
+        # Most of it comes back (KV cache and, at level 2, the weights). Measured against what this engine took,
+        # not against the card: vLLM sizes the cache from gpu_memory_utilization minus memory already in use, so
+        # engines left behind by earlier tests in the same process shrink it (the 2026-12-03 suite run).
+        assert free1 - free0 > 0.6 * taken, (taken, free1 - free0)
         b.wake()
         b.update_weights(gpu_helpers.perturbed_state_dict(tiny_qwen2, scale=0.0))  # level 2 dropped the weights
         [after] = b.generate([req])
