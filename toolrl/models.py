@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -37,6 +38,9 @@ class ModelSpec:
     sha256: str
     tie_word_embeddings: bool = False
     description: str = ""
+    # ids that end a turn besides the GGUF's own EOS: upstream Qwen2.5 lists <|im_end|> and <|endoftext|> in its
+    # generation_config.json, while the GGUF's metadata names only <|im_end|>
+    extra_eos_token_ids: tuple[int, ...] = ()
 
     @property
     def pip_short(self) -> str:
@@ -68,6 +72,7 @@ MODELS: dict[str, ModelSpec] = {
         gguf_name="qwen2.5-coder-0.5b-instruct.gguf",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         description="Qwen2.5-Coder-0.5B-Instruct, 630M params (untied lm_head): learning runs",
+        extra_eos_token_ids=(151643,),  # <|endoftext|>
     ),
     "qwen2.5-coder-1.5b-instruct": ModelSpec(
         name="qwen2.5-coder-1.5b-instruct",
@@ -77,6 +82,7 @@ MODELS: dict[str, ModelSpec] = {
         gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M): GPU / LoRA runs",
+        extra_eos_token_ids=(151643,),  # <|endoftext|>
     ),
 }
 
@@ -138,10 +144,41 @@ def resolve(name_or_path: str, *, progress: bool = True) -> Path:
     spec = MODELS[key]
     out = cache_dir() / "models" / f"{spec.name}-{spec.sha256[:12]}"
     if (out / "config.json").exists() and (out / ".complete").exists():
+        ensure_eos_token_ids(out, spec.extra_eos_token_ids)  # folders converted before the field existed
         return out
     gguf = assemble_gguf(spec)
     _convert(spec, gguf, out, progress=progress)
     return out
+
+
+def ensure_eos_token_ids(folder: Path, extra: tuple[int, ...]) -> bool:
+    """Add `extra` to the EOS ids of the folder's generation_config.json (kept in order, no duplicates).
+
+    Every backend stops on the generation config's EOS list (vLLM and SGLang read the file; the hf backend
+    reads `model.generation_config`). Returns whether the file changed. The write is atomic (temp file +
+    rename), so a process loading the folder at the same time sees the old or the new file, never half.
+    """
+    if not extra:
+        return False
+    path = folder / "generation_config.json"
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        data = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config.get(k) is not None}
+    eos = data.get("eos_token_id")
+    ids = [int(i) for i in (eos if isinstance(eos, list) else [eos] if eos is not None else [])]
+    merged = ids + [int(i) for i in extra if int(i) not in ids]
+    if merged == ids:
+        return False
+    data["eos_token_id"] = merged
+    fd, tmp = tempfile.mkstemp(prefix=".generation_config-", suffix=".json", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    logger.info("%s: EOS ids %s -> %s", path, ids, merged)
+    return True
 
 
 def assemble_gguf(spec: ModelSpec) -> Path:
@@ -219,6 +256,7 @@ def _convert(spec: ModelSpec, gguf: Path, out: Path, progress: bool) -> None:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        ensure_eos_token_ids(tmp, spec.extra_eos_token_ids)
         (tmp / ".complete").write_text(spec.sha256 + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -76,3 +76,49 @@ def test_unknown_name_lists_known_models():
 def test_embedding_model_resolves():
     p = models.resolve_embedding_model()
     assert (p / "config.json").exists()
+
+
+def test_ensure_eos_token_ids_adds_the_missing_ids_once(tmp_path):
+    from transformers import GenerationConfig
+
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 2, "bos_token_id": 1}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, "bos_token_id": 1}))
+    assert models.ensure_eos_token_ids(tmp_path, (7, 2)) is True
+    assert json.loads((tmp_path / "generation_config.json").read_text())["eos_token_id"] == [2, 7]
+    assert models.ensure_eos_token_ids(tmp_path, (7,)) is False  # idempotent: resolve() calls it every time
+    assert GenerationConfig.from_pretrained(tmp_path).eos_token_id == [2, 7]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left behind
+
+
+def test_ensure_eos_token_ids_without_a_generation_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 5, "pad_token_id": 0}))
+    assert models.ensure_eos_token_ids(tmp_path, ()) is False
+    assert not (tmp_path / "generation_config.json").exists()
+    assert models.ensure_eos_token_ids(tmp_path, (9,)) is True
+    data = json.loads((tmp_path / "generation_config.json").read_text())
+    assert data == {"eos_token_id": [5, 9], "pad_token_id": 0}
+
+
+def test_qwen_specs_end_turns_on_endoftext_too():
+    # upstream Qwen2.5-Coder's generation_config.json: eos_token_id [151645, 151643]; the GGUFs name only 151645
+    for name in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"):
+        assert models.MODELS[name].extra_eos_token_ids == (151643,)
+    assert models.MODELS["smollm2-135m-instruct"].extra_eos_token_ids == ()
+
+
+def test_extra_eos_reaches_the_hf_backend(tmp_path, smollm2_path):
+    """A folder patched by ensure_eos_token_ids: the model loads the list and the hf backend stops on every id."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toolrl.rollout.hf_backend import eos_ids_of
+
+    folder = tmp_path / "m"
+    shutil.copytree(smollm2_path, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    extra = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert models.ensure_eos_token_ids(folder, (extra,))
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    ids = eos_ids_of(model, tok)
+    assert extra in ids and tok.eos_token_id in ids
