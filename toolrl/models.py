@@ -176,6 +176,7 @@ def ensure_eos_token_ids(folder: Path, extra: tuple[int, ...]) -> bool:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
         fh.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; keep the file readable as save_pretrained writes it
     os.replace(tmp, path)
     logger.info("%s: EOS ids %s -> %s", path, ids, merged)
     return True

@@ -88,6 +88,7 @@ def test_ensure_eos_token_ids_adds_the_missing_ids_once(tmp_path):
     assert models.ensure_eos_token_ids(tmp_path, (7,)) is False  # idempotent: resolve() calls it every time
     assert GenerationConfig.from_pretrained(tmp_path).eos_token_id == [2, 7]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left behind
+    assert (tmp_path / "generation_config.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_ensure_eos_token_ids_without_a_generation_config(tmp_path):
