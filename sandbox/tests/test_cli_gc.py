@@ -114,7 +114,11 @@ OWNER = textwrap.dedent("""
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_containers_go_away_when_the_owner_is_signalled(client: docker.DockerClient, image: str,
                                                          sig: signal.Signals) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", OWNER, image], stdout=subprocess.PIPE, text=True)
+    # The owner starts with SIGINT at its default, as in a terminal. A test run started as a background job of
+    # a non-interactive shell (`pytest ... &`) has SIGINT ignored, children inherit that, and then Python never
+    # raises KeyboardInterrupt: an ignored Ctrl-C is the user's choice, not something the pool should override.
+    proc = subprocess.Popen([sys.executable, "-c", OWNER, image], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline().split() if proc.stdout else []
         assert len(line) == 2 and line[1] == "up", line
