@@ -45,16 +45,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from toolrl.errors import ToolrlError
 from toolrl.metrics.timing import PhaseTimer
 from toolrl.trainer.collect import Collected
+from toolrl.trainer.context import StepContext, gather
 from toolrl.trainer.roles import WeightUpdate
 from toolrl.trainer.staleness import StalenessBound
-
-if TYPE_CHECKING:
-    from toolrl.trainer.step import StepContext
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +88,6 @@ class AsyncRollouts:
     def __init__(self, ctx: StepContext, first_step: int = 1, last_step: int | None = None, *,
                  max_staleness: int | None = None, produce: Produce | None = None, wait_for_sync: bool | None = None,
                  start: bool = True):
-        from toolrl.trainer.step import gather
-
         cfg = ctx.cfg
         last_step = cfg.trainer.total_steps if last_step is None else last_step
         staleness = cfg.trainer.async_rollouts.max_staleness if max_staleness is None else max_staleness

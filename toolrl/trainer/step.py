@@ -30,60 +30,30 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from toolrl.algorithms.advantages import AdvantageInput, AdvantageOutput
-from toolrl.algorithms.kl import KLController, kl_estimate
+from toolrl.algorithms.advantages import AdvantageInput
+from toolrl.algorithms.kl import kl_estimate
 from toolrl.algorithms.losses import masked_mean
 from toolrl.algorithms.spec import estimator_needs
 from toolrl.metrics.resources import snapshot
 from toolrl.metrics.rollout_stats import reward_metrics, rollout_metrics
 from toolrl.metrics.samples import debug_line, per_sample_advantages, sample_records, write_samples
 from toolrl.metrics.timing import PhaseTimer
-from toolrl.rewards import PreparedReward, compute_rewards_sync
 from toolrl.trainer.batch import build_batch
-from toolrl.trainer.collect import Collected, collect
-from toolrl.trainer.roles import Critic, PolicyUpdate, Reference, RolloutEngines, RolloutJob, TrainerGroup
-from toolrl.trainer.sampler import TaskSampler
+from toolrl.trainer.context import StepContext, gather, step_seed
+from toolrl.trainer.roles import PolicyUpdate
 from toolrl.trainer.segments import episode_advantages, segment_metrics, segment_rows
-from toolrl.types import Task, Trajectory
+from toolrl.types import Trajectory
 
 if TYPE_CHECKING:
-    from toolrl.config import AlgorithmConfig, Config
+    from toolrl.config import Config
     from toolrl.trainer.pipeline import AsyncRollouts
 
 logger = logging.getLogger(__name__)
-
-Estimator = Callable[[AdvantageInput, "AlgorithmConfig"], AdvantageOutput]
-
-
-@dataclass
-class StepContext:
-    """What a step needs from the run: config, data, reward and estimator functions, the roles."""
-
-    cfg: Config
-    tasks: Sequence[Task]
-    sampler: TaskSampler
-    rewards: Sequence[PreparedReward]
-    estimator: Estimator
-    kl_ctl: KLController
-    trainer: TrainerGroup
-    reference: Reference | None  # None: no KL term
-    critic: Critic | None  # None: no critic
-    engines: RolloutEngines
-    pad_token_id: int
-    version: int = 0  # trainer updates so far: the weight version the engines hold (async: the trainer's)
-    sleep: bool | None = None  # engines sleep during the update; None = from rollout.sleep_during_update
-
-
-def step_seed(seed: int, step: int) -> int:
-    """A distinct, reproducible seed per (run seed, step): resuming at step k reseeds exactly as step k did."""
-    return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
-
 
 def sleeps_during_update(cfg: Config, device: str) -> bool:
     """Whether the engine releases its memory for the update (rollout.sleep_during_update; `device`: the
@@ -100,24 +70,6 @@ def sleeps_during_update(cfg: Config, device: str) -> bool:
 def sleep_backend_args(backend: str) -> dict[str, Any]:
     """The backend_args that give a backend a working sleep()/wake() (set unless the user set them)."""
     return {"vllm": {"enable_sleep_mode": True}, "sglang": {"enable_memory_saver": True}}.get(backend, {})
-
-
-def gather(step: int, ctx: StepContext, timer: PhaseTimer) -> Collected:
-    """Phases 1-3: prompts from the sampler, n rollouts each (task-major, each stamped with the weight version
-    that sampled it), rewards (weighted sum of the reward plugins, None = excluded from the update). With
-    algorithm.dynamic_sampling / overlong_buffer, collect() runs more rounds and shapes the scores."""
-    cfg = ctx.cfg
-
-    def rollout(tasks: Sequence[Task], round_seed: int) -> list[Trajectory]:
-        with timer("rollout"):
-            return ctx.engines.rollout(RolloutJob(tuple(tasks), cfg.rollout.n, round_seed))
-
-    def score(trajs: Sequence[Trajectory], tasks: Sequence[Task]) -> tuple[list[Any], dict[str, float]]:
-        with timer("reward"):
-            return compute_rewards_sync(trajs, tasks, ctx.rewards)
-
-    seed = step_seed(cfg.trainer.seed, step)
-    return collect(cfg, lambda: [ctx.tasks[i] for i in ctx.sampler.next_indices()], rollout, score, seed)
 
 
 def train_step(step: int, ctx: StepContext, pipeline: AsyncRollouts | None = None) -> dict[str, float]:

@@ -1,0 +1,68 @@
+"""What a training step works on, and its phases 1-3 (prompts, rollouts, rewards).
+
+Shared by the step driver (`toolrl.trainer.step`) and the asynchronous pipeline
+(`toolrl.trainer.pipeline`), which runs the same phases ahead in its thread; kept
+apart so neither imports the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from toolrl.algorithms.advantages import AdvantageInput, AdvantageOutput
+from toolrl.algorithms.kl import KLController
+from toolrl.metrics.timing import PhaseTimer
+from toolrl.rewards import PreparedReward, compute_rewards_sync
+from toolrl.trainer.collect import Collected, collect
+from toolrl.trainer.roles import Critic, Reference, RolloutEngines, RolloutJob, TrainerGroup
+from toolrl.trainer.sampler import TaskSampler
+from toolrl.types import Task, Trajectory
+
+if TYPE_CHECKING:
+    from toolrl.config import AlgorithmConfig, Config
+
+Estimator = Callable[[AdvantageInput, "AlgorithmConfig"], AdvantageOutput]
+
+
+@dataclass
+class StepContext:
+    """What a step needs from the run: config, data, reward and estimator functions, the roles."""
+
+    cfg: Config
+    tasks: Sequence[Task]
+    sampler: TaskSampler
+    rewards: Sequence[PreparedReward]
+    estimator: Estimator
+    kl_ctl: KLController
+    trainer: TrainerGroup
+    reference: Reference | None  # None: no KL term
+    critic: Critic | None  # None: no critic
+    engines: RolloutEngines
+    pad_token_id: int
+    version: int = 0  # trainer updates so far: the weight version the engines hold (async: the trainer's)
+    sleep: bool | None = None  # engines sleep during the update; None = from rollout.sleep_during_update
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A distinct, reproducible seed per (run seed, step): resuming at step k reseeds exactly as step k did."""
+    return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
+
+
+def gather(step: int, ctx: StepContext, timer: PhaseTimer) -> Collected:
+    """Phases 1-3: prompts from the sampler, n rollouts each (task-major, each stamped with the weight version
+    that sampled it), rewards (weighted sum of the reward plugins, None = excluded from the update). With
+    algorithm.dynamic_sampling / overlong_buffer, collect() runs more rounds and shapes the scores."""
+    cfg = ctx.cfg
+
+    def rollout(tasks: Sequence[Task], round_seed: int) -> list[Trajectory]:
+        with timer("rollout"):
+            return ctx.engines.rollout(RolloutJob(tuple(tasks), cfg.rollout.n, round_seed))
+
+    def score(trajs: Sequence[Trajectory], tasks: Sequence[Task]) -> tuple[list[Any], dict[str, float]]:
+        with timer("reward"):
+            return compute_rewards_sync(trajs, tasks, ctx.rewards)
+
+    seed = step_seed(cfg.trainer.seed, step)
+    return collect(cfg, lambda: [ctx.tasks[i] for i in ctx.sampler.next_indices()], rollout, score, seed)
