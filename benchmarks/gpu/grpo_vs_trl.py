@@ -9,10 +9,14 @@ completions per optimizer step. Each (system, size) runs in its own child proces
 (the GPU is never shared): toolrl with its `vllm` backend colocated, synchronous with the engine asleep
 during the update (`toolrl`: rollout.sleep_during_update=true, sleep level 2, CUDA cache emptied after the
 update), synchronous without sleep (`toolrl_nosleep`) and asynchronous (`toolrl_async`:
-trainer.async_rollouts.max_staleness=1, the next step's rollouts generated while this one trains); TRL
+trainer.async_rollouts.max_staleness=1, the next step's rollouts generated while this one trains), and
+the same with vLLM's engine core in a process of its own (`toolrl_proc`, `toolrl_async_proc`:
+rollout.backend_args.engine_process=true, weights through CUDA IPC); TRL
 with colocated vLLM (`trl_vllm`; `trl_vllm_sleep` with TRL's vllm_enable_sleep_mode) and TRL with HF
 generation (`trl_hf`). vLLM gets gpu_memory_utilization 0.3 (TRL's
-default), max_num_batched_tokens 4096 (TRL's colocate setting) in both. Step time = median of steps
+default), max_num_batched_tokens 4096 (TRL's colocate setting) in both. Systems ending in `_nockpt` run
+with gradient checkpointing off and are compared with `trl_vllm_nockpt` (also off); the others with
+`trl_vllm`. Step time = median of steps
 2..N (step 1 warms up); samples/s = completions / that median. Peak memory = NVML's device-wide
 memory in use, sampled every 50 ms (the whole process: trainer, vLLM, caches).
 """
@@ -38,7 +42,7 @@ def log(*a, **k):
 
 # ------------------------------------------------------------------------------------------ TRL
 def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group: int = 8, new_tokens: int = 256,
-            micro: int = 32, sleep: bool = False) -> dict:
+            micro: int = 32, sleep: bool = False, gradient_checkpointing: bool = True) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -70,7 +74,7 @@ def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group:
     kwargs = dict(output_dir="/tmp/trl-bench", per_device_train_batch_size=micro, gradient_accumulation_steps=ga,
                   num_generations=group, max_completion_length=new_tokens, max_steps=steps, learning_rate=1e-6,
                   beta=0.0, temperature=1.0, logging_steps=1, save_strategy="no", report_to="none", bf16=True,
-                  gradient_checkpointing=True, seed=0, dataloader_num_workers=0)
+                  gradient_checkpointing=gradient_checkpointing, seed=0, dataloader_num_workers=0)
     if use_vllm:
         kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
                       vllm_max_model_length=1024, vllm_enable_sleep_mode=sleep,
@@ -105,6 +109,17 @@ TOOLRL_SYSTEMS = {
     "toolrl": {"sleep": True, "sleep_level": 2},      # synchronous; the engine sleeps during the update
     "toolrl_nosleep": {"sleep": False},                # synchronous; the engine keeps its memory
     "toolrl_async": {"sleep": False, "staleness": 1},  # asynchronous, max_staleness 1 (no sleep possible)
+    # vLLM's engine core in a process of its own (rollout.backend_args.engine_process): its scheduler and the
+    # trainer's update no longer share one interpreter lock
+    "toolrl_proc": {"sleep": True, "sleep_level": 2, "engine_process": True},
+    "toolrl_async_proc": {"sleep": False, "staleness": 1, "engine_process": True},
+    # the in-process engine with a shorter interpreter-lock switch interval (5 ms default -> 0.5 ms)
+    "toolrl_async_si": {"sleep": False, "staleness": 1, "switch_interval": 0.0005},
+    # gradient checkpointing off (pair with trl_vllm_nockpt: the same setting on both sides)
+    "toolrl_nockpt": {"sleep": True, "sleep_level": 2, "gradient_checkpointing": False},
+    "toolrl_async_nockpt": {"sleep": False, "staleness": 1, "gradient_checkpointing": False},
+    "toolrl_async_proc_nockpt": {"sleep": False, "staleness": 1, "engine_process": True,
+                                 "gradient_checkpointing": False},
 }
 
 
@@ -115,10 +130,12 @@ def worker(a: argparse.Namespace) -> None:
     work = Path(a.work)
     if a.system in TOOLRL_SYSTEMS:
         opts = {**TOOLRL_SYSTEMS[a.system], **json.loads(a.opts or "{}")}
+        if "switch_interval" in opts:
+            sys.setswitchinterval(float(opts.pop("switch_interval")))
         res = run_tool(a.model, a.completions, a.steps, work, **opts)
     else:
         res = run_trl(a.model, a.completions, a.steps, use_vllm=a.system.startswith("trl_vllm"),
-                      sleep=a.system == "trl_vllm_sleep")
+                      sleep=a.system == "trl_vllm_sleep", gradient_checkpointing=not a.system.endswith("_nockpt"))
     print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -182,16 +199,17 @@ def main() -> None:
             res = child(system, model, size, a.steps, str(work), a.timeout)
             results["runs"][f"{system}@{size}"] = res
             Path(a.out).write_text(json.dumps(results, indent=2))
-    log(f"\n{'system':<15}{'completions':>12}{'samples/s':>11}{'median step s':>15}{'peak GiB':>10}{'vs TRL-vLLM':>13}")
+    log(f"\n{'system':<26}{'completions':>12}{'samples/s':>11}{'median step s':>15}{'peak GiB':>10}{'vs TRL-vLLM':>13}")
     for key, r in results["runs"].items():
         system, size = key.split("@")
         if "error" in r:
-            log(f"{system:<15}{size:>12}  {r['error']}")
+            log(f"{system:<26}{size:>12}  {r['error']}")
             continue
-        ref = results["runs"].get(f"trl_vllm@{size}", {})
+        ref_name = "trl_vllm_nockpt" if system.endswith("_nockpt") else "trl_vllm"  # the same setting on both sides
+        ref = results["runs"].get(f"{ref_name}@{size}", {})
         ratio = r["samples_per_s"] / ref["samples_per_s"] if "samples_per_s" in ref else float("nan")
         r["ratio_vs_trl_vllm"] = ratio
-        log(f"{system:<15}{size:>12}{r['samples_per_s']:>11.1f}{r['median_step_s']:>15.2f}{r['nvml_peak_gib']:>10.1f}"
+        log(f"{system:<26}{size:>12}{r['samples_per_s']:>11.1f}{r['median_step_s']:>15.2f}{r['nvml_peak_gib']:>10.1f}"
             f"{ratio:>13.2f}")
     Path(a.out).write_text(json.dumps(results, indent=2))
 

@@ -67,13 +67,15 @@ class NvmlPeak:
 def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: int = 8, new_tokens: int = 256,
                   gpu_memory_utilization: float = 0.3, token_budget: int | None = 32768,
                   gradient_checkpointing: bool | None = True, fsdp: bool = False, sleep: bool | None = False,
-                  sleep_level: int | None = None, staleness: int = 0,
+                  sleep_level: int | None = None, staleness: int = 0, engine_process: bool = False,
                   dtype: str = "bfloat16", out: str = "/tmp/toolrl-bench-run", backend: str = "vllm",
                   device: str = "cuda") -> dict:
     backend_args: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization, "max_model_len": 1024,
                                     "max_num_batched_tokens": 4096}
     if sleep_level is not None:
         backend_args["sleep_level"] = sleep_level
+    if engine_process:  # vLLM's engine core in a process of its own, weights through CUDA IPC
+        backend_args["engine_process"] = True
     return {
         "model": {"name_or_path": model_dir, "dtype": dtype, "device": device,
                   "gradient_checkpointing": gradient_checkpointing},

@@ -176,3 +176,28 @@ def test_sleep_frees_memory_and_wake_restores_generation(tiny_qwen2, gpu_helpers
         assert after.token_ids == before.token_ids
     finally:
         b.close()
+
+
+def test_engine_process_loads_weights_through_cuda_ipc(tiny_qwen2, gpu_helpers):
+    """backend_args.engine_process: vLLM's engine core in its own process; update_weights crosses by CUDA IPC,
+    in buckets (a small weight_bucket_mb forces several), and the new weights are the ones that generate."""
+    from toolrl.rollout.vllm_backend import VLLMBackend
+
+    b = VLLMBackend(BackendSettings(model_path=str(tiny_qwen2), dtype="float32", max_batch_size=8, seed=0,
+                                    extra={"gpu_memory_utilization": 0.2, "enforce_eager": True,
+                                           "skip_tokenizer_init": True, "max_model_len": 1024,
+                                           "engine_process": True, "weight_bucket_mb": 1}))
+    try:
+        assert b.shares_weights and type(b.llm.llm_engine.engine_core).__name__ != "InprocClient"
+        req = GenerationRequest(PROMPTS[3], SamplingParams(temperature=0.0, max_tokens=16))
+        [before] = b.generate([req])
+        ref0 = gpu_helpers.hf_logprobs(tiny_qwen2, req.prompt_ids, before.token_ids)
+        assert close(before.logprobs, ref0)[0], close(before.logprobs, ref0)[1]
+        sd = gpu_helpers.perturbed_state_dict(tiny_qwen2)
+        b.update_weights({k: v.cuda() for k, v in sd.items()})
+        [after] = b.generate([req])
+        assert after.token_ids != before.token_ids
+        ref = gpu_helpers.hf_logprobs(tiny_qwen2, req.prompt_ids, after.token_ids, state_dict=sd)
+        assert close(after.logprobs, ref)[0], close(after.logprobs, ref)[1]
+    finally:
+        b.close()

@@ -33,10 +33,25 @@ for it, so the stepping thread does no per-token Python work.
   (`backend_args.sleep_level=2` drops the weights instead of keeping a CPU
   copy: for trainers that push new weights after every wake).
 
+- `backend_args.engine_process=true` runs vLLM's engine core in a process of
+  its own on the same GPU (vLLM's V1 multiprocessing) instead of in the
+  trainer's: the engine's scheduler and the trainer's update then do not share
+  one Python interpreter lock, which matters when both run at once
+  (`trainer.async_rollouts`). Weights then go in through CUDA IPC: the trainer
+  packs them into flat buffers (at most `weight_bucket_mb`, default 1024, each)
+  and the engine reads them in place (`toolrl.rollout.vllm_weights`).
+
+- An in-process engine on CUDA runs on a CUDA stream of its own
+  (`backend_args.engine_stream`, default true): vLLM's kernels are launched
+  from the engine thread, whose current stream that is, so with
+  `trainer.async_rollouts` the rollout's kernels can run beside the update's
+  (on the default stream) instead of queueing behind them. A weight load waits
+  for the caller's stream before it reads, and finishes before it returns.
+
 `rollout.backend_args` are passed to `vllm.LLM(...)` (e.g.
 `gpu_memory_utilization`, `max_model_len`, `enforce_eager`,
-`tensor_parallel_size`), except `max_queue` (requests that may wait, default 4096)
-and `sleep_level`.
+`tensor_parallel_size`), except `max_queue` (requests that may wait, default 4096),
+`sleep_level`, `engine_process`, `weight_bucket_mb` and `engine_stream`.
 """
 
 from __future__ import annotations
@@ -62,10 +77,11 @@ from toolrl.rollout.base import (
     StreamChunk,
 )
 from toolrl.rollout.requests import RequestHandle, StreamCallback, await_handle, stream_handle
+from toolrl.rollout.vllm_weights import RECEIVER_CLS, RECEIVER_METHOD, pack_buckets, share_payload
 
 logger = logging.getLogger(__name__)
 
-_OUR_KEYS = ("max_queue", "sleep_level")
+_OUR_KEYS = ("max_queue", "sleep_level", "engine_process", "weight_bucket_mb", "engine_stream")
 
 
 # ---------------------------------------------------------------------------------- conversion
@@ -80,8 +96,21 @@ def llm_kwargs(settings: BackendSettings) -> dict[str, Any]:
         logprobs_mode="processed_logprobs",
         enable_prefix_caching=True,
     )
+    if dict(settings.extra or {}).get("engine_process"):
+        if extra.get("worker_extension_cls") not in (None, RECEIVER_CLS):
+            raise ToolrlError("rollout.backend_args.engine_process=true sets vLLM's worker_extension_cls itself, "
+                              f"but backend_args.worker_extension_cls={extra['worker_extension_cls']!r} is set",
+                              where="rollout.backend_args",
+                              fix="drop worker_extension_cls, or engine_process (weights then load in-process)")
+        kwargs["worker_extension_cls"] = RECEIVER_CLS
     kwargs.update(extra)
     return kwargs
+
+
+def engine_in_own_process(llm: Any) -> bool:
+    """Whether a `vllm.LLM`'s engine core runs in another process (V1 multiprocessing)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    return core is not None and type(core).__name__ != "InprocClient"
 
 
 def sampling_kwargs(sp: SamplingParams) -> dict[str, Any]:
@@ -159,6 +188,52 @@ class VLLMTypes:
         return cls(vllm.SamplingParams, TokensPrompt, RequestOutputKind.DELTA, RequestOutputKind.FINAL_ONLY)
 
 
+_MP_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+def _engine_stream(llm: Any) -> Any:
+    """A CUDA stream for an in-process engine's thread (None: no CUDA, or the engine runs elsewhere)."""
+    if engine_in_own_process(llm):
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.Stream(device=torch.cuda.current_device())
+
+
+def _current_stream() -> Any:
+    import torch
+
+    return torch.cuda.current_stream()
+
+
+def _make_llm(settings: BackendSettings, engine_process: bool) -> Any:
+    """`vllm.LLM(...)`, its engine core in this process unless `engine_process` (see the module doc)."""
+    vllm = require("vllm", "vllm", "rollout.backend=vllm")
+    if settings.module is not None:
+        logger.warning("vllm keeps its own copy of the weights: the colocated module is not shared; "
+                       "push new weights with update_weights()")
+    if not engine_process:
+        os.environ.setdefault(_MP_ENV, "0")
+        return vllm.LLM(**llm_kwargs(settings))
+    import vllm.envs as vllm_envs  # type: ignore[import-not-found]
+
+    if hasattr(vllm_envs, "disable_envs_cache"):  # an earlier in-process engine froze the environment
+        vllm_envs.disable_envs_cache()
+    before = os.environ.get(_MP_ENV)
+    os.environ[_MP_ENV] = "1"
+    try:
+        return vllm.LLM(**llm_kwargs(settings))
+    finally:  # later engines of this process choose for themselves
+        if before is None:
+            os.environ.pop(_MP_ENV, None)
+        else:
+            os.environ[_MP_ENV] = before
+
+
 # ---------------------------------------------------------------------------------- backend
 class VLLMBackend:
     """vLLM rollout backend (see the module doc)."""
@@ -167,15 +242,25 @@ class VLLMBackend:
 
     def __init__(self, settings: BackendSettings, *, llm: Any = None, types: VLLMTypes | None = None):
         self.settings = settings
+        extra = dict(settings.extra or {})
+        want_process = bool(extra.get("engine_process", False))
         if llm is None:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            vllm = require("vllm", "vllm", "rollout.backend=vllm")
-            if settings.module is not None:
-                logger.warning("vllm keeps its own copy of the weights: the colocated module is not shared; "
-                               "push new weights with update_weights()")
-            llm = vllm.LLM(**llm_kwargs(settings))
+            llm = _make_llm(settings, want_process)
         self.llm = llm
         self.types = types or VLLMTypes.load()
+        # weights through CUDA IPC into an engine process (see vllm_weights); in-process engines get the tensors
+        self.shares_weights = want_process and engine_in_own_process(llm)
+        if engine_in_own_process(llm) and not want_process:
+            raise ToolrlError("vLLM made its engine core in another process (VLLM_ENABLE_V1_MULTIPROCESSING=1 in "
+                              "the environment?), where the in-process weight loader cannot reach",
+                              where="vllm backend",
+                              fix="set rollout.backend_args.engine_process=true (weights then go through CUDA IPC), "
+                                  "or unset VLLM_ENABLE_V1_MULTIPROCESSING")
+        if want_process and not self.shares_weights:
+            logger.warning("rollout.backend_args.engine_process=true, but vLLM made its engine in this process "
+                           "(VLLM_ENABLE_V1_MULTIPROCESSING was read before: an earlier engine in this process?); "
+                           "weights load in-process")
+        self._bucket_bytes = int(float(extra.get("weight_bucket_mb", 1024)) * (1 << 20))
         self.max_queue = int(dict(settings.extra or {}).get("max_queue", 4096))
         self._sleep_mode = bool(dict(settings.extra or {}).get("enable_sleep_mode", False))
         # level 1 keeps a CPU copy of the weights; level 2 drops them (right when new weights follow the wake)
@@ -186,6 +271,8 @@ class VLLMBackend:
         self._controls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
         self._active: dict[str, RequestHandle] = {}
         self._closed = False
+        # an in-process engine on CUDA launches its kernels on a stream of its own (see the module doc)
+        self._stream = _engine_stream(llm) if bool(extra.get("engine_stream", True)) else None
         self._thread = threading.Thread(target=self._run, name="toolrl-vllm-engine", daemon=True)
         self._thread.start()
 
@@ -218,13 +305,42 @@ class VLLMBackend:
     # ------------------------------------------------------------------ weights and lifecycle
     def update_weights(self, state_dict: Mapping[str, Any]) -> None:
         """Load new weights into every vLLM worker, then drop the prefix cache."""
+        if self.shares_weights:
+            self._control(lambda: self._load_shared(state_dict))
+            return
         named = [(k, v.detach() if hasattr(v, "detach") else v) for k, v in state_dict.items()]
+        source = _current_stream() if self._stream is not None else None  # where the caller made the tensors
 
         def load() -> None:
+            if source is not None:
+                self._stream.wait_stream(source)  # the caller's writes land before the engine's copies read
             self.llm.collective_rpc(load_weights_on_worker, args=(named,))
             self.llm.reset_prefix_cache()
+            if self._stream is not None:
+                self._stream.synchronize()  # the copies are done before the caller changes its tensors again
 
         self._control(load)
+
+    def _load_shared(self, state_dict: Mapping[str, Any]) -> None:
+        """Weights into an engine process through flat shared buffers, one bucket at a time."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        device = torch.device("cuda", torch.cuda.current_device()) if cuda else None
+        loaded = 0
+        for flat, entries in pack_buckets(state_dict, device=device, bucket_bytes=self._bucket_bytes):
+            if flat.is_cuda:
+                torch.cuda.synchronize(flat.device)  # the packing copies are done before the engine reads
+            counts = self.llm.collective_rpc(RECEIVER_METHOD, args=(share_payload(flat, entries),))
+            loaded += len(entries)
+            if any(c != len(entries) for c in counts):
+                raise ToolrlError(f"a vLLM worker loaded {counts} of {len(entries)} weights", where="vllm backend")
+            del flat
+        if cuda:
+            torch.cuda.ipc_collect()
+        if loaded != len(state_dict):
+            raise ToolrlError(f"{loaded} of {len(state_dict)} weights were sent", where="vllm backend")
+        self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
         if self._sleep_mode:
@@ -244,6 +360,11 @@ class VLLMBackend:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=60)
+        if engine_in_own_process(self.llm):  # stop the engine process now (its GPU memory with it)
+            try:
+                self.llm.llm_engine.engine_core.shutdown()
+            except Exception:
+                logger.exception("stopping the vLLM engine process failed")
 
     def _control(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the engine thread between two steps and wait for it."""
@@ -255,6 +376,15 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ engine thread
     def _run(self) -> None:
+        if self._stream is None:
+            self._loop()
+            return
+        import torch
+
+        with torch.cuda.stream(self._stream):  # this thread's current stream: vLLM launches on it
+            self._loop()
+
+    def _loop(self) -> None:
         engine = self.llm.llm_engine
         while True:
             with self._cond:

@@ -16,6 +16,7 @@ import torch
 from toolrl.errors import MissingExtraError, ToolrlError
 from toolrl.rollout import sglang_backend as sgb
 from toolrl.rollout import vllm_backend as vlb
+from toolrl.rollout import vllm_weights as vlb_weights
 from toolrl.rollout.base import BackendSettings, GenerationRequest, RolloutBackend, SamplingParams
 
 SETTINGS = BackendSettings(model_path="/models/x", dtype="bfloat16", max_batch_size=16, seed=3,
@@ -210,6 +211,81 @@ def test_vllm_weight_update_plumbing(vllm_backend):
         assert sleepy.llm.calls == ["sleep(1)", "wake_up"]
     finally:
         sleepy.close()
+
+
+class SyncMPClient:  # named as vLLM's client for an engine core in its own process
+    stopped = False
+
+    def shutdown(self, timeout=None):
+        self.stopped = True
+
+
+class FakeMPLLM(FakeLLM):
+    """An engine in its own process: worker methods are called by name, arguments cross as bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.llm_engine.engine_core = SyncMPClient()
+        self.worker = type("Worker", (vlb_weights.WeightReceiver, FakeWorker), {})()
+        self.payload_sizes = []
+
+    def collective_rpc(self, method, args=()):
+        assert isinstance(method, str), "a callable cannot cross to an engine process"
+        (payload,) = args
+        assert isinstance(payload, bytes)
+        self.payload_sizes.append(len(payload))
+        self.calls.append("collective_rpc")
+        return [getattr(self.worker, method)(bytes(payload))]
+
+
+def test_vllm_engine_process_weights_cross_as_flat_buckets():
+    settings = BackendSettings("/m", extra={"engine_process": True, "weight_bucket_mb": 40 / (1 << 20)})  # 40 bytes
+    kw = vlb.llm_kwargs(settings)
+    assert kw["worker_extension_cls"] == vlb_weights.RECEIVER_CLS and "engine_process" not in kw
+    assert "weight_bucket_mb" not in kw
+    with pytest.raises(ToolrlError, match="worker_extension_cls"):
+        vlb.llm_kwargs(BackendSettings("/m", extra={"engine_process": True, "worker_extension_cls": "my.Ext"}))
+    b = vlb.VLLMBackend(settings, llm=FakeMPLLM(), types=VLLM_TYPES)
+    try:
+        assert b.shares_weights
+        sd = {"a": torch.arange(6, dtype=torch.float32).view(2, 3), "b": torch.full((4,), 7.0),  # 24 + 16 bytes
+              "c": torch.arange(3, dtype=torch.bfloat16), "d": torch.arange(20, dtype=torch.float32)}  # d alone
+        b.update_weights(sd)
+        llm = b.llm
+        # float32 buckets: [a, b] (40 bytes), [d] (80 bytes, alone); bfloat16: [c]; then the prefix cache
+        assert llm.calls == ["collective_rpc"] * 3 + ["reset_prefix_cache"]
+        loaded = dict(llm.worker.loaded)
+        assert sorted(loaded) == sorted(sd)
+        for name, t in sd.items():
+            assert loaded[name].dtype == t.dtype and torch.equal(loaded[name], t)
+    finally:
+        b.close()
+    assert b.llm.llm_engine.engine_core.stopped  # close() stops the engine process
+    with pytest.raises(ToolrlError, match="engine_process=true"):  # an engine process, but no receiver asked for
+        vlb.VLLMBackend(SETTINGS, llm=FakeMPLLM(), types=VLLM_TYPES)
+    inproc = vlb.VLLMBackend(settings, llm=FakeLLM(), types=VLLM_TYPES)  # vLLM made its engine in-process anyway
+    try:
+        assert not inproc.shares_weights
+        inproc.update_weights({"a": torch.ones(2)})
+        assert inproc.llm.calls == ["collective_rpc", "reset_prefix_cache"] and len(inproc.llm.worker.loaded) == 1
+    finally:
+        inproc.close()
+
+
+def test_weight_buckets_pack_and_unpack():
+    sd = {"x": torch.randn(3, 4), "y": torch.randn(5), "z": torch.randn(2, 2).t()}  # z not contiguous
+    buckets = list(vlb_weights.pack_buckets(sd, bucket_bytes=4 * 17))
+    assert [[e.name for e in entries] for _, entries in buckets] == [["x", "y"], ["z"]]
+    for flat, entries in buckets:
+        assert flat.numel() * 4 <= 4 * 17 and flat.is_contiguous()
+        for name, view in vlb_weights.unpack(flat, entries):
+            assert torch.equal(view, sd[name])
+    flat, entries = vlb_weights.open_payload(vlb_weights.share_payload(*buckets[0]))
+    assert [e.name for e in entries] == ["x", "y"] and torch.equal(flat, buckets[0][0])
+    with pytest.raises(TypeError, match="'w' is a list"):
+        list(vlb_weights.pack_buckets({"w": [1, 2]}))
+    with pytest.raises(ValueError, match="bucket_bytes"):
+        list(vlb_weights.pack_buckets(sd, bucket_bytes=0))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
