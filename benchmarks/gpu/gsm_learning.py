@@ -49,9 +49,12 @@ def log(*a: Any) -> None:
 
 
 def learning_config(model: str, train: str, out: str, *, seed: int, staleness: int, steps: int, lr: float,
-                    prompts: int, group: int, gpu_mem: float, dry: bool) -> dict[str, Any]:
+                    prompts: int, group: int, gpu_mem: float, dry: bool,
+                    engine_process: bool = False) -> dict[str, Any]:
     backend_args = {} if dry else {"gpu_memory_utilization": gpu_mem, "max_model_len": 4096,
                                    "max_num_batched_tokens": 8192}
+    if engine_process and not dry:  # vLLM's engine core in a process of its own (weights through CUDA IPC)
+        backend_args["engine_process"] = True
     return {
         "model": {"name_or_path": model, "dtype": "float32" if dry else "bfloat16",
                   "device": "cpu" if dry else "cuda", "gradient_checkpointing": not dry},
@@ -185,7 +188,8 @@ def child(a: argparse.Namespace) -> None:
 
     runtime.register_plugins(plugins())
     base = learning_config(a.model, a.train, str(work / f"run-s{a.seed}"), seed=a.seed, staleness=0, steps=a.steps,
-                           lr=a.lr, prompts=a.prompts, group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run)
+                           lr=a.lr, prompts=a.prompts, group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run,
+                           engine_process=a.engine_process)
     cfg = Config.model_validate(base)
     rank = PolicyRank(cfg.model_dump(), cfg.model.name_or_path, with_engine=True, plugins=plugins())
     if rank.fsdp:  # FSDP2 on one rank: float32 master weights and optimizer, bfloat16 compute
@@ -212,7 +216,7 @@ def child(a: argparse.Namespace) -> None:
         reset()
         cfg_dict = learning_config(a.model, a.train, str(work / f"run-s{a.seed}-{mode}"), seed=a.seed,
                                    staleness=staleness, steps=a.steps, lr=a.lr, prompts=a.prompts, group=a.group,
-                                   gpu_mem=a.gpu_mem, dry=a.dry_run)
+                                   gpu_mem=a.gpu_mem, dry=a.dry_run, engine_process=a.engine_process)
         log(f"seed {a.seed}: {mode} (max_staleness {staleness})")
         run = train_mode(rank, cfg_dict, train_tasks, a.steps, a.budget_s, staleness)
         run["after"] = evaluate(rank, eval_tasks, rewards, seed=10_000)
@@ -261,6 +265,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=560)
     ap.add_argument("--out", default="gsm_learning.json")
     ap.add_argument("--dry-run", action="store_true", help="CPU: SmolLM2-135M, hf backend, tiny shapes")
+    ap.add_argument("--engine-process", action="store_true", help="rollout.backend_args.engine_process=true")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-children", type=int, default=1)
@@ -292,13 +297,16 @@ def main() -> None:
         base += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
     if a.dry_run:
         base.append("--dry-run")
+    if a.engine_process:
+        base.append("--engine-process")
     t0 = time.perf_counter()
     procs = {s: subprocess.Popen(base + ["--seed", str(s)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}) for s in seeds}
     results: dict[str, Any] = {"config": {k: v for k, v in vars(a).items() if k not in ("child", "seed")},
                                "config_example": learning_config(a.model, a.train, "OUT", seed=0, staleness=1,
                                                                  steps=a.steps, lr=a.lr, prompts=a.prompts,
-                                                                 group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run),
+                                                                 group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run,
+                                                                 engine_process=a.engine_process),
                                "runs": {}}
     logs = {s: open(work / f"child-{s}.log", "w") for s in seeds}
     import threading
