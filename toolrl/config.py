@@ -219,6 +219,9 @@ class TrainerConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     output_dir: str = Field("runs/default", description="Run directory: checkpoints, metrics, logs.")
     save_freq: int = Field(0, ge=0, description="Save a checkpoint every N steps (0 = only at the end).")
+    save_last: bool = Field(
+        True, description="Save a checkpoint after the last step, whatever save_freq says; false with save_freq 0 "
+        "writes no checkpoint at all (smoke tests, benchmarks).")
     eval_freq: int = Field(0, ge=0, description="Evaluate on data.eval_file every N steps (0 = never during training).")
     eval_n: int = Field(1, ge=1, description="Samples per eval task (pass@k uses these).")
     resume: str = Field("none", description="'none', 'auto' (latest checkpoint in output_dir), or a checkpoint path.")

@@ -178,7 +178,8 @@ class Trainer:
                 self._progress(step, "running")
                 metrics = train_step(step, ctx, pipeline)
                 evaluate = bool(self.eval_tasks) and (step % cfg.trainer.eval_freq == 0 or step == total)
-                save = bool(cfg.trainer.save_freq and step % cfg.trainer.save_freq == 0) or step == total
+                save = (bool(cfg.trainer.save_freq and step % cfg.trainer.save_freq == 0)
+                        or (step == total and cfg.trainer.save_last))
                 # the engines and the sampler are the rollout thread's: it holds between batches meanwhile
                 with pipeline.paused() if pipeline is not None and (evaluate or save) else nullcontext():
                     if evaluate:

@@ -187,7 +187,7 @@ def run_offline(cfg: Any, make_objective: Callable[[Any, Any, Any], Objective]) 
             scheduler.step()
             metrics[f"{objective.name}/grad_norm"] = grad_norm
             metrics["timing/step"] = time.perf_counter() - t0
-            if (tr.save_freq and step % tr.save_freq == 0) or step == tr.total_steps:
+            if (tr.save_freq and step % tr.save_freq == 0) or (step == tr.total_steps and tr.save_last):
                 result.last_checkpoint = save(step)
             sinks.log(step, metrics)
             logger.info("step %d/%d  %s", step, tr.total_steps, key_figures(metrics))
