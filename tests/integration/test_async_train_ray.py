@@ -46,7 +46,7 @@ def _config(tmp_path: Path, placement: str, total_steps: int) -> dict:
 
 
 @pytest.mark.parametrize("placement", ["colocated", "separate"])
-def test_async_train_through_ray(tmp_path, answer_tag, placement):
+def test_async_train_through_ray(tmp_path, answer_tag, shared_ray, placement):
     import toolrl
 
     result = toolrl.train(_config(tmp_path, placement, 2))

@@ -5,6 +5,8 @@ Tolerance: the ranks run the same micro-batches (micro_batch_size=1, one torch t
 difference is the order in which per-sample gradients are summed (gloo all-reduce vs. accumulation):
 losses, gradient norms and log-probs agree to rel 1e-5, updated LoRA weights to abs 1e-5 (float32, lr 1e-3:
 measured difference 1.2e-6 after four Adam steps), and the two ranks hold bit-identical weights.
+
+Both tests use one local Ray instance (the `shared_ray` fixture).
 """
 
 import dataclasses
@@ -83,9 +85,7 @@ def _run_group(cfg, model_path, batch):
         roles.close()
 
 
-def test_two_gloo_ranks_match_one_rank(tmp_path, smollm2_path):
-    import ray
-
+def test_two_gloo_ranks_match_one_rank(tmp_path, smollm2_path, shared_ray):
     from toolrl.config import load_config
     from toolrl.trainer.modeling import load_tokenizer
 
@@ -103,12 +103,8 @@ def test_two_gloo_ranks_match_one_rank(tmp_path, smollm2_path):
         trainer={"ppo_epochs": 2, "mini_batch_size": 4, "micro_batch_size": 1, "lr": 1e-3},
         ray={"num_cpus": 2, "torch_threads": 1, "colocate": True},
     )
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        one = _run_group(load_config(data=base, overrides=["trainer.data_parallel=1"]), str(smollm2_path), batch)
-        two = _run_group(load_config(data=base, overrides=["trainer.data_parallel=2"]), str(smollm2_path), batch)
-    finally:
-        ray.shutdown()
+    one = _run_group(load_config(data=base, overrides=["trainer.data_parallel=1"]), str(smollm2_path), batch)
+    two = _run_group(load_config(data=base, overrides=["trainer.data_parallel=2"]), str(smollm2_path), batch)
 
     assert two["pids"]["policy"] != two["pids"]["policy/1"]  # two processes
     for key in ("ref", "old"):  # split across ranks by tokens, reassembled in batch order
@@ -169,7 +165,7 @@ class PidEnvPlugin:
         register("ran_in_a_worker", ran_in_a_worker)
 
 
-def test_data_parallel_run_with_python_plugins_checkpoints_an_hf_folder(tmp_path, smollm2_path):
+def test_data_parallel_run_with_python_plugins_checkpoints_an_hf_folder(tmp_path, smollm2_path, shared_ray):
     """trainer.data_parallel=2 end to end; the tasks use an environment registered only through plugins=[...]."""
     import json
 

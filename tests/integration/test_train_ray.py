@@ -1,4 +1,7 @@
-"""Training through Ray with real SmolLM2 workers: GRPO with a reference actor, LoRA, PPO with a critic."""
+"""Training through Ray with real SmolLM2 workers: GRPO with a reference actor, LoRA, PPO with a critic.
+
+The first test checks the local Ray instance that train() starts and stops; the others share one
+(the `shared_ray` fixture)."""
 
 import importlib.util
 import json
@@ -76,7 +79,7 @@ def test_grpo_on_local_ray_with_two_cpu_workers(tmp_path, answer_tag, smollm2_pa
         assert (ckpt / name).exists()
 
 
-def test_lora_trains_adapters_and_uses_the_base_as_reference(tmp_path, answer_tag, smollm2_path):
+def test_lora_trains_adapters_and_uses_the_base_as_reference(tmp_path, answer_tag, smollm2_path, shared_ray):
     from transformers import AutoModelForCausalLM
 
     import toolrl
@@ -106,7 +109,7 @@ def test_lora_trains_adapters_and_uses_the_base_as_reference(tmp_path, answer_ta
     assert adapter is not None
 
 
-def test_ppo_with_colocated_critic_fits_the_returns(tmp_path, answer_tag, smollm2_path):
+def test_ppo_with_colocated_critic_fits_the_returns(tmp_path, answer_tag, smollm2_path, shared_ray):
     """PPO: critic + GAE, KL in the reward; the reference and critic run inside the policy actor (ray.colocate)."""
     import toolrl
 
