@@ -225,7 +225,7 @@ def test_local_run_listens_on_loopback_only(tmp_path, smollm2_path, probe):
 
     import toolrl
 
-    cfg = S.base_config(tmp_path, rewards=_rewards(), trainer={"total_steps": 1},
+    cfg = S.base_config(tmp_path, rewards=_rewards(), trainer={"total_steps": 1, "save_last": False},
                         ray={"num_cpus": 2, "torch_threads": 2})
     result = toolrl.train(cfg, plugins=[PROBE_PLUGIN])
     assert not ray.is_initialized()
@@ -311,16 +311,34 @@ class LoopbackCluster:
         return sorted({p for r in roots for p in _descendants(r)})
 
     def stop(self) -> None:
+        """SIGTERM from the leaves up: workers and agents, then the raylets, then the GCS (terminated all at
+        once, the raylets and the GCS wait on each other for 10 s); SIGKILL whatever is left."""
         pids = self.pids()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for p in pids:
-                try:
-                    os.kill(p, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.time() + 10
-            while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-                time.sleep(0.2)
+
+        def cmd(p: int) -> str:
+            try:
+                return Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                return ""
+
+        def running(p: int) -> bool:  # a zombie has exited (its parent, outside this tree, reaps it)
+            try:
+                return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except (OSError, IndexError):
+                return False
+
+        kinds = {p: 2 if "gcs_server" in cmd(p) else 1 if "raylet" in cmd(p) else 0 for p in pids}
+        waves = [[p for p in pids if kinds[p] == k] for k in (0, 1, 2)]
+        for sig, groups in ((signal.SIGTERM, waves), (signal.SIGKILL, [pids])):
+            for group in groups:
+                for p in group:
+                    try:
+                        os.kill(p, sig)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.time() + 10
+                while time.time() < deadline and any(running(p) for p in group):
+                    time.sleep(0.1)
         if not self.pids():
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -351,7 +369,7 @@ def test_grpo_with_separate_engines_on_a_two_node_cluster(tmp_path, smollm2_path
     cfg = S.base_config(
         tmp_path, rewards=_rewards(),
         rollout={"placement": "separate", "replicas": 2},
-        trainer={"total_steps": 3},
+        trainer={"total_steps": 3, "save_last": False},  # no checkpoint: none is asserted
         ray={"address": cluster.address, "auth": "token", "auth_token_file": str(cluster.token), "torch_threads": 1,
              "policy": {"num_cpus": 1, "resources": {"trainer_node": 1}},
              "engine": {"num_cpus": 1, "resources": {"engine_node": 1}}},
@@ -423,7 +441,7 @@ def test_killed_engine_actor_does_not_stop_the_run(tmp_path, smollm2_path, probe
         tmp_path, rewards=_rewards(),
         rollout={"placement": "separate", "replicas": 2, "backend": "hf-crash-once",
                  "backend_args": {"crash_marker": str(marker)}},
-        trainer={"total_steps": 2},
+        trainer={"total_steps": 2, "save_last": False},  # no checkpoint: none is asserted
         ray={"num_cpus": 3, "torch_threads": 1},
     )
     result = toolrl.train(cfg, plugins=[PROBE_PLUGIN, CRASH_PLUGIN])

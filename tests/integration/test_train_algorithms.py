@@ -1,6 +1,7 @@
 """Each RL algorithm variant trains end to end on the real SmolLM2-135M through Ray (CPU, 2 steps each):
 DAPO's switches (clip-higher, dynamic sampling, overlong shaping) with dual-clip and truncated IS, GSPO with
-several optimizer steps per batch, Dr. GRPO with token-sum-norm, and REINFORCE++ with the KL in the reward."""
+several optimizer steps per batch, Dr. GRPO with token-sum-norm, and REINFORCE++ with the KL in the reward.
+The runs share one local Ray instance (the `shared_ray` fixture)."""
 
 import importlib.util
 import math
@@ -47,17 +48,21 @@ def answer_tag(plugin_manager):
 
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_algorithm_variant_trains(tmp_path, answer_tag, smollm2_path, name):
+def test_algorithm_variant_trains(tmp_path, answer_tag, smollm2_path, shared_ray, name):
     import toolrl
 
     algorithm, trainer, keys = VARIANTS[name]
     rollout = {"n": 1} if name == "reinforce_pp" else {"max_total_tokens": 10} if name == "dapo" else {}
     data = {"prompts_per_step": 4} if name == "reinforce_pp" else {}
+    # one checkpoint (reinforce_pp's, asserted below); the others write none (trainer.save_last=false)
+    save_last = name == "reinforce_pp"
     cfg = S.base_config(tmp_path, algorithm=algorithm, rollout=rollout, data=data,
-                        trainer={"total_steps": 2, "save_freq": 0, "micro_batch_size": 2, **trainer,
-                                 "output_dir": str(tmp_path / name), "metric_sinks": ["jsonl"]},
+                        trainer={"total_steps": 2, "save_freq": 0, "save_last": save_last, "micro_batch_size": 2,
+                                 **trainer, "output_dir": str(tmp_path / name), "metric_sinks": ["jsonl"]},
                         ray={"num_cpus": 2, "torch_threads": 2, "colocate": True})
     result = toolrl.train(cfg)
+    if not save_last:
+        assert result.last_checkpoint is None and not (result.run_dir / "checkpoints").exists()
     rows = S.read_metrics(result.run_dir)
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:

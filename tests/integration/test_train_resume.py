@@ -38,12 +38,14 @@ def _support():
 S = _support()
 
 
-def _config(tmp: Path, out: str) -> Path:
+def _config(tmp: Path, out: str, save: bool = True) -> Path:
+    """`save=False`: the same run without checkpoints (the uninterrupted reference run needs none)."""
+    checkpoints = {"save_freq": 1, "keep_checkpoints": 0} if save else {"save_freq": 0, "save_last": False}
     cfg = S.base_config(
         tmp,
-        trainer={"total_steps": 2, "save_freq": 1, "lr": 2e-5, "warmup_steps": 2, "lr_schedule": "linear",
+        trainer={"total_steps": 2, "lr": 2e-5, "warmup_steps": 2, "lr_schedule": "linear",
                  "ppo_epochs": 2, "micro_batch_size": 2, "output_dir": str(tmp / out), "seed": 5,
-                 "metric_sinks": ["jsonl", "console"], "keep_checkpoints": 0},
+                 "metric_sinks": ["jsonl", "console"], **checkpoints},
     )
     path = tmp / f"{out}.json"
     path.write_text(json.dumps(cfg))
@@ -101,10 +103,12 @@ def _comparable(row: dict) -> dict:
 
 
 def test_sigkill_mid_step_then_resume_matches_uninterrupted(tmp_path, smollm2_path):
-    straight_cfg = _config(tmp_path, "straight")
+    straight_cfg = _config(tmp_path, "straight", save=False)
     _run(tmp_path, straight_cfg)
     straight = S.read_metrics(tmp_path / "straight")
     assert [r["step"] for r in straight] == [1, 2]
+    # the reference run saves nothing: the killed and resumed runs, which save every step, must still match it
+    assert not (tmp_path / "straight" / "checkpoints").exists()
 
     killed_dir = tmp_path / "killed"
     killed_cfg = _config(tmp_path, "killed")
