@@ -78,12 +78,16 @@ def _peft_reads_old_checkpointing_name() -> Iterator[None]:
         yield
 
 
-def apply_lora(model: Any, lora: Any) -> Any:
-    """Wrap `model` with PEFT LoRA adapters (only they train)."""
+def apply_lora(model: Any, lora: Any, task_type: str | None = "CAUSAL_LM") -> Any:
+    """Wrap `model` with PEFT LoRA adapters (only they train).
+
+    task_type: "CAUSAL_LM" for a policy; None for a bare backbone (the critic's: peft's causal-LM wrapper
+    needs the LM head's generation methods, and the plain wrapper passes every forward argument through).
+    """
     peft = require("peft", "lora", "LoRA (model.lora.rank > 0)")
     cfg = peft.LoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+        target_modules=list(lora.target_modules), task_type=task_type,
     )
     try:
         with _peft_reads_old_checkpointing_name():
@@ -250,7 +254,7 @@ def load_critic(cfg: Any, path: str | Path, device: torch.device) -> CriticModel
     quiet_transformers()
     backbone = AutoModel.from_pretrained(str(path), dtype=DTYPES[cfg.model.dtype])
     if cfg.model.lora.rank:
-        backbone = apply_lora(backbone, cfg.model.lora)
+        backbone = apply_lora(backbone, cfg.model.lora, task_type=None)
     if _checkpointing(cfg, device):
         enable_checkpointing(backbone)
         if cfg.model.lora.rank:
