@@ -249,8 +249,9 @@ class VLLMBackend:
         self.llm = llm
         self.types = types or VLLMTypes.load()
         # weights through CUDA IPC into an engine process (see vllm_weights); in-process engines get the tensors
-        self.shares_weights = want_process and engine_in_own_process(llm)
-        if engine_in_own_process(llm) and not want_process:
+        own_process = engine_in_own_process(llm)
+        self.shares_weights = want_process and own_process
+        if own_process and not want_process:
             raise ToolrlError("vLLM made its engine core in another process (VLLM_ENABLE_V1_MULTIPROCESSING=1 in "
                               "the environment?), where the in-process weight loader cannot reach",
                               where="vllm backend",
@@ -261,10 +262,10 @@ class VLLMBackend:
                            "(VLLM_ENABLE_V1_MULTIPROCESSING was read before: an earlier engine in this process?); "
                            "weights load in-process")
         self._bucket_bytes = int(float(extra.get("weight_bucket_mb", 1024)) * (1 << 20))
-        self.max_queue = int(dict(settings.extra or {}).get("max_queue", 4096))
-        self._sleep_mode = bool(dict(settings.extra or {}).get("enable_sleep_mode", False))
+        self.max_queue = int(extra.get("max_queue", 4096))
+        self._sleep_mode = bool(extra.get("enable_sleep_mode", False))
         # level 1 keeps a CPU copy of the weights; level 2 drops them (right when new weights follow the wake)
-        self._sleep_level = int(dict(settings.extra or {}).get("sleep_level", 1))
+        self._sleep_level = int(extra.get("sleep_level", 1))
         self._ids = itertools.count()
         self._cond = threading.Condition()
         self._waiting: collections.deque[RequestHandle] = collections.deque()
@@ -327,19 +328,15 @@ class VLLMBackend:
 
         cuda = torch.cuda.is_available()
         device = torch.device("cuda", torch.cuda.current_device()) if cuda else None
-        loaded = 0
         for flat, entries in pack_buckets(state_dict, device=device, bucket_bytes=self._bucket_bytes):
             if flat.is_cuda:
                 torch.cuda.synchronize(flat.device)  # the packing copies are done before the engine reads
             counts = self.llm.collective_rpc(RECEIVER_METHOD, args=(share_payload(flat, entries),))
-            loaded += len(entries)
             if any(c != len(entries) for c in counts):
                 raise ToolrlError(f"a vLLM worker loaded {counts} of {len(entries)} weights", where="vllm backend")
             del flat
         if cuda:
             torch.cuda.ipc_collect()
-        if loaded != len(state_dict):
-            raise ToolrlError(f"{loaded} of {len(state_dict)} weights were sent", where="vllm backend")
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
