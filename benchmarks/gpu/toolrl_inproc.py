@@ -69,13 +69,16 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
                   gradient_checkpointing: bool | None = True, fsdp: bool = False, sleep: bool | None = False,
                   sleep_level: int | None = None, staleness: int = 0, engine_process: bool = False,
                   dtype: str = "bfloat16", out: str = "/tmp/toolrl-bench-run", backend: str = "vllm",
-                  device: str = "cuda") -> dict:
+                  device: str = "cuda", engine_stream_priority: str | None = None,
+                  logits_chunk: int | None = None) -> dict:
     backend_args: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization, "max_model_len": 1024,
                                     "max_num_batched_tokens": 4096}
     if sleep_level is not None:
         backend_args["sleep_level"] = sleep_level
     if engine_process:  # vLLM's engine core in a process of its own, weights through CUDA IPC
         backend_args["engine_process"] = True
+    if engine_stream_priority is not None:  # the in-process engine thread's CUDA stream priority
+        backend_args["engine_stream_priority"] = engine_stream_priority
     return {
         "model": {"name_or_path": model_dir, "dtype": dtype, "device": device,
                   "gradient_checkpointing": gradient_checkpointing},
@@ -89,6 +92,7 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
         "data": {"train_file": tasks_file, "prompts_per_step": completions // group},
         "trainer": {"total_steps": 100, "lr": 1e-6, "micro_batch_size": min(32, completions), "token_budget": token_budget,
                     "output_dir": out, "metric_sinks": [], "seed": 0, "fsdp": {"enabled": fsdp},
+                    **({"logits_chunk": logits_chunk} if logits_chunk else {}),
                     "async_rollouts": {"max_staleness": staleness}},
     }
 

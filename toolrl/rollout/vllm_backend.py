@@ -47,11 +47,15 @@ for it, so the stepping thread does no per-token Python work.
   `trainer.async_rollouts` the rollout's kernels can run beside the update's
   (on the default stream) instead of queueing behind them. A weight load waits
   for the caller's stream before it reads, and finishes before it returns.
+  `backend_args.engine_stream_priority` ("normal", default, or "high") sets
+  that stream's CUDA priority: "high" lets the GPU schedule the rollout's small
+  decode kernels ahead of the update's large ones when both are queued.
 
 `rollout.backend_args` are passed to `vllm.LLM(...)` (e.g.
 `gpu_memory_utilization`, `max_model_len`, `enforce_eager`,
 `tensor_parallel_size`), except `max_queue` (requests that may wait, default 4096),
-`sleep_level`, `engine_process`, `weight_bucket_mb` and `engine_stream`.
+`sleep_level`, `engine_process`, `weight_bucket_mb`, `engine_stream` and
+`engine_stream_priority`.
 """
 
 from __future__ import annotations
@@ -81,12 +85,15 @@ from toolrl.rollout.vllm_weights import RECEIVER_CLS, RECEIVER_METHOD, pack_buck
 
 logger = logging.getLogger(__name__)
 
-_OUR_KEYS = ("max_queue", "sleep_level", "engine_process", "weight_bucket_mb", "engine_stream")
+_OUR_KEYS = ("max_queue", "sleep_level", "engine_process", "weight_bucket_mb", "engine_stream",
+             "engine_stream_priority")
+_STREAM_PRIORITIES = {"normal": 0, "high": -1}  # torch.cuda.Stream(priority=...): lower is higher
 
 
 # ---------------------------------------------------------------------------------- conversion
 def llm_kwargs(settings: BackendSettings) -> dict[str, Any]:
-    """Keyword arguments for `vllm.LLM(...)`."""
+    """Keyword arguments for `vllm.LLM(...)` (our own keys are checked here, before the engine loads)."""
+    stream_priority(dict(settings.extra or {}).get("engine_stream_priority", "normal"))
     extra = {k: v for k, v in dict(settings.extra or {}).items() if k not in _OUR_KEYS}
     kwargs: dict[str, Any] = dict(
         model=settings.model_path,
@@ -191,7 +198,17 @@ class VLLMTypes:
 _MP_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
-def _engine_stream(llm: Any) -> Any:
+def stream_priority(value: Any) -> int:
+    """`backend_args.engine_stream_priority` as torch's stream priority (0 normal, -1 high)."""
+    key = str(value).lower()
+    if key not in _STREAM_PRIORITIES:
+        raise ToolrlError(f"unknown engine stream priority {value!r}",
+                          where="rollout.backend_args.engine_stream_priority",
+                          fix=f"use one of {sorted(_STREAM_PRIORITIES)}")
+    return _STREAM_PRIORITIES[key]
+
+
+def _engine_stream(llm: Any, priority: int = 0) -> Any:
     """A CUDA stream for an in-process engine's thread (None: no CUDA, or the engine runs elsewhere)."""
     if engine_in_own_process(llm):
         return None
@@ -201,7 +218,7 @@ def _engine_stream(llm: Any) -> Any:
         return None
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None
-    return torch.cuda.Stream(device=torch.cuda.current_device())
+    return torch.cuda.Stream(device=torch.cuda.current_device(), priority=priority)
 
 
 def _current_stream() -> Any:
@@ -273,7 +290,8 @@ class VLLMBackend:
         self._active: dict[str, RequestHandle] = {}
         self._closed = False
         # an in-process engine on CUDA launches its kernels on a stream of its own (see the module doc)
-        self._stream = _engine_stream(llm) if bool(extra.get("engine_stream", True)) else None
+        priority = stream_priority(extra.get("engine_stream_priority", "normal"))
+        self._stream = _engine_stream(llm, priority) if bool(extra.get("engine_stream", True)) else None
         self._thread = threading.Thread(target=self._run, name="toolrl-vllm-engine", daemon=True)
         self._thread.start()
 

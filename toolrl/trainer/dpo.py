@@ -55,7 +55,8 @@ class DPOObjective:
         batch = build_batch(trajs, [str(i // 2) for i in range(len(trajs))], [True] * len(trajs), self.pad_token_id)
         batch = batch.trimmed().to(next(model.parameters()).device)
         with torch.set_grad_enabled(grad):
-            logprobs, _ = response_logprobs(model, batch, 1.0, share_prompt=self.cfg.trainer.share_prompt)
+            logprobs, _ = response_logprobs(model, batch, 1.0, share_prompt=self.cfg.trainer.share_prompt,
+                                          logits_chunk=self.cfg.trainer.logits_chunk)
             return sequence_logprobs(logprobs, batch.response_mask).view(-1, 2)
 
     def _reference(self, model: Any, examples: Sequence[Any], idx: Sequence[int]) -> torch.Tensor:

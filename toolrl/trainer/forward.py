@@ -363,12 +363,13 @@ def _shared_prompt_chunked(model: Any, head: torch.nn.Linear, batch: TrainBatch,
 
 @torch.no_grad()
 def batched_logprobs(model: Any, batch: TrainBatch, micro_batch_size: int, temperature: float = 1.0,
-                     share_prompt: bool = True) -> torch.Tensor:
+                     share_prompt: bool = True, logits_chunk: int | None = DEFAULT_LOGITS_CHUNK) -> torch.Tensor:
     """`response_logprobs` over the whole batch in micro-batches, without gradient, on the model's device."""
     device = next(model.parameters()).device
     parts = []
     for micro in batch.split(micro_batch_size):
-        lp, _ = response_logprobs(model, micro.trimmed().to(device), temperature, share_prompt=share_prompt)
+        lp, _ = response_logprobs(model, micro.trimmed().to(device), temperature, share_prompt=share_prompt,
+                                  logits_chunk=logits_chunk)
         lp = torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1]))
         parts.append(lp.cpu())
     return torch.cat(parts, 0) * batch.response_mask

@@ -293,7 +293,8 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
 
     def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
         logprobs, entropy = response_logprobs(model, micro, temperature, with_entropy=True,
-                                              entropy_grad=alg.entropy_coef > 0, share_prompt=share)
+                                              entropy_grad=alg.entropy_coef > 0, share_prompt=share,
+                                              logits_chunk=cfg.trainer.logits_chunk)
         loss, stats = loss_terms(logprobs, entropy, micro, alg, cfg.kl_in, kl_coef, denominator, loss_norm_len(cfg),
                                  is_cap)
         if first_pass and float(micro.response_mask.sum()) > 0:  # the weights that sampled: compare with the rollout

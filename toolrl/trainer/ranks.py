@@ -119,7 +119,7 @@ class ReferenceRank:
     def ref_logprobs(self, batch: TrainBatch) -> torch.Tensor:
         with oom_hint("reference"):
             return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
-                                    self.cfg.trainer.share_prompt)
+                                    self.cfg.trainer.share_prompt, self.cfg.trainer.logits_chunk)
 
     def ready(self) -> int:
         return os.getpid()
@@ -308,7 +308,7 @@ class PolicyRank(_Distributed):
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         with oom_hint("old logprobs"), self._model_lock():
             return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
-                                    self.cfg.trainer.share_prompt)
+                                    self.cfg.trainer.share_prompt, self.cfg.trainer.logits_chunk)
 
     def update(self, batch: TrainBatch, kl_coef: float, seed: int, is_cap: float | None = None) -> dict[str, float]:
         """One policy update; `is_cap`: importance-weight cap of a stale batch (asynchronous mode, `PolicyUpdate`)."""
@@ -333,7 +333,7 @@ class PolicyRank(_Distributed):
                               fix="this is a bug in toolrl's placement; please report it")
         with oom_hint("reference"), self._model_lock(), self.model.disable_adapter():
             return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
-                                    self.cfg.trainer.share_prompt)
+                                    self.cfg.trainer.share_prompt, self.cfg.trainer.logits_chunk)
 
     def colocated_critic(self, method: str, *args: Any) -> Any:
         if self.critic is None:

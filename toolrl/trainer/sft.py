@@ -53,7 +53,8 @@ class SFTObjective:
         total, confident, tokens = 0.0, 0.0, 0.0
         for micro in batch.split(cfg.trainer.micro_batch_size):
             micro = micro.trimmed().to(device)
-            logprobs, _ = response_logprobs(model, micro, 1.0, share_prompt=cfg.trainer.share_prompt)
+            logprobs, _ = response_logprobs(model, micro, 1.0, share_prompt=cfg.trainer.share_prompt,
+                                            logits_chunk=cfg.trainer.logits_chunk)
             loss = sft_loss(logprobs, micro.response_mask, alg.loss_agg, denominator, norm_len)
             loss.backward()
             total += float(loss.detach())

@@ -238,6 +238,17 @@ class FakeMPLLM(FakeLLM):
         return [getattr(self.worker, method)(bytes(payload))]
 
 
+def test_vllm_engine_stream_priority_is_checked_and_not_passed_to_vllm():
+    assert vlb.stream_priority("high") == -1 and vlb.stream_priority("NORMAL") == 0
+    with pytest.raises(ToolrlError) as err:
+        vlb.stream_priority("urgent")
+    assert err.value.where == "rollout.backend_args.engine_stream_priority" and "high" in err.value.fix
+    kw = vlb.llm_kwargs(BackendSettings("/m", extra={"engine_stream_priority": "high", "engine_stream": True}))
+    assert "engine_stream_priority" not in kw and "engine_stream" not in kw
+    with pytest.raises(ToolrlError):  # a bad value stops the run before vLLM loads the model
+        vlb.llm_kwargs(BackendSettings("/m", extra={"engine_stream_priority": 2}))
+
+
 def test_vllm_engine_process_weights_cross_as_flat_buckets():
     settings = BackendSettings("/m", extra={"engine_process": True, "weight_bucket_mb": 40 / (1 << 20)})  # 40 bytes
     kw = vlb.llm_kwargs(settings)

@@ -177,3 +177,34 @@ def test_shared_prompt_critic_values_match(tiny_llama, make_traj):
         grads = torch.cat([p.grad.flatten() for p in critic.parameters() if p.grad is not None])
         out.append((v.detach() * b.response_mask, grads))
     assert torch.allclose(out[0][0], out[1][0], atol=1e-5) and torch.allclose(out[0][1], out[1][1], atol=1e-5)
+
+
+def test_trainer_logits_chunk_reaches_the_update_and_the_logprob_passes(tiny_llama, make_traj, make_config,
+                                                                        monkeypatch):
+    """trainer.logits_chunk sets how many response tokens' logits exist at once, in the update and in the
+    no-grad passes (old/reference logprobs); the results do not depend on it."""
+    from toolrl.trainer import forward
+
+    seen: list[int] = []
+    real = forward.chunked_logprobs
+
+    def spy(*args, chunk, **kwargs):
+        seen.append(chunk)
+        return real(*args, chunk=chunk, **kwargs)
+
+    monkeypatch.setattr(forward, "chunked_logprobs", spy)
+    trajs = [make_traj("a", [3, 4], [30 + i + k for k in range(20)], [1] * 20, sample=i) for i in range(2)]
+    b = build_batch(trajs, ["0", "0"], [True, True], 0)
+    b.extras["advantages"] = torch.tensor([[1.0], [-1.0]]) * b.response_mask
+    lps = {}
+    for chunk in (16, 64):
+        cfg = make_config(**{"rollout.n": 2, "data.prompts_per_step": 1, "trainer.micro_batch_size": 2,
+                             "trainer.logits_chunk": chunk})
+        model = tiny_llama()
+        seen.clear()
+        lps[chunk] = forward.batched_logprobs(model, b, 2, logits_chunk=cfg.trainer.logits_chunk)
+        assert seen and set(seen) == {chunk}
+        seen.clear()
+        update_policy(model, torch.optim.SGD(model.parameters(), lr=0.1), b, cfg, kl_coef=0.0, seed=0)
+        assert seen and set(seen) == {chunk}
+    assert torch.allclose(lps[16], lps[64], atol=1e-6)
