@@ -78,6 +78,45 @@ def test_chunked_logprobs_only_holds_one_chunk_of_logits():
     assert torch.allclose(g_chunked, h.grad, atol=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_chunk_logprobs_entropy_and_gradients_equal_autograd(temperature, bias, dtype):
+    """The fused chunk (logprobs with gradient, entropy for logging) against the same formulas through
+    autograd: logprobs, entropies, and the gradients of h, the head's weight and its bias."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(24, 700, bias=bias).to(dtype)
+    h = (torch.randn(130, 24) * 2).to(dtype).requires_grad_(True)
+    targets = torch.randint(0, 700, (130,))
+    weights = torch.randn(130)  # a different upstream gradient per token
+
+    def grads():
+        out = [h.grad.clone(), head.weight.grad.clone()] + ([head.bias.grad.clone()] if bias else [])
+        h.grad = head.weight.grad = None
+        if bias:
+            head.bias.grad = None
+        return out
+
+    logits = head(h).float() / temperature
+    ref_lp = torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
+    ref_ent = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)
+    (ref_lp * weights).sum().backward()
+    ref_g = grads()
+
+    out = chunked_logprobs(h, head, targets, temperature, chunk=48, with_entropy=True, entropy_grad=False)
+    assert out.dtype == torch.float32 and out.shape == (130, 2)
+    (out[:, 0] * weights).sum().backward()
+    got_g = grads()
+    assert torch.allclose(out[:, 0], ref_lp, atol=1e-5), (out[:, 0] - ref_lp).abs().max()
+    assert torch.allclose(out[:, 1], ref_ent.detach(), atol=1e-4), (out[:, 1] - ref_ent).abs().max()
+    tol = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}[dtype]
+    for name, got, ref in zip(("h", "weight", "bias"), got_g, ref_g):
+        assert ref.abs().sum() > 0, name
+        assert torch.allclose(got.float(), ref.float(), **tol), (name, (got.float() - ref.float()).abs().max())
+    with torch.no_grad():  # the no-grad pass (old / reference logprobs) gives the same numbers
+        assert torch.allclose(chunked_logprobs(h, head, targets, temperature, chunk=48)[:, 0], ref_lp, atol=1e-5)
+
+
 def test_entropy_without_grad_has_no_graph(tiny_llama, make_traj):
     batch = _batch(make_traj, n_groups=1)
     lp, ent = response_logprobs(tiny_llama(), batch, with_entropy=True, entropy_grad=False)
