@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", default="/root/qwen_tok")
     ap.add_argument("--work", default="/tmp/update-profile")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--variants", default="", help="comma-separated variant names (default: all)")
+    ap.add_argument("--variants", default="", help="variant names separated by ';' (default: all)")
     ap.add_argument("--out", default="update_profile.json")
     a = ap.parse_args()
     import torch
@@ -153,7 +153,11 @@ def main() -> None:
     shapes.gpu_env()
     model_dir = str(shapes.build_model("qwen2-0.5b", a.tokenizer, Path(a.work) / "qwen2-0.5b"))
     batch = synthetic_batch()
-    names = [n for n in VARIANTS if not a.variants or n in a.variants.split(",")]
+    wanted = [v.strip() for v in a.variants.split(";") if v.strip()]
+    unknown = [v for v in wanted if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    names = [n for n in VARIANTS if not wanted or n in wanted]
     results = {"device": torch.cuda.get_device_name(0), "batch": {"samples": len(batch), "prompt_width":
                batch.prompt_width, "response_width": batch.response_width}, "variants": {}}
     for i, name in enumerate(names):
