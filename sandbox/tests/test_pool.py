@@ -265,6 +265,32 @@ def test_pool_close_removes_containers(image: str, client: docker.DockerClient) 
     assert list_labelled(client, **{LABEL_POOL: pool_id}) == []
 
 
+def test_close_during_a_container_create_leaves_no_container(image: str, client: docker.DockerClient,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refill's create call runs in a thread that cancelling the refill does not stop: the container it
+    makes after close() listed the pool's containers must still be removed (seen on a loaded 2-core machine:
+    close() waited out wait_gone's 10 s and one container was left). The real create call, made slow."""
+    from toolrl_sandbox import engine
+
+    real_create = engine.create_container
+
+    def slow_create(*args, **kwargs):
+        time.sleep(1.5)
+        return real_create(*args, **kwargs)
+
+    async def scenario() -> str:
+        async with SandboxPool(size=1, image=image, mode="fresh") as pool:
+            monkeypatch.setattr(engine, "create_container", slow_create)
+            assert (await pool.run("print(1)")).stdout == "1\n"  # retires its container: a refill starts
+            await asyncio.sleep(0.3)  # the refill is inside the slow create call when the pool closes
+            return pool.pool_id
+
+    pool_id = asyncio.run(scenario())
+    assert list_labelled(client, **{LABEL_POOL: pool_id}) == []
+    time.sleep(2.0)  # the create thread has returned by now: nothing of the pool may exist afterwards either
+    assert list_labelled(client, **{LABEL_POOL: pool_id}) == []
+
+
 def test_missing_image_error(client: docker.DockerClient) -> None:
     with pytest.raises(Exception, match="toolrl-sandbox build"):
         with SyncSandboxPool(size=1, image="toolrl-sandbox:does-not-exist"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import logging
@@ -175,7 +176,16 @@ class SandboxPool:
             async with self._spawn_sem:
                 if self._closed:
                     raise PoolClosedError("pool closed")
-                cid = await asyncio.to_thread(engine.create_container, client, self._spec)
+                # cancelling this coroutine (close() cancels refills) does not stop the create call's thread:
+                # on cancellation, wait for the container it makes and remove it, or it outlives close()
+                create = asyncio.ensure_future(asyncio.to_thread(engine.create_container, client, self._spec))
+                try:
+                    cid = await asyncio.shield(create)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        made = await create
+                        await asyncio.to_thread(engine.remove_containers, client, [made])
+                    raise
                 stream: AttachStream | None = None
                 try:
                     stream = await AttachStream.open(self._endpoint, cid)
