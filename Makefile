@@ -8,6 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.toolrl-setup
 SETUP_INPUTS := scripts/setup_python.sh $(wildcard pyproject.toml */pyproject.toml plugins/*/*/pyproject.toml)
 PYTEST_ARGS ?=
+# two test processes (pytest-xdist), each test file on one of them (module fixtures such as one Ray
+# instance or one server per file stay shared); PYTEST_XDIST= runs the suite in one process
+PYTEST_XDIST ?= -n 2 --dist loadfile
 
 .PHONY: setup python docker demo test test-unit loadtest bench clean-runs help
 
@@ -32,7 +35,7 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-unit: python
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
