@@ -3,7 +3,8 @@ data-parallel run checkpoints a plain HF folder, and plugins passed to toolrl.tr
 
 Tolerance: the ranks run the same micro-batches (micro_batch_size=1, one torch thread), so the only
 difference is the order in which per-sample gradients are summed (gloo all-reduce vs. accumulation):
-losses, gradient norms and log-probs agree to rel 1e-5, updated LoRA weights to abs 1e-5 (float32, lr 1e-3:
+losses, gradient norms and log-probs agree to rel 1e-5 (the KL terms, differences of nearly equal
+log-probs, to rel 1e-4: see the test), updated LoRA weights to abs 1e-5 (float32, lr 1e-3:
 measured difference 1.2e-6 after four Adam steps), and the two ranks hold bit-identical weights.
 
 Both tests use one local Ray instance (the `shared_ray` fixture).
@@ -109,9 +110,17 @@ def test_two_gloo_ranks_match_one_rank(tmp_path, smollm2_path, shared_ray):
     assert two["pids"]["policy"] != two["pids"]["policy/1"]  # two processes
     for key in ("ref", "old"):  # split across ranks by tokens, reassembled in batch order
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
-    for k in ("loss/policy", "loss/kl", "loss/total", "actor/grad_norm", "actor/kl", "actor/entropy",
-              "actor/clip_frac", "actor/approx_kl"):
+    for k in ("loss/policy", "loss/total", "actor/grad_norm", "actor/entropy", "actor/clip_frac"):
         assert two["policy"][k] == pytest.approx(one["policy"][k], rel=1e-5, abs=1e-7), k
+    # The KL terms are differences of nearly equal logprobs (policy vs reference, ~5 apart from 0 and ~0.1
+    # from each other), so the order noise of the updates reaches them ~50x amplified relative to the
+    # logprobs. Measured (1 vs 2 ranks): rel 5.3e-6 with the autograd LM head, 1.45e-5 with the fused
+    # one (8c2e72d), whose logprobs and gradients are as close to float64 as the autograd head's
+    # (3.8e-8 vs 4.9e-8 relative on logprobs, 2.8e-7 on gradients, both). The data-parallel bugs this test
+    # is for still show at rel 1e-5: a gradient not reduced leaves the ranks' weights different (checked
+    # bit-exactly below), a gradient scaled wrongly changes actor/grad_norm (checked above).
+    for k in ("loss/kl", "actor/kl", "actor/approx_kl"):
+        assert two["policy"][k] == pytest.approx(one["policy"][k], rel=1e-4, abs=1e-7), k
     assert one["policy"]["actor/grad_norm"] > 0
     # both ranks hold the same weights, and they equal the one-rank result; the adapters did move
     names = list(one["weights"][0])
