@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.toolrl-setup
 SETUP_INPUTS := scripts/setup_python.sh $(wildcard pyproject.toml */pyproject.toml plugins/*/*/pyproject.toml)
 PYTEST_ARGS ?=
 # two test processes (pytest-xdist), each test file on one of them (module fixtures such as one Ray
-# instance or one server per file stay shared); PYTEST_XDIST= runs the suite in one process
+# instance or one server per file stay shared), the memory-heavy training files one at a time
+# (conftest.py: MEMORY_HEAVY); PYTEST_XDIST= runs the suite in one process
 PYTEST_XDIST ?= -n 2 --dist loadfile
 
 .PHONY: setup python docker demo test test-unit loadtest bench clean-runs help

@@ -13,6 +13,32 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pytest  # noqa: E402
 
 
+# The files whose tests train through Ray or hold several full SmolLM2 copies (trainer, reference, engines,
+# optimizer state): 5-10 GB each. Under pytest-xdist they form one group, run one after the other on one
+# worker, so two of them never overlap (two at once reached Ray's out-of-memory kill threshold, 95% of the
+# 24 GiB machine, once a third process ran beside them); the other worker runs every other file.
+MEMORY_HEAVY = frozenset(f"tests/integration/{name}.py" for name in (
+    "test_train_ray", "test_async_train_ray", "test_ray_cluster", "test_train_data_parallel",
+    "test_train_algorithms", "test_train_resume", "test_demo", "test_async_train", "test_train_offline"))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (make test), with MEMORY_HEAVY as one unit: a file's tests run on one worker (its
+    module fixtures are started once), and the memory-heavy files one after the other on one worker.
+    (Not xdist_group marks: pytest 9.2 derives item.nodeid from item._id, so xdist 3.8's loadgroup, which
+    appends the group to item._nodeid, groups nothing.)"""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class MemoryAwareFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "memory-heavy" if path in MEMORY_HEAVY else path
+
+    return MemoryAwareFileScheduling(config, log)
+
+
 def pytest_sessionstart(session):
     """With pytest-xdist, the controller prepares the packaged models once before the workers start: two
     workers converting the same model at once would replace each other's cache folder. Without xdist (or in
@@ -52,3 +78,4 @@ def qwen05_path():
     from toolrl import models
 
     return models.resolve("qwen2.5-coder-0.5b-instruct", progress=False)
+
