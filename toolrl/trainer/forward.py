@@ -284,7 +284,7 @@ def _fused_logprob_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     lp = logp.gather(1, targets[:, None])
     if not with_entropy:
         return lp
-    ent = -torch.einsum("nv,nv->n", logp.exp(), logp)  # a batched dot: no [N, V] product is written
+    ent = -torch.einsum("nv,nv->n", logp.exp(), logp)  # a batched dot: p * logp is not materialised
     return torch.cat((lp, ent[:, None]), 1)
 
 
