@@ -254,6 +254,10 @@ class TrainerConfig(Section):
     logits_chunk: int = Field(
         4096, ge=16, description="Response tokens whose full-vocabulary logits exist at once when computing logprobs "
         "and entropy; the chunk's logits are recomputed in backward instead of kept.")
+    compile_layers: bool = Field(
+        False, description="Run the policy's decoder layers through torch.compile (one graph shared by every layer, "
+        "dynamic shapes) in the update and the logprob passes: fuses norms, rotary embeddings, activations and "
+        "casts. The first update pays the compilation; generation stays eager. Not with trainer.fsdp.enabled.")
     fsdp: FSDPConfig = Field(default_factory=FSDPConfig, description="FSDP2 sharding of the policy on CUDA.")
     async_rollouts: AsyncRolloutsConfig = Field(
         default_factory=AsyncRolloutsConfig, description="Asynchronous rollouts (max_staleness > 0).")

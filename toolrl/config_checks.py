@@ -103,6 +103,11 @@ def combination_problems(cfg: Any) -> list[ConfigProblem]:
     if cfg.model.lora.rank and cfg.model.lora.rank > 0 and not cfg.model.lora.target_modules:
         out.append(ConfigProblem("model.lora.target_modules", [], "LoRA needs at least one target module",
                                  "e.g. model.lora.target_modules=[q_proj,v_proj]"))
+    if cfg.trainer.compile_layers and cfg.trainer.fsdp.enabled:
+        out.append(ConfigProblem(
+            "trainer.compile_layers", True, "compiled decoder layers are not combined with FSDP2 sharding here "
+            "(its per-layer hooks would be traced into the compiled graphs)",
+            "set trainer.fsdp.enabled=false (one GPU holds the model), or trainer.compile_layers=false"))
     out.extend(_placement_problems(cfg))
     out.extend(_async_problems(cfg))
     return out

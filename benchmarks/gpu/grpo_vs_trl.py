@@ -122,6 +122,9 @@ TOOLRL_SYSTEMS = {
                                  "gradient_checkpointing": False},
     # the in-process engine thread's CUDA stream at high priority: decode kernels go ahead of the update's
     "toolrl_async_prio": {"sleep": False, "staleness": 1, "engine_stream_priority": "high"},
+    # the decoder layers through torch.compile in the update (trainer.compile_layers)
+    "toolrl_compile": {"sleep": True, "sleep_level": 2, "compile_layers": True},
+    "toolrl_async_compile": {"sleep": False, "staleness": 1, "compile_layers": True},
 }
 
 

@@ -31,6 +31,10 @@ VARIANTS: dict[str, dict] = {  # trainer/model settings changed from the benchma
     "no checkpointing (shared prompt)": {"model.gradient_checkpointing": False},
     "no checkpointing, no shared prompt": {"model.gradient_checkpointing": False, "trainer.share_prompt": False},
     "no checkpointing, budget 65536": {"model.gradient_checkpointing": False, "trainer.token_budget": 65536},
+    # decoder layers through torch.compile (Inductor): norms, rotary, SwiGLU and casts fused
+    "compile_layers": {"trainer.compile_layers": True},
+    "compile_layers, budget 65536": {"trainer.compile_layers": True, "trainer.token_budget": 65536},
+    "compile_layers, no checkpointing": {"trainer.compile_layers": True, "model.gradient_checkpointing": False},
 }
 
 
@@ -81,8 +85,10 @@ def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool
     model = load_policy(cfg, model_dir, device)
     opt = make_optimizer(model.parameters(), cfg.trainer.lr, cfg.trainer.weight_decay)
     gpu_batch = batch.to(device)
-    update_policy(model, opt, gpu_batch, cfg, 0.0, seed=0)  # warm-up (allocator, kernels)
+    t = time.perf_counter()
+    update_policy(model, opt, gpu_batch, cfg, 0.0, seed=0)  # warm-up (allocator, kernels, compilation)
     torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - t
     times, peaks = [], []
     for r in range(reps):
         t = time.perf_counter()
@@ -90,7 +96,7 @@ def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         peaks.append(stats["perf/peak_memory_gib"])  # the update's own peak (it resets the counter when it ends)
-    out = {"overrides": overrides, "seconds": times, "median_s": statistics.median(times),
+    out = {"overrides": overrides, "warmup_s": warmup_s, "seconds": times, "median_s": statistics.median(times),
            "peak_allocated_gib": max(peaks)}
     if profile:
         out["profile"] = profile_update(model, opt, gpu_batch, cfg)
@@ -144,6 +150,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/update-profile")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--variants", default="", help="variant names separated by ';' (default: all)")
+    ap.add_argument("--profile", default="", help="variant names to profile, separated by ';' (default: the first)")
     ap.add_argument("--out", default="update_profile.json")
     a = ap.parse_args()
     import torch
@@ -158,13 +165,14 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
     names = [n for n in VARIANTS if not wanted or n in wanted]
+    profiled = [v.strip() for v in a.profile.split(";") if v.strip()] or names[:1]
     results = {"device": torch.cuda.get_device_name(0), "batch": {"samples": len(batch), "prompt_width":
                batch.prompt_width, "response_width": batch.response_width}, "variants": {}}
-    for i, name in enumerate(names):
+    for name in names:
         print(f"== {name}", flush=True)
-        res = run_variant(model_dir, batch, VARIANTS[name], a.reps, profile=i == 0)
+        res = run_variant(model_dir, batch, VARIANTS[name], a.reps, profile=name in profiled)
         results["variants"][name] = res
-        print(f"   median {res['median_s']:.3f}s  {[round(t, 3) for t in res['seconds']]}  "
+        print(f"   warm-up {res['warmup_s']:.1f}s, median {res['median_s']:.3f}s  {[round(t, 3) for t in res['seconds']]}  "
               f"peak {res['peak_allocated_gib']:.1f} GiB", flush=True)
         if "profile" in res:
             p = res["profile"]

@@ -26,6 +26,7 @@ import torch
 
 from toolrl.algorithms.losses import entropy_from_logits, logprobs_from_logits
 from toolrl.rollout.hf_prefill import cache_kwarg, output_cache
+from toolrl.trainer import compiled
 from toolrl.trainer.batch import TrainBatch
 
 DEFAULT_LOGITS_CHUNK = 4096
@@ -428,12 +429,14 @@ def batched_logprobs(model: Any, batch: TrainBatch, micro_batch_size: int, tempe
                      share_prompt: bool = True, logits_chunk: int | None = DEFAULT_LOGITS_CHUNK) -> torch.Tensor:
     """`response_logprobs` over the whole batch in micro-batches, without gradient, on the model's device."""
     device = next(model.parameters()).device
+    share_prompt = share_prompt and not compiled.is_prepared(model)  # compiled layers take no KV cache
     parts = []
-    for micro in batch.split(micro_batch_size):
-        lp, _ = response_logprobs(model, micro.trimmed().to(device), temperature, share_prompt=share_prompt,
-                                  logits_chunk=logits_chunk)
-        lp = torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1]))
-        parts.append(lp.cpu())
+    with compiled.compiled_layers(model):
+        for micro in batch.split(micro_batch_size):
+            lp, _ = response_logprobs(model, micro.trimmed().to(device), temperature, share_prompt=share_prompt,
+                                      logits_chunk=logits_chunk)
+            lp = torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1]))
+            parts.append(lp.cpu())
     return torch.cat(parts, 0) * batch.response_mask
 
 

@@ -109,6 +109,9 @@ def load_policy(cfg: Any, path: str | Path, device: torch.device) -> Any:
         enable_checkpointing(model)
         if cfg.model.lora.rank:
             model.enable_input_require_grads()
+    from toolrl.trainer import compiled
+
+    compiled.prepare(model, cfg)  # trainer.compile_layers
     return model
 
 

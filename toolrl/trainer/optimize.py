@@ -37,6 +37,7 @@ from toolrl.algorithms.losses import (
     truncated_is_weights,
     value_loss,
 )
+from toolrl.trainer import compiled
 from toolrl.trainer.batch import TrainBatch
 from toolrl.trainer.forward import (
     critic_values,
@@ -289,7 +290,8 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
     alg = cfg.algorithm
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
     checkpointing = uses_gradient_checkpointing(model)  # decided at load (model.gradient_checkpointing; None: CUDA)
-    share = cfg.trainer.share_prompt and not checkpointing  # a group's prompt runs once per pass
+    # a group's prompt runs once per pass (not under checkpointing, nor with compiled layers: its KV cache)
+    share = cfg.trainer.share_prompt and not checkpointing and not compiled.is_prepared(model)
 
     def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
         logprobs, entropy = response_logprobs(model, micro, temperature, with_entropy=True,
@@ -302,7 +304,8 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
             stats["actor/rollout_logprob_diff"] = float(masked_mean(diff, micro.response_mask))
         return loss, stats
 
-    with train_mode(model, checkpointing or cfg.model.lora.dropout > 0):
+    # compiled layers (trainer.compile_layers) stay on through backward: a checkpointed layer is recomputed there
+    with train_mode(model, checkpointing or cfg.model.lora.dropout > 0), compiled.compiled_layers(model):
         acc = optimize(model, optimizer, batch, cfg, seed=seed, micro_loss=micro_loss, prefix="actor",
                        dp=dp or DataParallel())
     out = acc.result()

@@ -1,0 +1,111 @@
+"""`trainer.compile_layers` (toolrl/trainer/compiled.py): the decoder layers run compiled in the update and the
+logprob passes, with and without gradient checkpointing, give the eager results, and generation stays eager."""
+
+import pytest
+import torch
+
+from toolrl.trainer import compiled
+from toolrl.trainer.batch import build_batch
+from toolrl.trainer.forward import batched_logprobs
+from toolrl.trainer.modeling import enable_checkpointing
+from toolrl.trainer.optimize import update_policy
+
+
+def _batch(make_traj):
+    trajs = [make_traj("a", [3, 4, 5], [10 + i, 11, 12 + i, 13, 7][: 2 + i % 4], [1] * (2 + i % 4), sample=i)
+             for i in range(4)]
+    trajs += [make_traj("b", [9, 8], [20 + i, 21, 22][: 1 + i % 3], [1] * (1 + i % 3), sample=i) for i in range(4)]
+    b = build_batch(trajs, ["0"] * 4 + ["1"] * 4, [True] * 8, 0)
+    b.extras["advantages"] = torch.tensor([[1.0], [-0.5], [0.25], [-0.75], [0.5], [-1.0], [0.3], [0.2]]) * b.response_mask
+    return b
+
+
+class _Counting:
+    """A torch.compile backend that runs the captured graph as is and counts graphs and calls."""
+
+    def __init__(self):
+        self.graphs = 0
+        self.calls = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+
+        def run(*args):
+            self.calls += 1
+            return gm.forward(*args)
+
+        return run
+
+
+def _update(tiny_llama, batch, cfg, *, backend=None, checkpointing=False):
+    model = tiny_llama()
+    if checkpointing:
+        enable_checkpointing(model)
+    if backend is not None:
+        assert compiled.prepare(model, cfg, backend=backend)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    stats = update_policy(model, opt, batch, cfg, kl_coef=0.0, seed=0)
+    delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    return model, delta, stats
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_compiled_layers_run_in_the_update_and_change_nothing(tiny_llama, make_traj, make_config, checkpointing):
+    cfg = make_config(**{"rollout.n": 4, "data.prompts_per_step": 2, "trainer.max_grad_norm": 1e9,
+                         "trainer.micro_batch_size": 4, "trainer.compile_layers": True})
+    batch = _batch(make_traj)
+    _, eager, eager_stats = _update(tiny_llama, batch, cfg, checkpointing=checkpointing)
+    counting = _Counting()
+    model, delta, stats = _update(tiny_llama, batch, cfg, backend=counting, checkpointing=checkpointing)
+    # one graph serves both layers (parameters are inputs), and it ran for each layer of each micro-batch
+    assert counting.graphs >= 1 and counting.calls >= 2 * 2
+    assert torch.allclose(delta, eager, atol=1e-6, rtol=1e-5), (delta - eager).abs().max()
+    assert eager.abs().sum() > 0  # the update moved the weights
+    assert stats["loss/policy"] == pytest.approx(eager_stats["loss/policy"], rel=1e-5, abs=1e-7)
+    # outside the update the layers are plain modules again
+    assert all(layer._compiled_call_impl is None for layer in model.model.layers)
+
+
+def test_compiled_logprob_pass_matches_and_generation_stays_eager(tiny_llama, make_traj, make_config):
+    cfg = make_config(**{"trainer.compile_layers": True})
+    batch = _batch(make_traj)
+    model = tiny_llama()
+    eager = batched_logprobs(model, batch, 4)
+    counting = _Counting()
+    compiled.prepare(model, cfg, backend=counting)
+    assert compiled.is_prepared(model)
+    lp = batched_logprobs(model, batch, 4)
+    assert counting.calls > 0
+    assert torch.allclose(lp, eager, atol=1e-6)
+    calls = counting.calls
+    with torch.no_grad():
+        model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert counting.calls == calls  # generation did not go through the compiled layers
+
+
+def test_compile_layers_off_prepares_nothing(tiny_llama, make_config):
+    model = tiny_llama()
+    assert not compiled.prepare(model, make_config())
+    assert not compiled.is_prepared(model)
+    with compiled.compiled_layers(model):
+        assert all(layer._compiled_call_impl is None for layer in model.model.layers)
+
+
+def test_compile_layers_with_fsdp_is_a_config_error(make_config):
+    from toolrl.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        make_config(**{"trainer.compile_layers": True, "trainer.fsdp.enabled": True})
+    assert "trainer.compile_layers" in str(e.value) and "fsdp" in str(e.value)
+
+
+def test_aot_compiled_update_equals_eager(tiny_llama, make_traj, make_config):
+    """Through AOTAutograd (the joint forward/backward graph Inductor compiles; Inductor itself runs in
+    tests/gpu/test_update_gpu.py), gradient checkpointing on as on a GPU."""
+    cfg = make_config(**{"rollout.n": 4, "data.prompts_per_step": 2, "trainer.max_grad_norm": 1e9,
+                         "trainer.micro_batch_size": 4, "trainer.compile_layers": True})
+    batch = _batch(make_traj)
+    _, eager, _ = _update(tiny_llama, batch, cfg, checkpointing=True)
+    _, delta, _ = _update(tiny_llama, batch, cfg, backend="aot_eager", checkpointing=True)
+    assert torch.allclose(delta, eager, atol=1e-5, rtol=1e-4), (delta - eager).abs().max()

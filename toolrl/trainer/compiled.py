@@ -1,0 +1,96 @@
+"""Regional `torch.compile` of the policy's decoder layers for its teacher-forced passes (`trainer.compile_layers`).
+
+    prepare(model, cfg)                       # once, after loading (toolrl.trainer.modeling.load_policy)
+    with compiled_layers(model):              # around a training pass, its backward included
+        loss = ...; loss.backward()           # (optimize.update_policy and forward.batched_logprobs do it)
+
+Each decoder layer (the classes of the model's `_no_split_modules`, as FSDP shards them) gets a compiled
+version of its call. They are switched on only inside `compiled_layers`, that is for the update and the
+old/reference logprob passes; generation with the `hf` backend, which may share the module, runs the
+layers eagerly as before (decoding would compile other graphs for no gain). The calls stay on through
+backward because a checkpointed layer is recomputed there and must save the same tensors as its first
+run. Passes with compiled layers do not share a group's prompt (`trainer.share_prompt`: its KV cache). The layers of a model share
+their code, so PyTorch compiles one graph and every layer reuses it (parameters are graph inputs);
+shapes are marked dynamic from the start, so micro-batches of other lengths do not recompile.
+
+What it buys: the update's non-matrix work (RMSNorm, rotary embeddings, the SwiGLU activation, residual
+adds, dtype casts) is fused into a few kernels instead of dozens per layer (docs/BENCHMARKS.md gives
+the measured figures). What it costs: the first update compiles (tens of seconds on a GPU), and it
+needs a working Inductor toolchain (Triton on CUDA, a C++ compiler on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# model -> [(layer, compiled call)]: kept beside the model rather than on it, so PEFT and FSDP wrappers,
+# state dicts and checkpoints never see it
+_COMPILED: weakref.WeakKeyDictionary[Any, list[tuple[torch.nn.Module, Callable[..., Any]]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def prepare(model: Any, cfg: Any, *, backend: str = "inductor") -> bool:
+    """Compile `model`'s decoder layers if `trainer.compile_layers`; True if it did.
+
+    `backend` is torch.compile's (tests use "aot_eager" to check the plumbing without code generation).
+    Compilation itself happens lazily, at the first call inside `compiled_layers`.
+    """
+    if not getattr(cfg.trainer, "compile_layers", False):
+        return False
+    from toolrl.trainer.fsdp import decoder_layers
+
+    layers = decoder_layers(model)
+    _COMPILED[model] = [(layer, torch.compile(layer._call_impl, dynamic=True, backend=backend)) for layer in layers]
+    logger.info("compile_layers: %d decoder layers (%s) will run compiled in training passes (backend %s)",
+                len(layers), type(layers[0]).__name__, backend)
+    return True
+
+
+def is_prepared(model: Any) -> bool:
+    return model in _COMPILED
+
+
+@contextlib.contextmanager
+def compiled_layers(model: Any) -> Iterator[None]:
+    """Inside the block, the prepared model's decoder layers run their compiled calls; a no-op otherwise.
+
+    A layer under gradient checkpointing is checkpointed around its compiled call here, in eager mode, and
+    its own (transformers') checkpointing is off meanwhile: traced from inside the compiled region, the
+    checkpoint would break the graph (transformers' layers touch a context variable in forward).
+    """
+    pairs = _COMPILED.get(model)
+    if not pairs:
+        yield
+        return
+    saved = [(layer._compiled_call_impl, getattr(layer, "gradient_checkpointing", False)) for layer, _ in pairs]
+    for (layer, fn), (_, checkpointed) in zip(pairs, saved):
+        layer._compiled_call_impl = _checkpointed(layer, fn) if checkpointed else fn
+        if checkpointed:
+            layer.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for (layer, _), (call, checkpointed) in zip(pairs, saved):
+            layer._compiled_call_impl = call
+            if checkpointed:
+                layer.gradient_checkpointing = True
+
+
+def _checkpointed(layer: torch.nn.Module, fn: Callable[..., Any]) -> Callable[..., Any]:
+    from torch.utils.checkpoint import checkpoint
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if layer.training and torch.is_grad_enabled():
+            kwargs.pop("use_cache", None)  # as transformers does under checkpointing: nothing is cached
+            return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+        return fn(*args, **kwargs)
+
+    return call
