@@ -96,7 +96,12 @@ def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         peaks.append(stats["perf/peak_memory_gib"])  # the update's own peak (it resets the counter when it ends)
-    out = {"overrides": overrides, "warmup_s": warmup_s, "seconds": times, "median_s": statistics.median(times),
+    from torch._dynamo.utils import counters  # compile_layers: graphs made and graph breaks, if any
+
+    dynamo = {"unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
+              "graph_breaks": {str(k): int(v) for k, v in counters["graph_break"].items()}}
+    counters.clear()
+    out = {"overrides": overrides, "dynamo": dynamo, "warmup_s": warmup_s, "seconds": times, "median_s": statistics.median(times),
            "peak_allocated_gib": max(peaks)}
     if profile:
         out["profile"] = profile_update(model, opt, gpu_batch, cfg)
@@ -172,6 +177,8 @@ def main() -> None:
         print(f"== {name}", flush=True)
         res = run_variant(model_dir, batch, VARIANTS[name], a.reps, profile=name in profiled)
         results["variants"][name] = res
+        if res["dynamo"]["unique_graphs"] or res["dynamo"]["graph_breaks"]:
+            print(f"   dynamo: {res['dynamo']}", flush=True)
         print(f"   warm-up {res['warmup_s']:.1f}s, median {res['median_s']:.3f}s  {[round(t, 3) for t in res['seconds']]}  "
               f"peak {res['peak_allocated_gib']:.1f} GiB", flush=True)
         if "profile" in res:
