@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from toolrl.errors import ToolrlError
+
 logger = logging.getLogger(__name__)
 
 # model -> [(layer, compiled call)]: kept beside the model rather than on it, so PEFT and FSDP wrappers,
@@ -77,6 +79,12 @@ def compiled_layers(model: Any) -> Iterator[None]:
             layer.gradient_checkpointing = False
     try:
         yield
+    except torch._dynamo.exc.BackendCompilerFailed as e:  # no Triton, no C++ compiler, an unsupported op...
+        raise ToolrlError(f"compiling the decoder layers failed: {type(e.inner_exception).__name__}: "
+                          f"{str(e.inner_exception).splitlines()[0] if str(e.inner_exception) else ''}",
+                          where="trainer.compile_layers",
+                          fix="set trainer.compile_layers=false (the layers then run eagerly; the results are the "
+                              "same), or install a working Triton (CUDA) / C++ compiler (CPU)") from e
     finally:
         for (layer, _), (call, checkpointed) in zip(pairs, saved):
             layer._compiled_call_impl = call

@@ -11,6 +11,14 @@ from toolrl.trainer.modeling import enable_checkpointing
 from toolrl.trainer.optimize import update_policy
 
 
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Each test compiles from scratch (dynamo caches graphs per code object across models and backends)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def _batch(make_traj):
     trajs = [make_traj("a", [3, 4, 5], [10 + i, 11, 12 + i, 13, 7][: 2 + i % 4], [1] * (2 + i % 4), sample=i)
              for i in range(4)]
@@ -109,3 +117,27 @@ def test_aot_compiled_update_equals_eager(tiny_llama, make_traj, make_config):
     _, eager, _ = _update(tiny_llama, batch, cfg, checkpointing=True)
     _, delta, _ = _update(tiny_llama, batch, cfg, backend="aot_eager", checkpointing=True)
     assert torch.allclose(delta, eager, atol=1e-5, rtol=1e-4), (delta - eager).abs().max()
+
+
+def test_a_failed_compilation_names_the_key_and_the_fix(tiny_llama, make_traj, make_config):
+    from toolrl.errors import ToolrlError
+
+    def broken(gm, example_inputs):  # stands in for a missing Triton / C++ compiler
+        raise RuntimeError("no compiler here")
+
+    cfg = make_config(**{"trainer.compile_layers": True})
+    model = tiny_llama()
+    compiled.prepare(model, cfg, backend=broken)
+    with pytest.raises(ToolrlError) as e:
+        batched_logprobs(model, _batch(make_traj), 4)
+    text = str(e.value)
+    assert "trainer.compile_layers" in text and "no compiler here" in text and "compile_layers=false" in text
+    assert all(layer._compiled_call_impl is None for layer in model.model.layers)  # left eager
+
+
+def test_load_policy_prepares_the_compiled_layers(tiny_model_dir, make_config):
+    from toolrl.trainer.modeling import load_policy
+
+    on = load_policy(make_config(**{"trainer.compile_layers": True}), tiny_model_dir, torch.device("cpu"))
+    off = load_policy(make_config(), tiny_model_dir, torch.device("cpu"))
+    assert compiled.is_prepared(on) and not compiled.is_prepared(off)
