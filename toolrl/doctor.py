@@ -57,6 +57,17 @@ def _check_gpu() -> dict[str, Any]:
     return {"ok": False, "detail": "no CUDA device (CPU only)"}
 
 
+def _check_compile() -> dict[str, Any]:
+    """What `trainer.compile_layers` needs: Triton on CUDA, a C++ compiler on the CPU (Inductor's code)."""
+    import shutil
+
+    triton = _version("triton") if importlib.util.find_spec("triton") is not None else None
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    parts = [f"triton {triton}" if triton else "no triton (compile_layers on CUDA needs it)",
+             f"C++ compiler {cxx}" if cxx else "no C++ compiler (compile_layers on the CPU needs one)"]
+    return {"ok": bool(triton or cxx), "detail": "; ".join(parts)}
+
+
 def _importable(module: str, dist: str, extra: str) -> dict[str, Any]:
     if importlib.util.find_spec(module) is None:
         return {"ok": False, "detail": f"not installed (pip install 'toolrl[{extra}]')"}
@@ -121,6 +132,7 @@ def run_checks(model: str | None = None, ray: Any = None) -> dict[str, Any]:
             "fastapi (serving)": _importable("fastapi", "fastapi", "serve"),
         },
         "gpu": _check_gpu(),
+        "compile": _check_compile(),
         "docker": _check_docker(),
         "models": {},
     }
@@ -165,6 +177,8 @@ def print_report(report: dict[str, Any]) -> None:
     for name, res in report["engines"].items():
         table.add_row(name, mark(res["ok"]), res["detail"])
     table.add_row("gpu", mark(report["gpu"]["ok"]), report["gpu"]["detail"])
+    if "compile" in report:
+        table.add_row("torch.compile (trainer.compile_layers)", mark(report["compile"]["ok"]), report["compile"]["detail"])
     d = report["docker"]
     table.add_row("docker", mark(d["ok"]), d["detail"] + (f"; image {d['sandbox_image']}" if "sandbox_image" in d else ""))
     for name, m in report["models"].items():

@@ -70,6 +70,7 @@ def test_doctor_json():
     assert set(rep["engines"]) >= {"ray", "vllm", "sglang"}
     assert "smollm2-135m-instruct" in rep["models"]
     assert "ok" in rep["docker"] and "ok" in rep["gpu"]
+    assert "C++ compiler" in rep["compile"]["detail"] and "triton" in rep["compile"]["detail"]
     missing = [m for m in rep["models"].values() if not m["installed"]]
     assert all(m["install"].startswith("pip install") for m in missing)
 
