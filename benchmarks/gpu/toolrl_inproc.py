@@ -138,14 +138,18 @@ def run_toolrl(config: dict, steps: int, log=print) -> dict:
         if pipeline is not None:
             pipeline.close()
         ctx.engines.close()
-    timed = [r["bench/step_seconds"] for r in rows[1:]] or [rows[0]["bench/step_seconds"]]
+    # step 1 warms up; in asynchronous mode the last step has no next rollout to overlap (a short tail), so the
+    # steady state is steps 2..N-1
+    tail = 1 if cfg.trainer.async_rollouts.max_staleness and len(rows) > 3 else 0
+    timed = [r["bench/step_seconds"] for r in rows[1:len(rows) - tail]] or [rows[0]["bench/step_seconds"]]
     completions = cfg.data.prompts_per_step * cfg.rollout.n
     return {"completions": completions, "start_seconds": start_s, "step_seconds": [r["bench/step_seconds"] for r in rows],
             "median_step_s": statistics.median(timed), "samples_per_s": completions / statistics.median(timed),
             "nvml_peak_gib": nvml.gib(), "torch_peak_reserved_gib": max(r["bench/torch_peak_reserved_gib"] for r in rows),
             "max_staleness": cfg.trainer.async_rollouts.max_staleness,
             "sleep_during_update": cfg.rollout.sleep_during_update,
-            "phases_median": {k: statistics.median(r.get(k, 0.0) for r in rows[1:] or rows)
+            "steps_timed": f"2..{len(rows) - tail}",
+            "phases_median": {k: statistics.median(r.get(k, 0.0) for r in rows[1:len(rows) - tail] or rows)
                               for k in ("timing/rollout", "timing/rollout_wait", "timing/reward", "timing/update",
                                         "timing/sync", "timing/forward", "timing/sleep", "timing/wake",
                                         "async/rollout_overlap", "rollout/weight_lag")},
