@@ -16,7 +16,8 @@ with colocated vLLM (`trl_vllm`; `trl_vllm_sleep` with TRL's vllm_enable_sleep_m
 generation (`trl_hf`). vLLM gets gpu_memory_utilization 0.3 (TRL's
 default), max_num_batched_tokens 4096 (TRL's colocate setting) in both. Systems ending in `_nockpt` run
 with gradient checkpointing off and are compared with `trl_vllm_nockpt` (also off); the others with
-`trl_vllm`. Step time = median of steps
+`trl_vllm`, or `trl_vllm_compile` (TRL with `torch_compile=True`) where that run was faster. Step time =
+median of steps
 2..N (step 1 warms up; asynchronous toolrl runs: 2..N-1, their last step has no next rollout to overlap
 and is short; until 2026-12-03 session 8 it was 2..N for them too); samples/s = completions / that median. Peak memory = NVML's device-wide
 memory in use, sampled every 50 ms (the whole process: trainer, vLLM, caches).
@@ -43,7 +44,8 @@ def log(*a, **k):
 
 # ------------------------------------------------------------------------------------------ TRL
 def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group: int = 8, new_tokens: int = 256,
-            micro: int = 32, sleep: bool = False, gradient_checkpointing: bool = True) -> dict:
+            micro: int = 32, sleep: bool = False, gradient_checkpointing: bool = True,
+            torch_compile: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -75,7 +77,8 @@ def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group:
     kwargs = dict(output_dir="/tmp/trl-bench", per_device_train_batch_size=micro, gradient_accumulation_steps=ga,
                   num_generations=group, max_completion_length=new_tokens, max_steps=steps, learning_rate=1e-6,
                   beta=0.0, temperature=1.0, logging_steps=1, save_strategy="no", report_to="none", bf16=True,
-                  gradient_checkpointing=gradient_checkpointing, seed=0, dataloader_num_workers=0)
+                  gradient_checkpointing=gradient_checkpointing, seed=0, dataloader_num_workers=0,
+                  torch_compile=torch_compile)
     if use_vllm:
         kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
                       vllm_max_model_length=1024, vllm_enable_sleep_mode=sleep,
@@ -156,7 +159,8 @@ def worker(a: argparse.Namespace) -> None:
         res = run_tool(a.model, a.completions, a.steps, work, **opts)
     else:
         res = run_trl(a.model, a.completions, a.steps, use_vllm=name.startswith("trl_vllm"),
-                      sleep=name == "trl_vllm_sleep", gradient_checkpointing=not name.endswith("_nockpt"))
+                      sleep=name == "trl_vllm_sleep", gradient_checkpointing=not name.endswith("_nockpt"),
+                      torch_compile=name.endswith("_compile"))
     print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -231,10 +235,11 @@ def main() -> None:
         if "error" in r:
             log(f"{system:<44}{size:>12}  {r['error']}")
             continue
-        ref_name = "trl_vllm_nockpt" if kind(key).endswith("_nockpt") else "trl_vllm"  # same setting on both sides
+        # same checkpointing on both sides; compiled TRL (`trl_vllm_compile`) counts as TRL-vLLM
+        ref_names = {"trl_vllm_nockpt"} if kind(key).endswith("_nockpt") else {"trl_vllm", "trl_vllm_compile"}
         # against TRL's fastest run at this size (TRL is run more than once when its spread matters)
         refs = [x["samples_per_s"] for k, x in results["runs"].items()
-                if kind(k) == ref_name and k.endswith(f"@{size}") and "samples_per_s" in x]
+                if kind(k) in ref_names and k.endswith(f"@{size}") and "samples_per_s" in x]
         ratio = r["samples_per_s"] / max(refs) if refs else float("nan")
         r["ratio_vs_trl_vllm"] = ratio
         log(f"{system:<44}{size:>12}{r['samples_per_s']:>11.1f}{r['median_step_s']:>15.2f}{r['nvml_peak_gib']:>10.1f}"
