@@ -2,6 +2,7 @@
 
 import json
 import struct
+import time
 
 import pytest
 
@@ -45,9 +46,28 @@ def _wandb_records(path):
     return out
 
 
-def _wandb_history(run_dir):
+def _has_exit_record(path):
+    from google.protobuf.message import DecodeError
+
+    try:
+        return any(r.WhichOneof("record_type") == "exit" for r in _wandb_records(path))
+    except (DecodeError, struct.error):  # a record still being written
+        return False
+
+
+def _wandb_history(run_dir, timeout=60.0):
+    """History rows and run records of the offline run files, once each holds its exit record.
+
+    `run.finish()` returns when the wandb-core service has the records, not when it has written them: on a
+    loaded machine the file was read 17 ms before the service finished it and held no history yet.
+    """
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert files, list((run_dir / "wandb").glob("*"))
+    deadline = time.monotonic() + timeout
+    for f in files:
+        while not _has_exit_record(f):
+            assert time.monotonic() < deadline, f"{f} got no exit record within {timeout} s"
+            time.sleep(0.05)
     rows, runs = [], []
     for f in files:
         for r in _wandb_records(f):
