@@ -7,11 +7,12 @@
 Each decoder layer (the classes of the model's `_no_split_modules`, as FSDP shards them) gets a compiled
 version of its call. They are switched on only inside `compiled_layers`, that is for the update and the
 old/reference logprob passes; generation with the `hf` backend, which may share the module, runs the
-layers eagerly as before (decoding would compile other graphs for no gain). The calls stay on through
-backward because a checkpointed layer is recomputed there and must save the same tensors as its first
-run. Passes with compiled layers do not share a group's prompt (`trainer.share_prompt`: its KV cache). The layers of a model share
-their code, so PyTorch compiles one graph and every layer reuses it (parameters are graph inputs);
-shapes are marked dynamic from the start, so micro-batches of other lengths do not recompile.
+layers eagerly as before (decoding would compile other graphs for no gain). A checkpointed layer is
+checkpointed around its compiled call, so its recomputation in backward runs the same compiled graph.
+Passes with compiled layers do not share a group's prompt (`trainer.share_prompt`: its KV cache). The
+layers of a model share their code, so PyTorch compiles one graph and every layer reuses it (parameters
+are graph inputs); shapes are marked dynamic from the start, so micro-batches of other lengths do not
+recompile.
 
 What it buys: the update's non-matrix work (RMSNorm, rotary embeddings, the SwiGLU activation, residual
 adds, dtype casts) is fused into a few kernels instead of dozens per layer (docs/BENCHMARKS.md gives
@@ -80,8 +81,9 @@ def compiled_layers(model: Any) -> Iterator[None]:
     try:
         yield
     except torch._dynamo.exc.BackendCompilerFailed as e:  # no Triton, no C++ compiler, an unsupported op...
-        raise ToolrlError(f"compiling the decoder layers failed: {type(e.inner_exception).__name__}: "
-                          f"{str(e.inner_exception).splitlines()[0] if str(e.inner_exception) else ''}",
+        cause = e.inner_exception
+        first_line = (str(cause).splitlines() or [""])[0]
+        raise ToolrlError(f"compiling the decoder layers failed: {type(cause).__name__}: {first_line}",
                           where="trainer.compile_layers",
                           fix="set trainer.compile_layers=false (the layers then run eagerly; the results are the "
                               "same), or install a working Triton (CUDA) / C++ compiler (CPU)") from e

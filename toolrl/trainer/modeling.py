@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from toolrl.errors import ToolrlError, require
+from toolrl.trainer import compiled
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,6 @@ def load_policy(cfg: Any, path: str | Path, device: torch.device) -> Any:
         enable_checkpointing(model)
         if cfg.model.lora.rank:
             model.enable_input_require_grads()
-    from toolrl.trainer import compiled
-
     compiled.prepare(model, cfg)  # trainer.compile_layers
     return model
 

@@ -304,7 +304,6 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
             stats["actor/rollout_logprob_diff"] = float(masked_mean(diff, micro.response_mask))
         return loss, stats
 
-    # compiled layers (trainer.compile_layers) stay on through backward: a checkpointed layer is recomputed there
     with train_mode(model, checkpointing or cfg.model.lora.dropout > 0), compiled.compiled_layers(model):
         acc = optimize(model, optimizer, batch, cfg, seed=seed, micro_loss=micro_loss, prefix="actor",
                        dp=dp or DataParallel())

@@ -51,7 +51,7 @@ def _has_exit_record(path):
 
     try:
         return any(r.WhichOneof("record_type") == "exit" for r in _wandb_records(path))
-    except (DecodeError, struct.error):  # a record still being written
+    except (DecodeError, struct.error, AssertionError):  # the header or a record still being written
         return False
 
 
