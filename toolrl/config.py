@@ -200,6 +200,11 @@ class AsyncRolloutsConfig(Section):
         "is_cap): proximal = the trainer's logprobs before the update, behaviour = the engine's (decoupled PPO, "
         "AReaL); algorithm.tis_cap, when set, takes precedence. None = no weighting (the clip around the proximal "
         "policy only).")
+    update_sm_fraction: float | None = Field(
+        None, gt=0, lt=1, description="One GPU shared in space: the update runs on this fraction of the GPU's SMs "
+        "(a CUDA green context; rounded down to a multiple of 8) and the rest stay free for the colocated engine's "
+        "overlapped rollout, whose small decode kernels would otherwise wait behind the update's. None = the "
+        "update may use every SM. Asynchronous mode with a colocated engine on CUDA only (docs/training.md).")
 
 
 class TrainerConfig(Section):

@@ -74,7 +74,8 @@ def _tasks(path: Path, n: int = 16) -> Path:
     return path
 
 
-def _config(model: Path, tmp_path: Path, *, staleness: int = 0, sleep: bool | str = False, steps: int = 3) -> dict:
+def _config(model: Path, tmp_path: Path, *, staleness: int = 0, sleep: bool | str = False, steps: int = 3,
+            update_sm_fraction: float | None = None) -> dict:
     return {
         "model": {"name_or_path": str(model), "dtype": "bfloat16", "device": "cuda"},
         "rollout": {"backend": "vllm", "n": 4, "max_new_tokens": 24, "max_total_tokens": 256, "max_turns": 1,
@@ -84,19 +85,23 @@ def _config(model: Path, tmp_path: Path, *, staleness: int = 0, sleep: bool | st
         "rewards": [{"name": "gpu_test_length", "weight": 1.0}],
         "data": {"train_file": str(_tasks(tmp_path / "tasks.jsonl")), "prompts_per_step": 4},
         "trainer": {"total_steps": steps, "lr": 1e-3, "micro_batch_size": 8, "output_dir": str(tmp_path / "run"),
-                    "metric_sinks": [], "seed": 0, "async_rollouts": {"max_staleness": staleness}},
+                    "metric_sinks": [], "seed": 0,
+                    "async_rollouts": {"max_staleness": staleness, "update_sm_fraction": update_sm_fraction}},
     }
 
 
-def test_async_colocated_vllm_bounded_lag_and_importance_weights(chat_model, tmp_path):
+@pytest.mark.parametrize("share", [None, 0.5], ids=["all-sms", "update-on-half-the-sms"])
+def test_async_colocated_vllm_bounded_lag_and_importance_weights(chat_model, tmp_path, share):
+    """...also with the update on a green context of half the SMs (trainer.async_rollouts.update_sm_fraction)."""
     pytest.importorskip("vllm")
     from toolrl.config import Config
+    from toolrl.trainer import sm_share
     from toolrl.trainer.local import local_context
     from toolrl.trainer.pipeline import AsyncRollouts
     from toolrl.trainer.step import train_step
 
     steps = 4
-    cfg = Config.model_validate(_config(chat_model, tmp_path, staleness=1, steps=steps))
+    cfg = Config.model_validate(_config(chat_model, tmp_path, staleness=1, steps=steps, update_sm_fraction=share))
     ctx = local_context(cfg, plugins=[LENGTH])
     pipe = AsyncRollouts(ctx, first_step=1, last_step=steps)
     rows = []
@@ -116,6 +121,11 @@ def test_async_colocated_vllm_bounded_lag_and_importance_weights(chat_model, tmp
             assert math.isfinite(r["loss/total"]) and math.isfinite(r["actor/grad_norm"])
             if r["rollout/weight_lag"] > 0:
                 assert 0 < r["actor/tis_weight_mean"] <= cfg.trainer.async_rollouts.is_cap
+            if share is None:
+                assert "perf/update_sms" not in r
+            else:
+                total = torch.cuda.get_device_properties(0).multi_processor_count
+                assert r["perf/update_sms"] == sm_share.partition_sms(share, total)
         ctx.engines.sync_weights(ctx.trainer.weights(ctx.version))
         assert ctx.engines.version == ctx.version == steps
     finally:

@@ -156,3 +156,65 @@ def test_compiled_layers_update_equals_eager_on_cuda(model_dir, dtype):
     print(dtype, "relative gradient difference", rel)
     assert rel < (1e-3 if dtype == torch.float32 else 5e-2)
     assert losses[1] == pytest.approx(losses[0], rel=1e-3 if dtype == torch.float32 else 2e-2, abs=1e-6)
+
+
+def test_update_on_a_green_context_stream_equals_the_default_stream(model_dir):
+    """trainer.async_rollouts.update_sm_fraction: the update on a green context's stream (half the SMs) gives
+    the default stream's gradients and loss, and the caller's stream sees the finished gradients."""
+    from toolrl.config import Config
+    from toolrl.trainer import sm_share
+    from toolrl.trainer.optimize import update_policy
+
+    cfg = Config.model_validate({
+        "model": {"name_or_path": str(model_dir), "device": "cuda"},
+        "rollout": {"n": 4}, "algorithm": {"advantage": "grpo", "kl_coef": 0.0}, "data": {"prompts_per_step": 4},
+        "trainer": {"micro_batch_size": 4, "token_budget": 600, "max_grad_norm": 1e9,
+                    "async_rollouts": {"max_staleness": 1, "update_sm_fraction": 0.5}}})
+    batch = _batch(2048)
+    batch.extras["advantages"] = torch.randn(len(batch), generator=torch.Generator().manual_seed(1))[:, None] \
+        * batch.response_mask
+    batch = batch.to("cuda")
+    stream = sm_share.update_stream(0.5, torch.device("cuda"))
+    total = torch.cuda.get_device_properties(0).multi_processor_count
+    assert 0 < sm_share.sms_of(stream) < total and stream != torch.cuda.current_stream()
+    grads, losses = [], []
+    for s in (None, stream):
+        model = _load(model_dir)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        with sm_share.on_stream(s):
+            stats = update_policy(model, opt, batch, cfg, 0.0, seed=0)
+        grads.append(_grads(model))  # read on the default stream: on_stream made it wait for the update
+        losses.append(stats["loss/policy"])
+    rel = float((grads[1] - grads[0]).norm() / grads[0].norm())
+    print("relative gradient difference, green context stream vs default", rel)
+    assert rel < 1e-4
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4, abs=1e-7)
+
+
+def test_green_context_stream_runs_on_a_share_of_the_sms():
+    """A compute-bound matmul loop on a stream of 8 SMs takes several times longer than on the whole GPU:
+    the partition is real, not just another stream (a functional check with a wide margin, not a benchmark)."""
+    from toolrl.trainer import sm_share
+
+    total = torch.cuda.get_device_properties(0).multi_processor_count
+    if total < 64:
+        pytest.skip(f"{total} SMs: too few for a clear contrast with 8")
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+
+    def seconds(stream):
+        with sm_share.on_stream(stream):
+            for _ in range(3):
+                a @ a  # warm-up (cuBLAS heuristics, workspace)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(20):
+                a @ a
+            end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+
+    narrow = sm_share.update_stream(8 / total + 1e-6, torch.device("cuda"))
+    assert sm_share.sms_of(narrow) == 8
+    whole, part = seconds(None), seconds(narrow)
+    print(f"20 bf16 8192^2 matmuls: {whole:.3f}s on {total} SMs, {part:.3f}s on 8")
+    assert part > 3 * whole

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from toolrl.errors import ToolrlError
+from toolrl.trainer import sm_share
 from toolrl.trainer.batch import TrainBatch
 from toolrl.trainer.forward import batched_logprobs, batched_values
 from toolrl.trainer.oom import oom_hint
@@ -209,6 +210,8 @@ class PolicyRank(_Distributed):
         from toolrl.trainer.step import sleeps_during_update
 
         self.sleeps = with_engine and sleeps_during_update(cfg, str(self.device))  # release memory for the update
+        # asynchronous mode on one GPU: the update on a share of the SMs, the rest for the overlapped rollout
+        self.update_stream = sm_share.update_stream(cfg.trainer.async_rollouts.update_sm_fraction, self.device)
         if with_engine:
             self._start_engine()
 
@@ -306,15 +309,17 @@ class PolicyRank(_Distributed):
 
     # -- forward passes and the update --------------------------------------------------------------
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
-        with oom_hint("old logprobs"), self._model_lock():
+        with oom_hint("old logprobs"), self._model_lock(), sm_share.on_stream(self.update_stream):
             return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
                                     self.cfg.trainer.share_prompt, self.cfg.trainer.logits_chunk)
 
     def update(self, batch: TrainBatch, kl_coef: float, seed: int, is_cap: float | None = None) -> dict[str, float]:
         """One policy update; `is_cap`: importance-weight cap of a stale batch (asynchronous mode, `PolicyUpdate`)."""
         torch.manual_seed(seed)
-        with oom_hint("update"), self._model_lock():
+        with oom_hint("update"), self._model_lock(), sm_share.on_stream(self.update_stream):
             stats = update_policy(self.model, self.optimizer, batch, self.cfg, kl_coef, seed, self.dp, is_cap=is_cap)
+        if self.update_stream is not None:
+            stats["perf/update_sms"] = float(sm_share.sms_of(self.update_stream))
         self.scheduler.step()
         if self.sleeps and self.device.type == "cuda":  # the allocator's cached blocks back for the waking engine
             torch.cuda.empty_cache()
