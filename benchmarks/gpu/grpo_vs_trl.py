@@ -128,9 +128,9 @@ TOOLRL_SYSTEMS = {
     # the decoder layers through torch.compile in the update (trainer.compile_layers)
     "toolrl_compile": {"sleep": True, "sleep_level": 2, "compile_layers": True},
     "toolrl_async_compile": {"sleep": False, "staleness": 1, "compile_layers": True},
-    # and the update on 3/4 of the SMs (a green context), the rest left to the overlapped rollout
+    # and the update on half of the SMs (a green context), the rest left to the overlapped rollout
     # (trainer.async_rollouts.update_sm_fraction)
-    "toolrl_async_share": {"sleep": False, "staleness": 1, "compile_layers": True, "update_sm_fraction": 0.75},
+    "toolrl_async_share": {"sleep": False, "staleness": 1, "compile_layers": True, "update_sm_fraction": 0.5},
 }
 
 
