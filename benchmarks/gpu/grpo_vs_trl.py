@@ -98,13 +98,13 @@ def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group:
 
 
 # ------------------------------------------------------------------------------------------ toolrl
-def run_tool(model_dir: str, completions: int, steps: int, work: Path, **opts) -> dict:
+def run_tool(model_dir: str, completions: int, steps: int, work: Path, profile_step: int = 0, **opts) -> dict:
     import shapes
     import toolrl_inproc as T
 
     tasks = shapes.write_tasks(work / "tasks.jsonl", max(completions // 8 * (steps + 1), 64))
     cfg = T.toolrl_config(model_dir, str(tasks), completions, out=str(work / f"run-{completions}"), **opts)
-    return T.run_toolrl(cfg, steps, log=log)
+    return T.run_toolrl(cfg, steps, log=log, profile_step=profile_step)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -186,6 +186,12 @@ def child(system: str, model: str, completions: int, steps: int, work: str, time
         return {"error": f"rc={p.returncode}", "stderr_tail": p.stderr[-4000:]}
     res = json.loads(lines[-1][len("RESULT "):])
     res["wall_seconds"] = time.perf_counter() - t
+    if "profile" in res:
+        p = res["profile"]
+        log(f"   profiled step {p['step']}: wall {p['wall_s']:.2f}s, GPU busy {p['gpu_busy_s']:.2f}s, two streams "
+            f"at once {p['gpu_two_streams_s']:.2f}s; streams " + ", ".join(
+                f"{k}: {v['busy_s']:.2f}s/{v['kernels']}" for k, v in p["streams"].items())
+            + "; thread CPU " + ", ".join(f"{r['name']}: {r['cpu_s']:.2f}s" for r in p["thread_cpu_s"][:6]))
     log(f"   {res['samples_per_s']:.1f} samples/s (median step {res['median_step_s']:.2f}s), "
         f"peak {res['nvml_peak_gib']:.1f} GiB (NVML), wall {res['wall_seconds']:.0f}s")
     return res

@@ -99,9 +99,10 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
     }
 
 
-def run_toolrl(config: dict, steps: int, log=print) -> dict:
+def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0) -> dict:
     """`steps` training steps (asynchronous when trainer.async_rollouts.max_staleness > 0); per-step wall time,
-    step metrics and peak memory."""
+    step metrics and peak memory. `profile_step` K > 0: step K runs under torch.profiler (CPU and CUDA) and
+    its trace's summary (`step_trace.summarize`) goes under `profile`; its time is left out of the median step."""
     import torch
 
     from toolrl.config import Config
@@ -116,6 +117,7 @@ def run_toolrl(config: dict, steps: int, log=print) -> dict:
     start_s = time.perf_counter() - t0
     pipeline = make_pipeline(ctx, 1, steps)
     rows = []
+    profile: dict = {}
     cuda = torch.cuda.is_available()
     try:
         for step in range(1, steps + 1):
@@ -123,7 +125,10 @@ def run_toolrl(config: dict, steps: int, log=print) -> dict:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             t = time.perf_counter()
-            m = train_step(step, ctx, pipeline)
+            if step == profile_step:
+                profile, m = profiled_step(step, ctx, pipeline, Path(cfg.trainer.output_dir))
+            else:
+                m = train_step(step, ctx, pipeline)
             if cuda:
                 torch.cuda.synchronize()
             m["bench/step_seconds"] = time.perf_counter() - t
@@ -143,7 +148,8 @@ def run_toolrl(config: dict, steps: int, log=print) -> dict:
     # step 1 warms up; in asynchronous mode the last step has no next rollout to overlap (a short tail), so the
     # steady state is steps 2..N-1
     tail = 1 if cfg.trainer.async_rollouts.max_staleness and len(rows) > 3 else 0
-    timed = [r["bench/step_seconds"] for r in rows[1:len(rows) - tail]] or [rows[0]["bench/step_seconds"]]
+    timed = [r["bench/step_seconds"] for k, r in enumerate(rows[1:len(rows) - tail], start=2)
+             if k != profile_step] or [rows[0]["bench/step_seconds"]]
     completions = cfg.data.prompts_per_step * cfg.rollout.n
     return {"completions": completions, "start_seconds": start_s, "step_seconds": [r["bench/step_seconds"] for r in rows],
             "median_step_s": statistics.median(timed), "samples_per_s": completions / statistics.median(timed),
@@ -155,7 +161,31 @@ def run_toolrl(config: dict, steps: int, log=print) -> dict:
                               for k in ("timing/rollout", "timing/rollout_wait", "timing/reward", "timing/update",
                                         "timing/sync", "timing/forward", "timing/sleep", "timing/wake",
                                         "async/rollout_overlap", "rollout/weight_lag")},
-            "metrics_last": {k: v for k, v in rows[-1].items() if isinstance(v, (int, float))}}
+            "metrics_last": {k: v for k, v in rows[-1].items() if isinstance(v, (int, float))},
+            **({"profile": profile} if profile else {})}
+
+
+def profiled_step(step: int, ctx: Any, pipeline: Any, out_dir: Path) -> tuple[dict, dict]:
+    """One train_step under torch.profiler; (the trace's summary with the step's wall time, the step's metrics)."""
+    import json
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import step_trace
+    from toolrl.trainer.step import train_step
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        cpu0, t = step_trace.thread_cpu(), time.perf_counter()
+        m = train_step(step, ctx, pipeline)
+        torch.cuda.synchronize()
+        wall, cpu1 = time.perf_counter() - t, step_trace.thread_cpu()
+    path = ensure_dir(out_dir) / f"trace-step{step}.json"
+    prof.export_chrome_trace(str(path))
+    summary = {"step": step, "wall_s": wall, "thread_cpu_s": step_trace.cpu_delta(cpu0, cpu1),
+               **step_trace.summarize(json.loads(path.read_text()))}
+    path.unlink()  # hundreds of MB; the summary is what is kept
+    return summary, m
 
 
 def ensure_dir(p: str | Path) -> Path:
