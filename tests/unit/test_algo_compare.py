@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("algo_compare", ROOT / "benchmarks" / "algo_compare.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["algo_compare"] = mod  # dataclasses resolve string annotations through sys.modules
-    try:
-        spec.loader.exec_module(mod)
+def bench(load_benchmark):
+    with load_benchmark("algo_compare.py") as mod:
         yield mod
-    finally:
-        sys.modules.pop("algo_compare", None)
 
 
 def test_budget_of_48_is_the_demo_shape(bench):

@@ -3,28 +3,17 @@ streams run at once, per-thread operator time; on hand-made traces and on a real
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def st():
-    spec = importlib.util.spec_from_file_location("step_trace", ROOT / "benchmarks" / "gpu" / "step_trace.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["step_trace"] = mod
-    try:
-        spec.loader.exec_module(mod)
+def st(load_benchmark):
+    with load_benchmark("gpu/step_trace.py") as mod:
         yield mod
-    finally:
-        sys.modules.pop("step_trace", None)
 
 
 def test_union_counts_overlaps_and_nesting_once(st):
