@@ -94,8 +94,7 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
         "trainer": {"total_steps": 100, "lr": 1e-6, "micro_batch_size": min(32, completions), "token_budget": token_budget,
                     "output_dir": out, "metric_sinks": [], "seed": 0, "fsdp": {"enabled": fsdp},
                     **({"logits_chunk": logits_chunk} if logits_chunk else {}), "compile_layers": compile_layers,
-                    "async_rollouts": {"max_staleness": staleness,
-                                                                 "update_sm_fraction": update_sm_fraction}},
+                    "async_rollouts": {"max_staleness": staleness, "update_sm_fraction": update_sm_fraction}},
     }
 
 

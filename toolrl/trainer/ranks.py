@@ -212,6 +212,7 @@ class PolicyRank(_Distributed):
         self.sleeps = with_engine and sleeps_during_update(cfg, str(self.device))  # release memory for the update
         # asynchronous mode on one GPU: the update on a share of the SMs, the rest for the overlapped rollout
         self.update_stream = sm_share.update_stream(cfg.trainer.async_rollouts.update_sm_fraction, self.device)
+        self.update_sms = sm_share.sms_of(self.update_stream)
         if with_engine:
             self._start_engine()
 
@@ -319,7 +320,7 @@ class PolicyRank(_Distributed):
         with oom_hint("update"), self._model_lock(), sm_share.on_stream(self.update_stream):
             stats = update_policy(self.model, self.optimizer, batch, self.cfg, kl_coef, seed, self.dp, is_cap=is_cap)
         if self.update_stream is not None:
-            stats["perf/update_sms"] = float(sm_share.sms_of(self.update_stream))
+            stats["perf/update_sms"] = float(self.update_sms)
         self.scheduler.step()
         if self.sleeps and self.device.type == "cuda":  # the allocator's cached blocks back for the waking engine
             torch.cuda.empty_cache()

@@ -5,11 +5,13 @@
         update_policy(...)
 
 In asynchronous mode with a colocated engine the rollout of step k+1 runs on the GPU while step k's update
-does. Left alone, the GPU hands the update's large kernels every SM they ask for, and each of the decode
-step's small kernels (hundreds per token, one after another) waits for SMs to come free; overlapped, the
-two phases then take about as long as one after the other (docs/BENCHMARKS.md, third sitting). With
+does; overlapped, the two phases took about as long as one after the other (docs/BENCHMARKS.md, third
+sitting). One suspected cause: the GPU hands the update's large kernels every SM they ask for, and each of
+the decode step's small kernels (hundreds per token, one after another) waits for SMs to come free. With
 `update_sm_fraction` set, the update's kernels go to a stream of a CUDA green context that holds that share
 of the device's SMs: the rest are always free for the engine, whose own kernels may still use any SM.
+Measured (fifth sitting): it sped the rollout up on one machine and gained nothing on another, so SMs are
+not all the two phases share; hence off by default.
 
 The update runs on that stream exactly as on the default one (same kernels, same memory: the caching
 allocator serves both streams); `on_stream` orders it after the caller's pending work and the caller's
@@ -42,9 +44,9 @@ def partition_sms(fraction: float, total: int) -> int:
     if not 0 < fraction < 1:
         raise ToolrlError(f"update_sm_fraction={fraction} is not between 0 and 1", where=KEY,
                           fix="use a fraction such as 0.75, or leave it unset (the update uses every SM)")
-    n = int(fraction * total) // SM_GRANULE * SM_GRANULE
     if total <= SM_GRANULE:
         raise ToolrlError(f"this GPU has {total} SMs: too few to split", where=KEY, fix="leave it unset")
+    n = int(fraction * total) // SM_GRANULE * SM_GRANULE
     return max(SM_GRANULE, min(n, (total - 1) // SM_GRANULE * SM_GRANULE))
 
 
