@@ -35,6 +35,11 @@ VARIANTS: dict[str, dict] = {  # trainer/model settings changed from the benchma
     "compile_layers": {"trainer.compile_layers": True},
     "compile_layers, budget 65536": {"trainer.compile_layers": True, "trainer.token_budget": 65536},
     "compile_layers, no checkpointing": {"trainer.compile_layers": True, "model.gradient_checkpointing": False},
+    # the CPU at most k decoder layers ahead of the GPU, waiting with the interpreter lock released
+    # (trainer.async_rollouts.update_layers_ahead; `pace` is applied here, around update_policy, as the rank does)
+    "compile_layers, paced 2": {"trainer.compile_layers": True, "pace": 2},
+    "compile_layers, paced 4": {"trainer.compile_layers": True, "pace": 4},
+    "compile_layers, paced 8": {"trainer.compile_layers": True, "pace": 8},
 }
 
 
@@ -47,6 +52,8 @@ def config(model_dir: str, overrides: dict):
          "data": {"prompts_per_step": 32},
          "trainer": {"lr": 1e-6, "micro_batch_size": 32, "token_budget": 32768, "seed": 0}}
     for dotted, value in overrides.items():
+        if dotted == "pace":
+            continue
         section, key = dotted.split(".")
         d[section][key] = value
     return Config.model_validate(d)
@@ -73,36 +80,57 @@ def synthetic_batch(prompts: int = 32, group: int = 8, response: int = 256, voca
     return batch
 
 
-def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool = False) -> dict:
+def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool = False, probe: bool = False) -> dict:
     import torch
 
+    from interp_probe import InterpreterProbe
     from toolrl.trainer.modeling import load_policy
     from toolrl.trainer.optim import make_optimizer
     from toolrl.trainer.optimize import update_policy
+    from toolrl.trainer.pacing import paced_layers
 
     cfg = config(model_dir, overrides)
     device = torch.device("cuda")
     model = load_policy(cfg, model_dir, device)
     opt = make_optimizer(model.parameters(), cfg.trainer.lr, cfg.trainer.weight_decay)
     gpu_batch = batch.to(device)
+
+    def update(seed: int) -> dict:
+        with paced_layers(model, overrides.get("pace"), device=device):
+            return update_policy(model, opt, gpu_batch, cfg, 0.0, seed=seed)
+
     t = time.perf_counter()
-    update_policy(model, opt, gpu_batch, cfg, 0.0, seed=0)  # warm-up (allocator, kernels, compilation)
+    update(0)  # warm-up (allocator, kernels, compilation)
     torch.cuda.synchronize()
     warmup_s = time.perf_counter() - t
     times, peaks = [], []
     for r in range(reps):
         t = time.perf_counter()
-        stats = update_policy(model, opt, gpu_batch, cfg, 0.0, seed=r + 1)
+        stats = update(r + 1)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         peaks.append(stats["perf/peak_memory_gib"])  # the update's own peak (it resets the counter when it ends)
+    probed = {}
+    if probe:  # a thread shaped like the engine's beside the update: its steps alone, then during updates
+        with InterpreterProbe() as p:
+            time.sleep(1.0)
+        probed["alone"] = p.summary()
+        with_probe = []
+        with InterpreterProbe() as p:
+            for r in range(reps):
+                t = time.perf_counter()
+                update(100 + r)
+                torch.cuda.synchronize()
+                with_probe.append(time.perf_counter() - t)
+        probed["during_update"] = p.summary()
+        probed["update_median_s"] = statistics.median(with_probe)
     from torch._dynamo.utils import counters  # compile_layers: graphs made and graph breaks, if any
 
     dynamo = {"unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
               "graph_breaks": {str(k): int(v) for k, v in counters["graph_break"].items()}}
     counters.clear()
     out = {"overrides": overrides, "dynamo": dynamo, "warmup_s": warmup_s, "seconds": times, "median_s": statistics.median(times),
-           "peak_allocated_gib": max(peaks)}
+           "peak_allocated_gib": max(peaks), **({"probe": probed} if probed else {})}
     if profile:
         out["profile"] = profile_update(model, opt, gpu_batch, cfg)
     del model, opt, gpu_batch
@@ -156,6 +184,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--variants", default="", help="variant names separated by ';' (default: all)")
     ap.add_argument("--profile", default="", help="variant names to profile, separated by ';' (default: the first)")
+    ap.add_argument("--probe", action="store_true", help="also time each variant beside a thread shaped like the "
+                    "colocated engine's (interp_probe.py): how often it gets the interpreter lock")
     ap.add_argument("--out", default="update_profile.json")
     a = ap.parse_args()
     import torch
@@ -175,12 +205,17 @@ def main() -> None:
                batch.prompt_width, "response_width": batch.response_width}, "variants": {}}
     for name in names:
         print(f"== {name}", flush=True)
-        res = run_variant(model_dir, batch, VARIANTS[name], a.reps, profile=name in profiled)
+        res = run_variant(model_dir, batch, VARIANTS[name], a.reps, profile=name in profiled, probe=a.probe)
         results["variants"][name] = res
         if res["dynamo"]["unique_graphs"] or res["dynamo"]["graph_breaks"]:
             print(f"   dynamo: {res['dynamo']}", flush=True)
         print(f"   warm-up {res['warmup_s']:.1f}s, median {res['median_s']:.3f}s  {[round(t, 3) for t in res['seconds']]}  "
               f"peak {res['peak_allocated_gib']:.1f} GiB", flush=True)
+        if "probe" in res:
+            pa, pd = res["probe"]["alone"], res["probe"]["during_update"]
+            print(f"   probe thread: alone {pa['steps_per_s']:.0f} steps/s (median {pa['median_ms']:.2f} ms); during "
+                  f"updates {pd['steps_per_s']:.0f} steps/s (median {pd['median_ms']:.2f} ms, p90 {pd['p90_ms']:.2f}, "
+                  f"max {pd['max_ms']:.1f}); update beside it {res['probe']['update_median_s']:.3f}s", flush=True)
         if "profile" in res:
             p = res["profile"]
             print(f"   profiled: wall {p['wall_s_profiled']:.3f}s, CUDA busy {p['cuda_busy_s']:.3f}s, "
@@ -191,9 +226,11 @@ def main() -> None:
                 print(f"     {s:8.4f}s  {n}", flush=True)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(results, indent=2))
-    print(f"\n{'variant':<40}{'median s':>10}{'peak GiB':>10}")
+    print(f"\n{'variant':<40}{'median s':>10}{'peak GiB':>10}{'probe steps/s':>15}{'update w/ probe s':>19}")
     for name, r in results["variants"].items():
-        print(f"{name:<40}{r['median_s']:>10.3f}{r['peak_allocated_gib']:>10.1f}")
+        pr = r.get("probe")
+        extra = f"{pr['during_update']['steps_per_s']:>15.0f}{pr['update_median_s']:>19.3f}" if pr else ""
+        print(f"{name:<40}{r['median_s']:>10.3f}{r['peak_allocated_gib']:>10.1f}{extra}")
 
 
 if __name__ == "__main__":
