@@ -205,12 +205,6 @@ class AsyncRolloutsConfig(Section):
         "(a CUDA green context; rounded down to a multiple of 8) and the rest stay free for the colocated engine's "
         "overlapped rollout, whose small decode kernels would otherwise wait behind the update's. None = the "
         "update may use every SM. Asynchronous mode with a colocated engine on CUDA only (docs/training.md).")
-    update_layers_ahead: int | None = Field(
-        None, ge=1, description="One GPU shared in time: the update's CPU runs at most this many decoder-layer passes "
-        "ahead of its GPU work and waits with Python's interpreter lock released, so the colocated engine's thread "
-        "gets the lock for its decode steps instead of waiting behind kernel launches that wait for a full CUDA "
-        "launch queue. None = no limit. Asynchronous mode with a colocated engine only; no effect off CUDA "
-        "(docs/training.md).")
 
 
 class TrainerConfig(Section):

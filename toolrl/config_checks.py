@@ -125,14 +125,6 @@ def _async_problems(cfg: Any) -> list[ConfigProblem]:
             + ("no rollout overlaps the update (max_staleness=0), so the update would only lose SMs"
                if not staleness else f"the engines run apart (rollout.placement={cfg.rollout.placement})"),
             "leave it unset, or set trainer.async_rollouts.max_staleness=1 with rollout.placement=colocated"))
-    ahead = cfg.trainer.async_rollouts.update_layers_ahead
-    if ahead is not None and (not staleness or cfg.rollout.placement != "colocated"):
-        out.append(ConfigProblem(
-            "trainer.async_rollouts.update_layers_ahead", ahead, "it makes the update give way to a colocated "
-            "engine's overlapped rollout; here "
-            + ("no rollout overlaps the update (max_staleness=0), so the update would only wait for nothing"
-               if not staleness else f"the engines run apart (rollout.placement={cfg.rollout.placement})"),
-            "leave it unset, or set trainer.async_rollouts.max_staleness=1 with rollout.placement=colocated"))
     if not staleness:
         return out
     if cfg.rollout.sleep_during_update is True:

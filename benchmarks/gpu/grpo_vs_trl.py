@@ -131,9 +131,6 @@ TOOLRL_SYSTEMS = {
     # and the update on half of the SMs (a green context), the rest left to the overlapped rollout
     # (trainer.async_rollouts.update_sm_fraction)
     "toolrl_async_share": {"sleep": False, "staleness": 1, "compile_layers": True, "update_sm_fraction": 0.5},
-    # and the update's CPU kept 2 decoder layers ahead of its GPU work, waiting with the interpreter lock released
-    # (trainer.async_rollouts.update_layers_ahead)
-    "toolrl_async_paced": {"sleep": False, "staleness": 1, "compile_layers": True, "update_layers_ahead": 2},
 }
 
 

@@ -35,11 +35,8 @@ VARIANTS: dict[str, dict] = {  # trainer/model settings changed from the benchma
     "compile_layers": {"trainer.compile_layers": True},
     "compile_layers, budget 65536": {"trainer.compile_layers": True, "trainer.token_budget": 65536},
     "compile_layers, no checkpointing": {"trainer.compile_layers": True, "model.gradient_checkpointing": False},
-    # the CPU at most k decoder layers ahead of the GPU, waiting with the interpreter lock released
-    # (trainer.async_rollouts.update_layers_ahead; `pace` is applied here, around update_policy, as the rank does)
-    "compile_layers, paced 2": {"trainer.compile_layers": True, "pace": 2},
-    "compile_layers, paced 4": {"trainer.compile_layers": True, "pace": 4},
-    "compile_layers, paced 8": {"trainer.compile_layers": True, "pace": 8},
+    # one micro-batch for the whole batch (256 x 316 padded tokens): a third of the kernel launches
+    "compile_layers, budget 98304": {"trainer.compile_layers": True, "trainer.token_budget": 98304},
 }
 
 
@@ -52,8 +49,6 @@ def config(model_dir: str, overrides: dict):
          "data": {"prompts_per_step": 32},
          "trainer": {"lr": 1e-6, "micro_batch_size": 32, "token_budget": 32768, "seed": 0}}
     for dotted, value in overrides.items():
-        if dotted == "pace":
-            continue
         section, key = dotted.split(".")
         d[section][key] = value
     return Config.model_validate(d)
@@ -87,7 +82,6 @@ def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool
     from toolrl.trainer.modeling import load_policy
     from toolrl.trainer.optim import make_optimizer
     from toolrl.trainer.optimize import update_policy
-    from toolrl.trainer.pacing import paced_layers
 
     cfg = config(model_dir, overrides)
     device = torch.device("cuda")
@@ -96,8 +90,7 @@ def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool
     gpu_batch = batch.to(device)
 
     def update(seed: int) -> dict:
-        with paced_layers(model, overrides.get("pace"), device=device):
-            return update_policy(model, opt, gpu_batch, cfg, 0.0, seed=seed)
+        return update_policy(model, opt, gpu_batch, cfg, 0.0, seed=seed)
 
     t = time.perf_counter()
     update(0)  # warm-up (allocator, kernels, compilation)
@@ -186,6 +179,8 @@ def main() -> None:
     ap.add_argument("--profile", default="", help="variant names to profile, separated by ';' (default: the first)")
     ap.add_argument("--probe", action="store_true", help="also time each variant beside a thread shaped like the "
                     "colocated engine's (interp_probe.py): how often it gets the interpreter lock")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval for the run, in seconds (Python's default: 0.005)")
     ap.add_argument("--out", default="update_profile.json")
     a = ap.parse_args()
     import torch
@@ -193,6 +188,8 @@ def main() -> None:
     import shapes
 
     shapes.gpu_env()
+    if a.switch_interval is not None:
+        sys.setswitchinterval(a.switch_interval)
     model_dir = str(shapes.build_model("qwen2-0.5b", a.tokenizer, Path(a.work) / "qwen2-0.5b"))
     batch = synthetic_batch()
     wanted = [v.strip() for v in a.variants.split(";") if v.strip()]
@@ -201,7 +198,7 @@ def main() -> None:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
     names = [n for n in VARIANTS if not wanted or n in wanted]
     profiled = [v.strip() for v in a.profile.split(";") if v.strip()] or names[:1]
-    results = {"device": torch.cuda.get_device_name(0), "batch": {"samples": len(batch), "prompt_width":
+    results = {"device": torch.cuda.get_device_name(0), "switch_interval_s": sys.getswitchinterval(), "batch": {"samples": len(batch), "prompt_width":
                batch.prompt_width, "response_width": batch.response_width}, "variants": {}}
     for name in names:
         print(f"== {name}", flush=True)

@@ -73,13 +73,9 @@ def compiled_layers(model: Any) -> Iterator[None]:
     if not pairs:
         yield
         return
-    from toolrl.trainer.pacing import active_pacer, paced_call
-
-    pacer = active_pacer(model)  # trainer.async_rollouts.update_layers_ahead: the layers stay pace points
     saved = [(layer._compiled_call_impl, getattr(layer, "gradient_checkpointing", False)) for layer, _ in pairs]
     for (layer, fn), (_, checkpointed) in zip(pairs, saved):
-        call = _checkpointed(layer, fn) if checkpointed else fn
-        layer._compiled_call_impl = paced_call(call, pacer) if pacer is not None else call
+        layer._compiled_call_impl = _checkpointed(layer, fn) if checkpointed else fn
         if checkpointed:
             layer.gradient_checkpointing = False
     try:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from toolrl.errors import ToolrlError
-from toolrl.trainer import pacing, sm_share
+from toolrl.trainer import sm_share
 from toolrl.trainer.batch import TrainBatch
 from toolrl.trainer.forward import batched_logprobs, batched_values
 from toolrl.trainer.oom import oom_hint
@@ -213,8 +213,6 @@ class PolicyRank(_Distributed):
         # asynchronous mode on one GPU: the update on a share of the SMs, the rest for the overlapped rollout
         self.update_stream = sm_share.update_stream(cfg.trainer.async_rollouts.update_sm_fraction, self.device)
         self.update_sms = sm_share.sms_of(self.update_stream)
-        # ...and its CPU kept a few decoder layers behind its GPU work, so the engine thread gets the interpreter lock
-        self.layers_ahead = cfg.trainer.async_rollouts.update_layers_ahead
         if with_engine:
             self._start_engine()
 
@@ -312,19 +310,15 @@ class PolicyRank(_Distributed):
 
     # -- forward passes and the update --------------------------------------------------------------
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
-        with oom_hint("old logprobs"), self._model_lock(), sm_share.on_stream(self.update_stream), \
-                pacing.paced_layers(self.model, self.layers_ahead, device=self.device):
+        with oom_hint("old logprobs"), self._model_lock(), sm_share.on_stream(self.update_stream):
             return batched_logprobs(self.model, batch, self.cfg.trainer.micro_batch_size, _temperature(self.cfg),
                                     self.cfg.trainer.share_prompt, self.cfg.trainer.logits_chunk)
 
     def update(self, batch: TrainBatch, kl_coef: float, seed: int, is_cap: float | None = None) -> dict[str, float]:
         """One policy update; `is_cap`: importance-weight cap of a stale batch (asynchronous mode, `PolicyUpdate`)."""
         torch.manual_seed(seed)
-        with oom_hint("update"), self._model_lock(), sm_share.on_stream(self.update_stream), \
-                pacing.paced_layers(self.model, self.layers_ahead, device=self.device) as pacer:
+        with oom_hint("update"), self._model_lock(), sm_share.on_stream(self.update_stream):
             stats = update_policy(self.model, self.optimizer, batch, self.cfg, kl_coef, seed, self.dp, is_cap=is_cap)
-        if pacer is not None:  # the share of its pace points at which the update waited for its GPU work
-            stats["perf/update_pace_waits"] = pacer.waits / max(pacer.ticks, 1)
         if self.update_stream is not None:
             stats["perf/update_sms"] = float(self.update_sms)
         self.scheduler.step()
