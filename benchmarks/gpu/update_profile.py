@@ -37,6 +37,10 @@ VARIANTS: dict[str, dict] = {  # trainer/model settings changed from the benchma
     "compile_layers, no checkpointing": {"trainer.compile_layers": True, "model.gradient_checkpointing": False},
     # one micro-batch for the whole batch (256 x 316 padded tokens): a third of the kernel launches
     "compile_layers, budget 98304": {"trainer.compile_layers": True, "trainer.token_budget": 98304},
+    # the compiled layers as CUDA graphs (torch.compile mode "reduce-overhead"): a replay per layer call instead
+    # of its kernel launches; without checkpointing (its recomputation would replay graphs inside backward)
+    "cudagraph layers, no checkpointing": {"trainer.compile_layers": True, "model.gradient_checkpointing": False,
+                                           "compile_mode": "reduce-overhead"},
 }
 
 
@@ -49,6 +53,8 @@ def config(model_dir: str, overrides: dict):
          "data": {"prompts_per_step": 32},
          "trainer": {"lr": 1e-6, "micro_batch_size": 32, "token_budget": 32768, "seed": 0}}
     for dotted, value in overrides.items():
+        if "." not in dotted:  # compile_mode: applied by run_variant
+            continue
         section, key = dotted.split(".")
         d[section][key] = value
     return Config.model_validate(d)
@@ -86,10 +92,16 @@ def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool
     cfg = config(model_dir, overrides)
     device = torch.device("cuda")
     model = load_policy(cfg, model_dir, device)
+    if "compile_mode" in overrides:
+        from toolrl.trainer import compiled
+
+        compiled.prepare(model, cfg, mode=overrides["compile_mode"])
     opt = make_optimizer(model.parameters(), cfg.trainer.lr, cfg.trainer.weight_decay)
     gpu_batch = batch.to(device)
 
     def update(seed: int) -> dict:
+        if "compile_mode" in overrides:
+            torch.compiler.cudagraph_mark_step_begin()  # the last update's graph outputs are dead
         return update_policy(model, opt, gpu_batch, cfg, 0.0, seed=seed)
 
     t = time.perf_counter()
@@ -202,7 +214,15 @@ def main() -> None:
                batch.prompt_width, "response_width": batch.response_width}, "variants": {}}
     for name in names:
         print(f"== {name}", flush=True)
-        res = run_variant(model_dir, batch, VARIANTS[name], a.reps, profile=name in profiled, probe=a.probe)
+        try:
+            res = run_variant(model_dir, batch, VARIANTS[name], a.reps, profile=name in profiled, probe=a.probe)
+        except Exception as e:  # one variant failing (e.g. CUDA graphs) must not lose the others
+            import traceback
+
+            print(f"   FAILED: {type(e).__name__}: {str(e)[:2000]}\n{traceback.format_exc()[-3000:]}", flush=True)
+            results["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:2000]}"}
+            torch.cuda.empty_cache()
+            continue
         results["variants"][name] = res
         if res["dynamo"]["unique_graphs"] or res["dynamo"]["graph_breaks"]:
             print(f"   dynamo: {res['dynamo']}", flush=True)
@@ -225,6 +245,9 @@ def main() -> None:
         Path(a.out).write_text(json.dumps(results, indent=2))
     print(f"\n{'variant':<40}{'median s':>10}{'peak GiB':>10}{'probe steps/s':>15}{'update w/ probe s':>19}")
     for name, r in results["variants"].items():
+        if "error" in r:
+            print(f"{name:<40}  failed: {r['error'][:80]}")
+            continue
         pr = r.get("probe")
         extra = f"{pr['during_update']['steps_per_s']:>15.0f}{pr['update_median_s']:>19.3f}" if pr else ""
         print(f"{name:<40}{r['median_s']:>10.3f}{r['peak_allocated_gib']:>10.1f}{extra}")

@@ -40,10 +40,11 @@ _COMPILED: weakref.WeakKeyDictionary[Any, list[tuple[torch.nn.Module, Callable[.
     weakref.WeakKeyDictionary())
 
 
-def prepare(model: Any, cfg: Any, *, backend: str = "inductor") -> bool:
+def prepare(model: Any, cfg: Any, *, backend: str = "inductor", mode: str | None = None) -> bool:
     """Compile `model`'s decoder layers if `trainer.compile_layers`; True if it did.
 
-    `backend` is torch.compile's (tests use "aot_eager" to check the plumbing without code generation).
+    `backend` is torch.compile's (tests use "aot_eager" to check the plumbing without code generation);
+    `mode` too (benchmarks/gpu/update_profile.py tries "reduce-overhead": CUDA graphs).
     Compilation itself happens lazily, at the first call inside `compiled_layers`.
     """
     if not getattr(cfg.trainer, "compile_layers", False):
@@ -51,7 +52,8 @@ def prepare(model: Any, cfg: Any, *, backend: str = "inductor") -> bool:
     from toolrl.trainer.fsdp import decoder_layers
 
     layers = decoder_layers(model)
-    _COMPILED[model] = [(layer, torch.compile(layer._call_impl, dynamic=True, backend=backend)) for layer in layers]
+    _COMPILED[model] = [(layer, torch.compile(layer._call_impl, dynamic=True, backend=backend, mode=mode))
+                        for layer in layers]
     logger.info("compile_layers: %d decoder layers (%s) will run compiled in training passes (backend %s)",
                 len(layers), type(layers[0]).__name__, backend)
     return True
