@@ -131,6 +131,9 @@ TOOLRL_SYSTEMS = {
     # and the update on half of the SMs (a green context), the rest left to the overlapped rollout
     # (trainer.async_rollouts.update_sm_fraction)
     "toolrl_async_share": {"sleep": False, "staleness": 1, "compile_layers": True, "update_sm_fraction": 0.5},
+    # the compiled layers replayed as CUDA graphs (trainer.compile_mode=reduce-overhead), no checkpointing
+    "toolrl_async_graphs": {"sleep": False, "staleness": 1, "compile_layers": True, "compile_mode": "reduce-overhead",
+                            "gradient_checkpointing": False},
 }
 
 

@@ -40,7 +40,8 @@ VARIANTS: dict[str, dict] = {  # trainer/model settings changed from the benchma
     # the compiled layers as CUDA graphs (torch.compile mode "reduce-overhead"): a replay per layer call instead
     # of its kernel launches; without checkpointing (its recomputation would replay graphs inside backward)
     "cudagraph layers, no checkpointing": {"trainer.compile_layers": True, "model.gradient_checkpointing": False,
-                                           "compile_mode": "reduce-overhead"},
+                                           "trainer.compile_mode": "reduce-overhead"},
+    "cudagraph layers": {"trainer.compile_layers": True, "trainer.compile_mode": "reduce-overhead"},
 }
 
 
@@ -53,8 +54,6 @@ def config(model_dir: str, overrides: dict):
          "data": {"prompts_per_step": 32},
          "trainer": {"lr": 1e-6, "micro_batch_size": 32, "token_budget": 32768, "seed": 0}}
     for dotted, value in overrides.items():
-        if "." not in dotted:  # compile_mode: applied by run_variant
-            continue
         section, key = dotted.split(".")
         d[section][key] = value
     return Config.model_validate(d)
@@ -92,16 +91,10 @@ def run_variant(model_dir: str, batch, overrides: dict, reps: int, profile: bool
     cfg = config(model_dir, overrides)
     device = torch.device("cuda")
     model = load_policy(cfg, model_dir, device)
-    if "compile_mode" in overrides:
-        from toolrl.trainer import compiled
-
-        compiled.prepare(model, cfg, mode=overrides["compile_mode"])
     opt = make_optimizer(model.parameters(), cfg.trainer.lr, cfg.trainer.weight_decay)
     gpu_batch = batch.to(device)
 
     def update(seed: int) -> dict:
-        if "compile_mode" in overrides:
-            torch.compiler.cudagraph_mark_step_begin()  # the last update's graph outputs are dead
         return update_policy(model, opt, gpu_batch, cfg, 0.0, seed=seed)
 
     t = time.perf_counter()

@@ -38,24 +38,31 @@ logger = logging.getLogger(__name__)
 # state dicts and checkpoints never see it
 _COMPILED: weakref.WeakKeyDictionary[Any, list[tuple[torch.nn.Module, Callable[..., Any]]]] = (
     weakref.WeakKeyDictionary())
+# models whose layers replay CUDA graphs (compile_mode reduce-overhead)
+_GRAPHED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def prepare(model: Any, cfg: Any, *, backend: str = "inductor", mode: str | None = None) -> bool:
     """Compile `model`'s decoder layers if `trainer.compile_layers`; True if it did.
 
     `backend` is torch.compile's (tests use "aot_eager" to check the plumbing without code generation);
-    `mode` too (benchmarks/gpu/update_profile.py tries "reduce-overhead": CUDA graphs).
+    `mode` too, by default `trainer.compile_mode` ("reduce-overhead": CUDA graphs).
     Compilation itself happens lazily, at the first call inside `compiled_layers`.
     """
     if not getattr(cfg.trainer, "compile_layers", False):
         return False
     from toolrl.trainer.fsdp import decoder_layers
 
+    if mode is None:
+        mode = getattr(cfg.trainer, "compile_mode", "default")
+    mode = None if mode == "default" else mode
     layers = decoder_layers(model)
+    if mode == "reduce-overhead":
+        _GRAPHED.add(model)
     _COMPILED[model] = [(layer, torch.compile(layer._call_impl, dynamic=True, backend=backend, mode=mode))
                         for layer in layers]
-    logger.info("compile_layers: %d decoder layers (%s) will run compiled in training passes (backend %s)",
-                len(layers), type(layers[0]).__name__, backend)
+    logger.info("compile_layers: %d decoder layers (%s) will run compiled in training passes (backend %s, mode %s)",
+                len(layers), type(layers[0]).__name__, backend, mode or "default")
     return True
 
 
@@ -75,6 +82,8 @@ def compiled_layers(model: Any) -> Iterator[None]:
     if not pairs:
         yield
         return
+    if model in _GRAPHED:  # a new pass: the graphs' outputs from the last one are no longer read
+        torch.compiler.cudagraph_mark_step_begin()
     saved = [(layer._compiled_call_impl, getattr(layer, "gradient_checkpointing", False)) for layer, _ in pairs]
     for (layer, fn), (_, checkpointed) in zip(pairs, saved):
         layer._compiled_call_impl = _checkpointed(layer, fn) if checkpointed else fn
