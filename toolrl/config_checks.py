@@ -108,6 +108,18 @@ def combination_problems(cfg: Any) -> list[ConfigProblem]:
             "trainer.compile_layers", True, "compiled decoder layers are not combined with FSDP2 sharding here "
             "(its per-layer hooks would be traced into the compiled graphs)",
             "set trainer.fsdp.enabled=false (one GPU holds the model), or trainer.compile_layers=false"))
+    if cfg.trainer.compile_mode == "reduce-overhead":
+        if not cfg.trainer.compile_layers:
+            out.append(ConfigProblem(
+                "trainer.compile_mode", "reduce-overhead", "it is the mode of the compiled decoder layers, and "
+                "trainer.compile_layers is false", "set trainer.compile_layers=true, or leave compile_mode at default"))
+        if cfg.model.gradient_checkpointing is not False:
+            out.append(ConfigProblem(
+                "trainer.compile_mode", "reduce-overhead", "CUDA graph trees cannot record layers whose activations "
+                "are recomputed in backward (gradient checkpointing, on by default on a GPU: "
+                f"model.gradient_checkpointing={cfg.model.gradient_checkpointing})",
+                "set model.gradient_checkpointing=false (the update then keeps every layer's activations), or "
+                "leave compile_mode at default"))
     out.extend(_placement_problems(cfg))
     out.extend(_async_problems(cfg))
     return out

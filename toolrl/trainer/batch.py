@@ -87,22 +87,48 @@ class TrainBatch:
             extras={k: v.to(device) for k, v in self.extras.items()},
         )
 
-    def trimmed(self) -> TrainBatch:
-        """Drop padding columns that no sample uses (after `select`, a micro-batch is often narrower)."""
+    def trimmed(self, multiple: int = 1) -> TrainBatch:
+        """Drop padding columns that no sample uses (after `select`, a micro-batch is often narrower).
+
+        `multiple` > 1 rounds the prompt and response widths up to multiples of it, adding padding columns
+        where needed, so that micro-batches come in few shapes (layers replayed as CUDA graphs record one
+        graph per shape: `trainer.compile_mode=reduce-overhead`).
+        """
         prompt_len = (self.attention_mask[:, : self.prompt_width]).sum(-1)
         resp_len = (self.attention_mask[:, self.prompt_width :]).sum(-1)
         p = int(prompt_len.max()) if len(self) else 0
         t = max(int(resp_len.max()) if len(self) else 0, 1)
-        lo, hi = self.prompt_width - p, self.prompt_width + t
+        if multiple > 1:
+            p, t = -(-p // multiple) * multiple, -(-t // multiple) * multiple
+        b = self._widened(max(p - self.prompt_width, 0), max(t - self.response_width, 0))
+        lo, hi = b.prompt_width - p, b.prompt_width + t
+        return replace(
+            b,
+            input_ids=b.input_ids[:, lo:hi],
+            attention_mask=b.attention_mask[:, lo:hi],
+            position_ids=b.position_ids[:, lo:hi],
+            response_ids=b.response_ids[:, :t],
+            response_mask=b.response_mask[:, :t],
+            prompt_width=p,
+            extras={k: v[:, :t] for k, v in b.extras.items()},
+        )
+
+    def _widened(self, left: int, right: int) -> TrainBatch:
+        """`left` more padding columns before the prompts and `right` more after the responses (masked out;
+        position ids as build_batch gives padding: 0 on the left, the last position repeated on the right)."""
+        if not (left or right):
+            return self
+        pad = torch.nn.functional.pad
+        pos = self.position_ids
         return replace(
             self,
-            input_ids=self.input_ids[:, lo:hi],
-            attention_mask=self.attention_mask[:, lo:hi],
-            position_ids=self.position_ids[:, lo:hi],
-            response_ids=self.response_ids[:, :t],
-            response_mask=self.response_mask[:, :t],
-            prompt_width=p,
-            extras={k: v[:, :t] for k, v in self.extras.items()},
+            input_ids=pad(self.input_ids, (left, right)),
+            attention_mask=pad(self.attention_mask, (left, right)),
+            position_ids=torch.cat([pos.new_zeros(len(self), left), pos, pos[:, -1:].expand(-1, right)], dim=1),
+            response_ids=pad(self.response_ids, (0, right)),
+            response_mask=pad(self.response_mask, (0, right)),
+            prompt_width=self.prompt_width + left,
+            extras={k: pad(v, (0, right)) for k, v in self.extras.items()},
         )
 
 

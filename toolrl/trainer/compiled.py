@@ -70,6 +70,15 @@ def is_prepared(model: Any) -> bool:
     return model in _COMPILED
 
 
+# micro-batch widths are rounded up to this multiple when the layers replay CUDA graphs: one graph per shape
+GRAPH_WIDTH_MULTIPLE = 64
+
+
+def width_multiple(model: Any) -> int:
+    """What `TrainBatch.trimmed` should round a micro-batch's widths to for `model`'s passes."""
+    return GRAPH_WIDTH_MULTIPLE if model in _GRAPHED else 1
+
+
 @contextlib.contextmanager
 def compiled_layers(model: Any) -> Iterator[None]:
     """Inside the block, the prepared model's decoder layers run their compiled calls; a no-op otherwise.

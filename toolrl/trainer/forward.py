@@ -433,8 +433,9 @@ def batched_logprobs(model: Any, batch: TrainBatch, micro_batch_size: int, tempe
     parts = []
     with compiled.compiled_layers(model):
         for micro in batch.split(micro_batch_size):
-            lp, _ = response_logprobs(model, micro.trimmed().to(device), temperature, share_prompt=share_prompt,
-                                      logits_chunk=logits_chunk)
+            lp, _ = response_logprobs(model, micro.trimmed(compiled.width_multiple(model)).to(device), temperature,
+                                      share_prompt=share_prompt, logits_chunk=logits_chunk)
+            lp = lp[:, : batch.response_width]  # (rounded-up widths may be wider than the batch)
             lp = torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1]))
             parts.append(lp.cpu())
     return torch.cat(parts, 0) * batch.response_mask

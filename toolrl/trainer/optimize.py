@@ -201,6 +201,7 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
     """
     tr = cfg.trainer
     device = next(model.parameters()).device
+    widths = compiled.width_multiple(model)  # CUDA-graph layers: micro-batches in few shapes
     params = [p for p in model.parameters() if p.requires_grad]
     mini_size = tr.mini_batch_size or len(batch)
     # mini-batches hold whole prompt groups where they can (GRPO/RLOO always), so shared prompts run once
@@ -214,7 +215,7 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
             mine = mini.select(rank_shares(mini, dp.world_size, group)[dp.rank]) if dp.active else mini
             optimizer.zero_grad(set_to_none=True)
             for micro in micro_batches(mine, tr.micro_batch_size, tr.token_budget, group):
-                micro = micro.trimmed().to(device)
+                micro = micro.trimmed(widths).to(device)
                 tokens = float(micro.response_mask.sum())
                 loss, stats = micro_loss(micro, denominator, epoch == 0 and m == 0)
                 if tokens > 0:

@@ -168,3 +168,45 @@ def test_compiled_layers_with_lora_adapters_give_the_eager_update(tiny_model_dir
     eager, comp = deltas
     assert eager.abs().sum() > 0
     assert torch.allclose(comp, eager, atol=1e-6, rtol=1e-5), (comp - eager).abs().max()
+
+
+def test_rounded_widths_pad_a_micro_batch_without_changing_its_logprobs(tiny_llama, make_traj):
+    """trainer.compile_mode=reduce-overhead: micro-batches are widened to multiples of 64 (few shapes, few CUDA
+    graphs); the added columns are masked, so the real tokens' logprobs and the batch's extras are unchanged."""
+    from toolrl.trainer.forward import response_logprobs
+
+    batch = _batch(make_traj)
+    batch.extras["rollout_logprobs"] = torch.randn(batch.response_mask.shape) * batch.response_mask
+    narrow, wide = batch.trimmed(), batch.trimmed(64)
+    assert (wide.prompt_width, wide.response_width) == (64, 64)
+    assert wide.input_ids.shape == wide.attention_mask.shape == wide.position_ids.shape == (8, 128)
+    assert wide.attention_mask.sum() == narrow.attention_mask.sum()  # only masked columns were added
+    assert wide.response_mask.sum() == narrow.response_mask.sum()
+    T = narrow.response_width
+    assert torch.equal(wide.extras["advantages"][:, :T], narrow.extras["advantages"])
+    assert torch.equal(wide.extras["rollout_logprobs"][:, T:], torch.zeros(8, 64 - T))
+    # the real tokens keep their positions
+    keep = wide.attention_mask.bool()
+    assert torch.equal(wide.position_ids[keep], narrow.position_ids[narrow.attention_mask.bool()])
+    model = tiny_llama()
+    with torch.no_grad():
+        a, _ = response_logprobs(model, narrow, 1.0, share_prompt=False)
+        b, _ = response_logprobs(model, wide, 1.0, share_prompt=False)
+    mask = narrow.response_mask.bool()
+    assert torch.allclose(b[:, :T][mask], a[mask], atol=1e-5)
+    assert batch.trimmed(1).input_ids.shape == narrow.input_ids.shape  # 1: trimmed as before
+
+
+def test_cuda_graph_mode_rounds_widths_and_needs_compiled_layers_without_checkpointing(tiny_llama, make_config):
+    from toolrl.errors import ConfigError
+
+    cfg = make_config(**{"trainer.compile_layers": True, "trainer.compile_mode": "reduce-overhead",
+                         "model.gradient_checkpointing": False})
+    model = tiny_llama()
+    assert compiled.width_multiple(model) == 1
+    assert compiled.prepare(model, cfg, backend="aot_eager")
+    assert compiled.width_multiple(model) == compiled.GRAPH_WIDTH_MULTIPLE == 64
+    with pytest.raises(ConfigError, match="trainer.compile_layers=true"):
+        make_config(**{"trainer.compile_mode": "reduce-overhead", "model.gradient_checkpointing": False})
+    with pytest.raises(ConfigError, match="model.gradient_checkpointing=false"):
+        make_config(**{"trainer.compile_layers": True, "trainer.compile_mode": "reduce-overhead"})
