@@ -131,9 +131,11 @@ TOOLRL_SYSTEMS = {
     # and the update on half of the SMs (a green context), the rest left to the overlapped rollout
     # (trainer.async_rollouts.update_sm_fraction)
     "toolrl_async_share": {"sleep": False, "staleness": 1, "compile_layers": True, "update_sm_fraction": 0.5},
-    # the compiled layers replayed as CUDA graphs (trainer.compile_mode=reduce-overhead), no checkpointing
+    # the compiled layers replayed as CUDA graphs (trainer.compile_mode=reduce-overhead), no checkpointing;
+    # micro-batches of 32 samples (no token budget): with widths rounded to 64, every micro-batch has one shape,
+    # so the graphs are recorded once (each new shape is a new recording, seconds each)
     "toolrl_async_graphs": {"sleep": False, "staleness": 1, "compile_layers": True, "compile_mode": "reduce-overhead",
-                            "gradient_checkpointing": False},
+                            "gradient_checkpointing": False, "token_budget": None},
 }
 
 

@@ -218,3 +218,37 @@ def test_green_context_stream_runs_on_a_share_of_the_sms():
     whole, part = seconds(None), seconds(narrow)
     print(f"20 bf16 8192^2 matmuls: {whole:.3f}s on {total} SMs, {part:.3f}s on 8")
     assert part > 3 * whole
+
+
+def test_cuda_graph_layers_update_equals_eager_and_replays(model_dir):
+    """trainer.compile_mode=reduce-overhead (no checkpointing): the layers recorded as CUDA graphs give the eager
+    layers' gradients in float32, over two updates (the first records, the second replays), and the logprob
+    pass (inference graphs) gives the eager logprobs."""
+    from toolrl.config import Config
+    from toolrl.trainer import compiled
+    from toolrl.trainer.forward import batched_logprobs
+    from toolrl.trainer.optimize import update_policy
+
+    cfg = Config.model_validate({
+        "model": {"name_or_path": str(model_dir), "device": "cuda", "gradient_checkpointing": False},
+        "rollout": {"n": 4}, "algorithm": {"advantage": "grpo", "kl_coef": 0.0}, "data": {"prompts_per_step": 4},
+        "trainer": {"micro_batch_size": 4, "token_budget": 600, "max_grad_norm": 1e9, "compile_layers": True,
+                    "compile_mode": "reduce-overhead"}})
+    batch = _batch(2048)
+    batch.extras["advantages"] = torch.randn(len(batch), generator=torch.Generator().manual_seed(1))[:, None] \
+        * batch.response_mask
+    grads, logprobs = [], []
+    for graphs in (False, True):
+        model = _load(model_dir)
+        if graphs:
+            assert compiled.prepare(model, cfg) and compiled.width_multiple(model) == 64
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        for _ in range(2):  # the second update replays what the first recorded
+            opt.zero_grad(set_to_none=True)
+            update_policy(model, opt, batch.to("cuda"), cfg, 0.0, seed=0)
+        grads.append(_grads(model))
+        logprobs.append(batched_logprobs(model, batch, 8, 1.0, share_prompt=False))
+    rel = float((grads[1] - grads[0]).norm() / grads[0].norm())
+    print("relative gradient difference, CUDA-graph layers vs eager", rel)
+    assert rel < 1e-3
+    assert torch.allclose(logprobs[1], logprobs[0], atol=1e-4)
