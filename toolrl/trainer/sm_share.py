@@ -11,7 +11,8 @@ the decode step's small kernels (hundreds per token, one after another) waits fo
 `update_sm_fraction` set, the update's kernels go to a stream of a CUDA green context that holds that share
 of the device's SMs: the rest are always free for the engine, whose own kernels may still use any SM.
 Measured (fifth sitting): it sped the rollout up on one machine and gained nothing on another, so SMs are
-not all the two phases share; hence off by default.
+not all the two phases share (the sixth sitting found the rest: Python's interpreter lock, see
+`compiled.py`'s CUDA-graph mode); hence off by default.
 
 The update runs on that stream exactly as on the default one (same kernels, same memory: the caching
 allocator serves both streams); `on_stream` orders it after the caller's pending work and the caller's
