@@ -14,6 +14,14 @@ layers of a model share their code, so PyTorch compiles one graph and every laye
 are graph inputs); shapes are marked dynamic from the start, so micro-batches of other lengths do not
 recompile.
 
+`trainer.compile_mode=reduce-overhead` compiles the layers in torch.compile's mode of that name: PyTorch's
+CUDA graph trees record each layer call once per shape and replay it, so the update launches a graph per
+layer instead of its kernels one by one from Python. In asynchronous mode the colocated engine's thread
+needs the same interpreter lock, and an update that launches from Python spends most of its time waiting
+for it (docs/decisions.md). Micro-batch widths are then rounded up to multiples of 64 (`width_multiple`),
+so few shapes are recorded; `compiled_layers` marks a new step at each pass; checkpointed layers cannot be
+recorded (the config refuses the combination).
+
 What it buys: the update's non-matrix work (RMSNorm, rotary embeddings, the SwiGLU activation, residual
 adds, dtype casts) is fused into a few kernels instead of dozens per layer (docs/BENCHMARKS.md gives
 the measured figures). What it costs: the first update compiles (tens of seconds on a GPU), and it
