@@ -7,9 +7,10 @@ else runs in the process (the update, in `update_profile.py --probe`).
 
 Each probe step is what a decode step does on the CPU, in miniature: `python_ms` of pure-Python work (which
 needs the lock), then a small matmul on a CUDA stream of its own and a wait for it (which releases the lock,
-as vLLM's wait for the sampled tokens does). Alone, a step takes about `python_ms` plus the kernel; when
-another thread holds the lock while it waits in the driver for a full launch queue, the probe's steps
-stretch to the interpreter's switch interval and beyond. On the CPU the kernel is a short sleep.
+as vLLM's wait for the sampled tokens does). Alone, a step takes about `python_ms` plus the kernel; beside a
+thread that holds the lock, each step waits for it (up to the interpreter's switch interval), and beside
+one that needs the lock often, that thread is the one that waits (what `--probe` measured on the H200: the
+update slowed, the probe barely did). On the CPU the kernel is a short sleep.
 """
 from __future__ import annotations
 
@@ -44,9 +45,8 @@ class InterpreterProbe:
             wait = self._gpu_wait() if self.device.startswith("cuda") else (lambda: time.sleep(0.0001))
             while not self._stop.is_set():
                 t = time.perf_counter()
-                n = 0
                 while time.perf_counter() - t < self.python_s:  # interpreter work: holds the lock
-                    n += 1
+                    pass
                 wait()  # a kernel and a wait with the lock released
                 self.durations.append(time.perf_counter() - t)
         except BaseException as e:  # surfaced in __exit__

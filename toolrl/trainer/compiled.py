@@ -50,20 +50,18 @@ _COMPILED: weakref.WeakKeyDictionary[Any, list[tuple[torch.nn.Module, Callable[.
 _GRAPHED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def prepare(model: Any, cfg: Any, *, backend: str = "inductor", mode: str | None = None) -> bool:
+def prepare(model: Any, cfg: Any, *, backend: str = "inductor") -> bool:
     """Compile `model`'s decoder layers if `trainer.compile_layers`; True if it did.
 
-    `backend` is torch.compile's (tests use "aot_eager" to check the plumbing without code generation);
-    `mode` too, by default `trainer.compile_mode` ("reduce-overhead": CUDA graphs).
+    `backend` is torch.compile's (tests use "aot_eager" to check the plumbing without code generation); its
+    mode is `trainer.compile_mode` ("reduce-overhead": CUDA graphs).
     Compilation itself happens lazily, at the first call inside `compiled_layers`.
     """
     if not getattr(cfg.trainer, "compile_layers", False):
         return False
     from toolrl.trainer.fsdp import decoder_layers
 
-    if mode is None:
-        mode = getattr(cfg.trainer, "compile_mode", "default")
-    mode = None if mode == "default" else mode
+    mode = None if getattr(cfg.trainer, "compile_mode", "default") == "default" else cfg.trainer.compile_mode
     layers = decoder_layers(model)
     if mode == "reduce-overhead":
         _GRAPHED.add(model)

@@ -430,10 +430,11 @@ def batched_logprobs(model: Any, batch: TrainBatch, micro_batch_size: int, tempe
     """`response_logprobs` over the whole batch in micro-batches, without gradient, on the model's device."""
     device = next(model.parameters()).device
     share_prompt = share_prompt and not compiled.is_prepared(model)  # compiled layers take no KV cache
+    widths = compiled.width_multiple(model)
     parts = []
     with compiled.compiled_layers(model):
         for micro in batch.split(micro_batch_size):
-            lp, _ = response_logprobs(model, micro.trimmed(compiled.width_multiple(model)).to(device), temperature,
+            lp, _ = response_logprobs(model, micro.trimmed(widths).to(device), temperature,
                                       share_prompt=share_prompt, logits_chunk=logits_chunk)
             lp = lp[:, : batch.response_width]  # (rounded-up widths may be wider than the batch)
             lp = torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1]))
