@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,9 @@ TOOLRL_SYSTEMS = {
     # so the graphs are recorded once (each new shape is a new recording, seconds each)
     "toolrl_async_graphs": {"sleep": False, "staleness": 1, "compile_layers": True, "compile_mode": "reduce-overhead",
                             "gradient_checkpointing": False, "token_budget": None},
+    # the same, synchronous (the engine keeps its memory): the graphs without an overlapped rollout
+    "toolrl_graphs": {"sleep": False, "compile_layers": True, "compile_mode": "reduce-overhead",
+                      "gradient_checkpointing": False, "token_budget": None},
 }
 
 
@@ -171,24 +175,38 @@ def worker(a: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(res), flush=True)
 
 
+def _stacks(err: str, limit: int = 8000) -> str:
+    """The faulthandler dump at the end of a child's stderr (from its first "Thread 0x" line), else the tail."""
+    start = err.find("Thread 0x")
+    return err[start:][-limit:] if start >= 0 else err[-limit:]
+
+
 def child(system: str, model: str, completions: int, steps: int, work: str, timeout: int, opts: str = "") -> dict:
     cmd = [sys.executable, __file__, "--worker", system, "--model", model, "--completions", str(completions),
            "--steps", str(steps), "--work", work, "--opts", opts]
     log(f"== {system} {completions} completions/step ({opts or 'defaults'})")
     t = time.perf_counter()
+    # PYTHONFAULTHANDLER: on a timeout the child gets SIGABRT and prints every thread's Python stack first
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        log(f"   TIMEOUT after {timeout}s\n" + out[-3000:])
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        log(f"   TIMEOUT after {timeout}s\n" + out[-3000:] + "\n-- stderr (thread stacks):\n" + _stacks(err))
         return {"error": f"timeout after {timeout}s"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-    for ln in p.stdout.splitlines():
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    for ln in out.splitlines():
         if ln.startswith("  step"):
             log(ln)
-    if p.returncode != 0 or not lines:
-        log(f"   FAILED rc={p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
-        return {"error": f"rc={p.returncode}", "stderr_tail": p.stderr[-4000:]}
+    if proc.returncode != 0 or not lines:
+        log(f"   FAILED rc={proc.returncode}\n{out[-2000:]}\n{err[-4000:]}")
+        return {"error": f"rc={proc.returncode}", "stderr_tail": err[-4000:]}
     res = json.loads(lines[-1][len("RESULT "):])
     res["wall_seconds"] = time.perf_counter() - t
     if "profile" in res:

@@ -19,8 +19,9 @@ CUDA graph trees record each layer call once per shape and replay it, so the upd
 layer instead of its kernels one by one from Python. In asynchronous mode the colocated engine's thread
 needs the same interpreter lock, and an update that launches from Python spends most of its time waiting
 for it (docs/decisions.md). Micro-batch widths are then rounded up to multiples of 64 (`width_multiple`),
-so few shapes are recorded; `compiled_layers` marks a new step at each pass; checkpointed layers cannot be
-recorded (the config refuses the combination).
+so few shapes are recorded; every micro-batch starts a new graph step (`micro_batch_begin`), so one
+recording per layer and shape serves every micro-batch, and parameter gradients accumulate in tensors of
+their own (`own_gradients`); checkpointed layers cannot be recorded (the config refuses the combination).
 
 What it buys: the update's non-matrix work (RMSNorm, rotary embeddings, the SwiGLU activation, residual
 adds, dtype casts) is fused into a few kernels instead of dozens per layer (docs/BENCHMARKS.md gives
@@ -80,6 +81,35 @@ def is_prepared(model: Any) -> bool:
 GRAPH_WIDTH_MULTIPLE = 64
 
 
+def micro_batch_begin(model: Any) -> None:
+    """Call before each micro-batch of a pass: with CUDA-graph layers, each micro-batch starts a new graph step.
+
+    CUDA graph trees record one graph per position on the path since the last step mark, so without a mark per
+    micro-batch the tenth micro-batch's first layer is a different recording from the first micro-batch's, and
+    a pass whose micro-batch shapes differ from the last pass's records all of them again (tens of seconds per
+    update instead of replays). Nothing a micro-batch leaves behind may be a graph output: the caller keeps the
+    gradients in tensors of its own (`own_gradients`) and reads only eager results.
+    """
+    if model in _GRAPHED:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def own_gradients(model: Any, params: list[torch.nn.Parameter]) -> None:
+    """With CUDA-graph layers, give every parameter a zeroed gradient tensor of its own before the first backward.
+
+    Autograd would otherwise store a graph's output buffer as a parameter's first gradient, and the next
+    micro-batch's replay (a new graph step, `micro_batch_begin`) overwrites that buffer; with a gradient of its
+    own every micro-batch adds into it in place.
+    """
+    if model not in _GRAPHED:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        else:
+            p.grad.zero_()
+
+
 def width_multiple(model: Any) -> int:
     """What `TrainBatch.trimmed` should round a micro-batch's widths to for `model`'s passes."""
     return GRAPH_WIDTH_MULTIPLE if model in _GRAPHED else 1
@@ -97,8 +127,6 @@ def compiled_layers(model: Any) -> Iterator[None]:
     if not pairs:
         yield
         return
-    if model in _GRAPHED:  # a new pass: the graphs' outputs from the last one are no longer read
-        torch.compiler.cudagraph_mark_step_begin()
     saved = [(layer._compiled_call_impl, getattr(layer, "gradient_checkpointing", False)) for layer, _ in pairs]
     for (layer, fn), (_, checkpointed) in zip(pairs, saved):
         layer._compiled_call_impl = _checkpointed(layer, fn) if checkpointed else fn

@@ -434,6 +434,7 @@ def batched_logprobs(model: Any, batch: TrainBatch, micro_batch_size: int, tempe
     parts = []
     with compiled.compiled_layers(model):
         for micro in batch.split(micro_batch_size):
+            compiled.micro_batch_begin(model)
             lp, _ = response_logprobs(model, micro.trimmed(widths).to(device), temperature,
                                       share_prompt=share_prompt, logits_chunk=logits_chunk)
             lp = lp[:, : batch.response_width]  # (rounded-up widths may be wider than the batch)

@@ -214,7 +214,9 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
             denominator = agg_denominator(mini.response_mask, cfg.algorithm.loss_agg, loss_norm_len(cfg))
             mine = mini.select(rank_shares(mini, dp.world_size, group)[dp.rank]) if dp.active else mini
             optimizer.zero_grad(set_to_none=True)
+            compiled.own_gradients(model, params)
             for micro in micro_batches(mine, tr.micro_batch_size, tr.token_budget, group):
+                compiled.micro_batch_begin(model)
                 micro = micro.trimmed(widths).to(device)
                 tokens = float(micro.response_mask.sum())
                 loss, stats = micro_loss(micro, denominator, epoch == 0 and m == 0)
