@@ -176,9 +176,10 @@ def worker(a: argparse.Namespace) -> None:
 
 
 def _stacks(err: str, limit: int = 8000) -> str:
-    """The faulthandler dump at the end of a child's stderr (from its first "Thread 0x" line), else the tail."""
+    """The faulthandler dump in a child's stderr (from its first "Thread 0x" line; each thread's innermost frame
+    first, so the head is kept), else the tail."""
     start = err.find("Thread 0x")
-    return err[start:][-limit:] if start >= 0 else err[-limit:]
+    return err[start:start + limit] if start >= 0 else err[-limit:]
 
 
 def child(system: str, model: str, completions: int, steps: int, work: str, timeout: int, opts: str = "") -> dict:
