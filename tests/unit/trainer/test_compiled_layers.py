@@ -210,3 +210,65 @@ def test_cuda_graph_mode_rounds_widths_and_needs_compiled_layers_without_checkpo
         make_config(**{"trainer.compile_mode": "reduce-overhead", "model.gradient_checkpointing": False})
     with pytest.raises(ConfigError, match="model.gradient_checkpointing=false"):
         make_config(**{"trainer.compile_layers": True, "trainer.compile_mode": "reduce-overhead"})
+
+
+def test_cuda_graph_mode_starts_a_graph_step_per_micro_batch_and_keeps_its_own_gradients(
+        tiny_llama, make_traj, make_config, monkeypatch):
+    """CUDA graph trees key a recording by its position since the last step mark: each micro-batch must start a
+    new step (else a pass of 4 micro-batches records 4 graphs per layer and re-records whenever the shapes of
+    any of them change), and no parameter gradient may be a graph's output buffer (the next micro-batch's
+    replay would overwrite it), so the gradients are tensors of the trainer's own from the first backward on.
+    The update still equals the eager one."""
+    cfg = make_config(**{"rollout.n": 4, "data.prompts_per_step": 2, "trainer.max_grad_norm": 1e9,
+                         "trainer.micro_batch_size": 2,
+                         "trainer.compile_layers": True, "trainer.compile_mode": "reduce-overhead",
+                         "model.gradient_checkpointing": False})
+    batch = _batch(make_traj)
+    _, eager, _ = _update(tiny_llama, batch, cfg)
+    marks, grads_seen = [], []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    real_step = torch.optim.SGD.step
+
+    def step(self, *a, **k):  # the gradients the optimizer reads: the very tensors given before the first backward
+        grads_seen.append([p.grad for p in self.param_groups[0]["params"]])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    model = tiny_llama()
+    assert compiled.prepare(model, cfg, backend="aot_eager")
+    owned = {}
+    real_own = compiled.own_gradients
+
+    def own(m, params):
+        real_own(m, params)
+        owned.update({id(p): p.grad for p in params})
+
+    monkeypatch.setattr(compiled, "own_gradients", own)
+    before = [p.detach().clone() for p in model.parameters()]
+    update_policy(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, cfg, kl_coef=0.0, seed=0)
+    delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert len(marks) == 4  # 8 samples in micro-batches of 2
+    assert len(grads_seen) == 1 and all(g is owned[id(p)] for g, p in zip(grads_seen[0], model.parameters()))
+    assert torch.allclose(delta, eager, atol=1e-6, rtol=1e-5), (delta - eager).abs().max()
+    # the logprob pass marks a step per micro-batch too
+    marks.clear()
+    batched_logprobs(model, batch, 3, 1.0)
+    assert len(marks) == 3  # 8 samples in micro-batches of 3
+    # eager models: neither marks nor gradients of their own
+    plain = tiny_llama()
+    compiled.micro_batch_begin(plain)
+    real_own(plain, list(plain.parameters()))
+    assert not marks[3:] and all(p.grad is None for p in plain.parameters())
+
+
+def test_own_gradients_zeroes_existing_gradients_in_place(tiny_llama, make_config):
+    cfg = make_config(**{"trainer.compile_layers": True, "trainer.compile_mode": "reduce-overhead",
+                         "model.gradient_checkpointing": False})
+    model = tiny_llama()
+    assert compiled.prepare(model, cfg, backend="aot_eager")
+    params = list(model.parameters())
+    params[0].grad = torch.ones_like(params[0])
+    kept = params[0].grad
+    compiled.own_gradients(model, params)
+    assert params[0].grad is kept and not kept.any()
+    assert all(p.grad is not None and p.grad.shape == p.shape and not p.grad.any() for p in params)
