@@ -140,6 +140,9 @@ TOOLRL_SYSTEMS = {
     # the same, synchronous (the engine keeps its memory): the graphs without an overlapped rollout
     "toolrl_graphs": {"sleep": False, "compile_layers": True, "compile_mode": "reduce-overhead",
                       "gradient_checkpointing": False, "token_budget": None},
+    # synchronous, the engine asleep during the update (its memory given to the trainer)
+    "toolrl_graphs_sleep": {"sleep": True, "sleep_level": 2, "compile_layers": True, "compile_mode": "reduce-overhead",
+                            "gradient_checkpointing": False, "token_budget": None},
 }
 
 

@@ -71,7 +71,8 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
                   dtype: str = "bfloat16", out: str = "/tmp/toolrl-bench-run", backend: str = "vllm",
                   device: str = "cuda", engine_stream_priority: str | None = None,
                   logits_chunk: int | None = None, compile_layers: bool = False,
-                  update_sm_fraction: float | None = None, compile_mode: str = "default") -> dict:
+                  update_sm_fraction: float | None = None, compile_mode: str = "default",
+                  micro_batch_size: int = 32) -> dict:
     backend_args: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization, "max_model_len": 1024,
                                     "max_num_batched_tokens": 4096}
     if sleep_level is not None:
@@ -91,7 +92,8 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
         "algorithm": {"advantage": "grpo", "kl_coef": 0.0},
         "rewards": [{"name": "bench_length", "weight": 1.0}],
         "data": {"train_file": tasks_file, "prompts_per_step": completions // group},
-        "trainer": {"total_steps": 100, "lr": 1e-6, "micro_batch_size": min(32, completions), "token_budget": token_budget,
+        "trainer": {"total_steps": 100, "lr": 1e-6, "micro_batch_size": min(micro_batch_size, completions),
+                    "token_budget": token_budget,
                     "output_dir": out, "metric_sinks": [], "seed": 0, "fsdp": {"enabled": fsdp},
                     **({"logits_chunk": logits_chunk} if logits_chunk else {}), "compile_layers": compile_layers,
                     "compile_mode": compile_mode,
