@@ -265,8 +265,9 @@ class TrainerConfig(Section):
         "casts. The first update pays the compilation; generation stays eager. Not with trainer.fsdp.enabled.")
     compile_mode: Literal["default", "reduce-overhead"] = Field(
         "default", description="torch.compile's mode for trainer.compile_layers: 'reduce-overhead' replays each layer "
-        "call as a CUDA graph (PyTorch's CUDA graph trees) instead of launching its kernels one by one from Python. "
-        "CUDA only; being measured (docs/training.md).")
+        "call as a CUDA graph (PyTorch's CUDA graph trees) instead of launching its kernels one by one from Python, "
+        "so an asynchronous update needs the interpreter lock less; needs model.gradient_checkpointing=false (more "
+        "memory) and the first update compiles and records for tens of seconds. CUDA only (docs/training.md).")
     fsdp: FSDPConfig = Field(default_factory=FSDPConfig, description="FSDP2 sharding of the policy on CUDA.")
     async_rollouts: AsyncRolloutsConfig = Field(
         default_factory=AsyncRolloutsConfig, description="Asynchronous rollouts (max_staleness > 0).")
