@@ -140,6 +140,10 @@ TOOLRL_SYSTEMS = {
     # the same, synchronous (the engine keeps its memory): the graphs without an overlapped rollout
     "toolrl_graphs": {"sleep": False, "compile_layers": True, "compile_mode": "reduce-overhead",
                       "gradient_checkpointing": False, "token_budget": None},
+    # the engine core in a process of its own beside the graph-replayed update: no interpreter lock shared at all
+    "toolrl_async_proc_graphs": {"sleep": False, "staleness": 1, "engine_process": True, "compile_layers": True,
+                                 "compile_mode": "reduce-overhead", "gradient_checkpointing": False,
+                                 "token_budget": None},
     # synchronous, the engine asleep during the update (its memory given to the trainer)
     "toolrl_graphs_sleep": {"sleep": True, "sleep_level": 2, "compile_layers": True, "compile_mode": "reduce-overhead",
                             "gradient_checkpointing": False, "token_budget": None},
