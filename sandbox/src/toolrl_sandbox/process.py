@@ -217,6 +217,8 @@ class ProcessPool:
         over = asyncio.Event()
 
         async def pump(name: str, stream: asyncio.StreamReader | None) -> None:
+            # reads to EOF even past the cap (discarding): a pipe left unread is never closed, and its transport
+            # would be closed only by the garbage collector, after the event loop is gone
             if stream is None:
                 return
             while True:
@@ -224,10 +226,10 @@ class ProcessPool:
                 if not data:
                     return
                 room = cap - len(bufs[name])
-                bufs[name] += data[:max(room, 0)]
+                if room > 0:
+                    bufs[name] += data[:room]
                 if len(data) > room:
                     over.set()
-                    return
 
         async def feed() -> None:
             if proc.stdin is None:
