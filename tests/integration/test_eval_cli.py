@@ -61,11 +61,12 @@ trainer: {accuracy_reward: format_answer_tag, seed: 3}
 
     from toolrl.config import load_config
     from toolrl.evaluation.cli import eval_command
-    from toolrl.trainer.modeling import _point_adapter_at_base
+    from toolrl.trainer.modeling import _peft_reads_old_checkpointing_name, _point_adapter_at_base
 
     base = AutoModelForCausalLM.from_pretrained(smollm2_path)
-    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                     task_type="CAUSAL_LM"))
+    with _peft_reads_old_checkpointing_name():  # peft's own deprecation warning, as toolrl's loaders silence it
+        lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                         task_type="CAUSAL_LM"))
     adapter_dir = tmp_path / "ckpt" / "policy"
     lora.save_pretrained(adapter_dir)
     _point_adapter_at_base(adapter_dir, smollm2_path)
