@@ -49,6 +49,8 @@ _COMPILED: weakref.WeakKeyDictionary[Any, list[tuple[torch.nn.Module, Callable[.
     weakref.WeakKeyDictionary())
 # models whose layers replay CUDA graphs (compile_mode reduce-overhead)
 _GRAPHED: weakref.WeakSet[Any] = weakref.WeakSet()
+# models whose compiled layers have run a pass (the first one compiles, and records CUDA graphs)
+_STARTED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def prepare(model: Any, cfg: Any, *, backend: str = "inductor") -> bool:
@@ -127,6 +129,10 @@ def compiled_layers(model: Any) -> Iterator[None]:
     if not pairs:
         yield
         return
+    if model not in _STARTED:  # say why the first pass is slow (on an H200, 15 s compiled and 46-54 s graphed)
+        _STARTED.add(model)
+        logger.info("compile_layers: the first pass compiles the decoder layers%s; this takes tens of seconds once",
+                    " and records them as CUDA graphs" if model in _GRAPHED else "")
     saved = [(layer._compiled_call_impl, getattr(layer, "gradient_checkpointing", False)) for layer, _ in pairs]
     for (layer, fn), (_, checkpointed) in zip(pairs, saved):
         layer._compiled_call_impl = _checkpointed(layer, fn) if checkpointed else fn

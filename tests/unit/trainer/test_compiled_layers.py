@@ -272,3 +272,17 @@ def test_own_gradients_zeroes_existing_gradients_in_place(tiny_llama, make_confi
     compiled.own_gradients(model, params)
     assert params[0].grad is kept and not kept.any()
     assert all(p.grad is not None and p.grad.shape == p.shape and not p.grad.any() for p in params)
+
+
+def test_the_first_compiled_pass_says_it_compiles_once(tiny_llama, make_traj, make_config, caplog):
+    import logging
+
+    cfg = make_config(**{"trainer.compile_layers": True})
+    model = tiny_llama()
+    assert compiled.prepare(model, cfg, backend="aot_eager")
+    batch = _batch(make_traj)
+    with caplog.at_level(logging.INFO, logger="toolrl.trainer.compiled"):
+        batched_logprobs(model, batch, 4, 1.0)
+        batched_logprobs(model, batch, 4, 1.0)
+    said = [r.getMessage() for r in caplog.records if "first pass compiles" in r.getMessage()]
+    assert len(said) == 1 and "CUDA graphs" not in said[0]
