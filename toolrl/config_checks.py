@@ -120,6 +120,11 @@ def combination_problems(cfg: Any) -> list[ConfigProblem]:
                 f"model.gradient_checkpointing={cfg.model.gradient_checkpointing})",
                 "set model.gradient_checkpointing=false (the update then keeps every layer's activations), or "
                 "leave compile_mode at default"))
+        if cfg.model.device == "cpu":
+            out.append(ConfigProblem(
+                "trainer.compile_mode", "reduce-overhead", "it records CUDA graphs, and model.device is cpu (there "
+                "it would only pad every micro-batch to a multiple of 64 tokens)",
+                "leave compile_mode at default on the CPU (trainer.compile_layers still compiles the layers)"))
     out.extend(_placement_problems(cfg))
     out.extend(_async_problems(cfg))
     return out

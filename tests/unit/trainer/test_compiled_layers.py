@@ -210,6 +210,9 @@ def test_cuda_graph_mode_rounds_widths_and_needs_compiled_layers_without_checkpo
         make_config(**{"trainer.compile_mode": "reduce-overhead", "model.gradient_checkpointing": False})
     with pytest.raises(ConfigError, match="model.gradient_checkpointing=false"):
         make_config(**{"trainer.compile_layers": True, "trainer.compile_mode": "reduce-overhead"})
+    with pytest.raises(ConfigError, match="model.device is cpu"):
+        make_config(**{"trainer.compile_layers": True, "trainer.compile_mode": "reduce-overhead",
+                       "model.gradient_checkpointing": False, "model.device": "cpu"})
 
 
 def test_cuda_graph_mode_starts_a_graph_step_per_micro_batch_and_keeps_its_own_gradients(
