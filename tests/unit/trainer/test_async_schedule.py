@@ -278,7 +278,7 @@ def test_stale_batch_importance_weights_hand_computed():
     assert logprobs.grad.tolist()[0] == pytest.approx([-0.5, -0.5 / 3, -1 / 3], abs=1e-6)
     # a fresh batch (no cap, no algorithm.tis_cap): plain PPO, loss -1 and gradient -1/3 everywhere
     plain, stats = loss_terms(prox.clone().requires_grad_(True), None, batch, cfg.algorithm, "loss", 0.0, 3.0)
-    assert float(plain) == pytest.approx(-1.0, abs=1e-6) and "actor/tis_weight_mean" not in stats
+    assert float(plain.detach()) == pytest.approx(-1.0, abs=1e-6) and "actor/tis_weight_mean" not in stats
     # algorithm.tis_cap wins over nothing; an explicit is_cap overrides it
     capped = load_config(None, ["algorithm.loss_agg=token-mean", "algorithm.tis_cap=1.2"]).algorithm
     lp = prox.clone().requires_grad_(True)
