@@ -283,7 +283,7 @@ def test_stale_batch_importance_weights_hand_computed():
     capped = load_config(None, ["algorithm.loss_agg=token-mean", "algorithm.tis_cap=1.2"]).algorithm
     lp = prox.clone().requires_grad_(True)
     loss_tis, _ = loss_terms(lp, None, batch, capped, "loss", 0.0, 3.0)
-    assert float(loss_tis) == pytest.approx(-(1.2 + 0.5 + 1.0) / 3, abs=1e-6)
+    assert float(loss_tis.detach()) == pytest.approx(-(1.2 + 0.5 + 1.0) / 3, abs=1e-6)
 
 
 def test_stale_cap_resolution():
