@@ -96,20 +96,23 @@ def micro_batch_begin(model: Any) -> None:
         torch.compiler.cudagraph_mark_step_begin()
 
 
-def own_gradients(model: Any, params: list[torch.nn.Parameter]) -> None:
-    """With CUDA-graph layers, give every parameter a zeroed gradient tensor of its own before the first backward.
+def own_gradients(model: Any, params: list[torch.nn.Parameter]) -> bool:
+    """With CUDA-graph layers, give every parameter a zeroed gradient tensor of its own before the first backward
+    (allocated once, zeroed in place after that); False (nothing done) for other models, whose caller zeroes the
+    gradients as usual.
 
     Autograd would otherwise store a graph's output buffer as a parameter's first gradient, and the next
     micro-batch's replay (a new graph step, `micro_batch_begin`) overwrites that buffer; with a gradient of its
     own every micro-batch adds into it in place.
     """
     if model not in _GRAPHED:
-        return
+        return False
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         else:
             p.grad.zero_()
+    return True
 
 
 def width_multiple(model: Any) -> int:

@@ -213,8 +213,8 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
         for m, mini in enumerate(mini_batches(batch, mini_size, group, generator, shuffle)):
             denominator = agg_denominator(mini.response_mask, cfg.algorithm.loss_agg, loss_norm_len(cfg))
             mine = mini.select(rank_shares(mini, dp.world_size, group)[dp.rank]) if dp.active else mini
-            optimizer.zero_grad(set_to_none=True)
-            compiled.own_gradients(model, params)
+            if not compiled.own_gradients(model, params):  # CUDA-graph layers: gradients zeroed in place
+                optimizer.zero_grad(set_to_none=True)
             for micro in micro_batches(mine, tr.micro_batch_size, tr.token_budget, group):
                 compiled.micro_batch_begin(model)
                 micro = micro.trimmed(widths).to(device)

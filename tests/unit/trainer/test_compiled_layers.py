@@ -242,9 +242,10 @@ def test_cuda_graph_mode_starts_a_graph_step_per_micro_batch_and_keeps_its_own_g
     owned = {}
     real_own = compiled.own_gradients
 
-    def own(m, params):
-        real_own(m, params)
+    def own(m, params):  # a spy: what the real one gave and answered
+        done = real_own(m, params)
         owned.update({id(p): p.grad for p in params})
+        return done
 
     monkeypatch.setattr(compiled, "own_gradients", own)
     before = [p.detach().clone() for p in model.parameters()]
@@ -260,7 +261,7 @@ def test_cuda_graph_mode_starts_a_graph_step_per_micro_batch_and_keeps_its_own_g
     # eager models: neither marks nor gradients of their own
     plain = tiny_llama()
     compiled.micro_batch_begin(plain)
-    real_own(plain, list(plain.parameters()))
+    assert not real_own(plain, list(plain.parameters()))
     assert not marks[3:] and all(p.grad is None for p in plain.parameters())
 
 
@@ -272,7 +273,7 @@ def test_own_gradients_zeroes_existing_gradients_in_place(tiny_llama, make_confi
     params = list(model.parameters())
     params[0].grad = torch.ones_like(params[0])
     kept = params[0].grad
-    compiled.own_gradients(model, params)
+    assert compiled.own_gradients(model, params)
     assert params[0].grad is kept and not kept.any()
     assert all(p.grad is not None and p.grad.shape == p.shape and not p.grad.any() for p in params)
 
