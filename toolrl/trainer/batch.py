@@ -20,8 +20,10 @@ Per-token tensors computed along the way (`old_logprobs`, `ref_logprobs`,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from toolrl.types import Trajectory
@@ -148,22 +150,26 @@ def build_batch(
         pad_token_id: id used for padding (never attended, never trained on).
     """
     B = len(trajectories)
-    P = max((len(t.prompt_ids) for t in trajectories), default=0)
-    T = max(max((len(t.response_ids) for t in trajectories), default=0), 1)
+    prompt_lens = torch.tensor([len(t.prompt_ids) for t in trajectories], dtype=torch.long)
+    resp_lens = torch.tensor([len(t.response_ids) for t in trajectories], dtype=torch.long)
+    P = int(prompt_lens.max()) if B else 0
+    T = max(int(resp_lens.max()) if B else 0, 1)
+    # one tensor per field for the whole batch (not one per sample: this runs on the trainer thread, beside an
+    # overlapped rollout in asynchronous mode), written through masks whose row-major order is the samples' order
+    cols_p, cols_t = torch.arange(P), torch.arange(T)
+    in_prompt = cols_p >= (P - prompt_lens)[:, None]  # [B, P]: prompts end at column P
+    in_resp = cols_t < resp_lens[:, None]  # [B, T]
     input_ids = torch.full((B, P + T), pad_token_id, dtype=torch.long)
     attention = torch.zeros((B, P + T), dtype=torch.long)
     response_mask = torch.zeros((B, T), dtype=torch.float32)
     rollout_lp = torch.zeros((B, T), dtype=torch.float32)
-    for i, t in enumerate(trajectories):
-        p, r = len(t.prompt_ids), len(t.response_ids)
-        input_ids[i, P - p : P] = torch.tensor(t.prompt_ids, dtype=torch.long)
-        attention[i, P - p : P] = 1
-        if r:
-            input_ids[i, P : P + r] = torch.tensor(t.response_ids, dtype=torch.long)
-            attention[i, P : P + r] = 1
-            rollout_lp[i, :r] = torch.tensor(t.logprobs, dtype=torch.float32)
-            if valid[i]:
-                response_mask[i, :r] = torch.tensor(t.loss_mask, dtype=torch.float32)
+    input_ids[:, :P][in_prompt] = _flat([t.prompt_ids for t in trajectories], np.int64)
+    input_ids[:, P:][in_resp] = _flat([t.response_ids for t in trajectories], np.int64)
+    attention[:, :P] = in_prompt
+    attention[:, P:] = in_resp
+    rollout_lp[in_resp] = _flat([t.logprobs for t in trajectories], np.float32)
+    response_mask[in_resp] = _flat([t.loss_mask for t in trajectories], np.float32)
+    response_mask[~torch.tensor(list(valid), dtype=torch.bool)] = 0.0  # excluded samples train on nothing
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
     return TrainBatch(
         input_ids=input_ids,
@@ -176,3 +182,8 @@ def build_batch(
         valid=torch.tensor(list(valid), dtype=torch.bool),
         extras={"rollout_logprobs": rollout_lp},
     )
+
+
+def _flat(rows: Sequence[Sequence[float]], dtype: type) -> torch.Tensor:
+    """The rows concatenated into one tensor (numpy reads Python numbers about 3x faster than torch.tensor)."""
+    return torch.from_numpy(np.fromiter(chain.from_iterable(rows), dtype=dtype, count=sum(map(len, rows))))

@@ -20,6 +20,47 @@ def test_build_batch_layout(make_traj):
     assert t.input_ids.tolist() == [[5, 12, 13]] and t.prompt_width == 1 and t.response_width == 2
 
 
+def _padded_one_by_one(trajs, valid, pad):
+    """build_batch's layout written sample by sample (the reference for the vectorised build)."""
+    P = max(len(t.prompt_ids) for t in trajs)
+    T = max(max(len(t.response_ids) for t in trajs), 1)
+    ids = [[pad] * (P + T) for _ in trajs]
+    att = [[0] * (P + T) for _ in trajs]
+    mask = [[0.0] * T for _ in trajs]
+    lps = [[0.0] * T for _ in trajs]
+    for i, t in enumerate(trajs):
+        p, r = len(t.prompt_ids), len(t.response_ids)
+        ids[i][P - p:P], att[i][P - p:P] = list(t.prompt_ids), [1] * p
+        ids[i][P:P + r], att[i][P:P + r] = list(t.response_ids), [1] * r
+        lps[i][:r] = list(t.logprobs)
+        mask[i][:r] = [float(m) for m in t.loss_mask] if valid[i] else [0.0] * r
+    return ids, att, mask, lps
+
+
+def test_build_batch_matches_a_sample_by_sample_layout_on_ragged_samples(make_traj):
+    import random
+
+    rng = random.Random(3)
+    for trial in range(20):
+        trajs, valid = [], []
+        for i in range(rng.randint(1, 9)):
+            p, r = rng.randint(1, 12), rng.choice([0, 1, rng.randint(2, 15)])
+            trajs.append(make_traj(f"t{i}", [rng.randint(1, 50) for _ in range(p)],
+                                   [rng.randint(1, 50) for _ in range(r)], [rng.randint(0, 1) for _ in range(r)],
+                                   logprobs=[-rng.random() - 0.01 for _ in range(r)]))
+            valid.append(rng.random() > 0.2)
+        b = build_batch(trajs, [str(i) for i in range(len(trajs))], valid, pad_token_id=63)
+        ids, att, mask, lps = _padded_one_by_one(trajs, valid, 63)
+        assert b.input_ids.tolist() == ids, trial
+        assert b.attention_mask.tolist() == att, trial
+        assert b.response_mask.tolist() == mask, trial
+        assert torch.allclose(b["rollout_logprobs"], torch.tensor(lps)), trial
+        assert b.response_ids.tolist() == [row[b.prompt_width:] for row in ids]
+        assert b.valid.tolist() == valid
+        assert all(b.position_ids[i, j] == max(sum(att[i][:j + 1]) - 1, 0) for i in range(len(trajs))
+                   for j in range(len(ids[0])))
+
+
 def test_padding_does_not_change_logprobs(tiny_llama, make_traj):
     model = tiny_llama()
     a = make_traj("a", [5, 6, 7], [8, 9, 10], [1, 1, 1])
