@@ -137,3 +137,30 @@ def test_docs_pages_named_in_the_code_exist():
              for m in re.findall(r"docs/[A-Za-z0-9_./-]+\.md", p.read_text())}
     missing = sorted(f"{src} -> {page}" for src, page in cited if not (ROOT / page).exists())
     assert not missing, missing
+
+
+def test_yaml_config_blocks_in_the_docs_are_valid_configs(tmp_path):
+    """Every ```yaml block of the docs that is a mapping loads as a toolrl config (defaults for the rest):
+    a user pastes these, so a key renamed or a value that breaks a cross-field check fails here."""
+    import yaml
+
+    from toolrl.config import load_config
+
+    pages = sorted(ROOT.glob("docs/*.md")) + [ROOT / "README.md"] + sorted(ROOT.glob("examples/*/README.md"))
+    checked, bad = 0, []
+    for page in pages:
+        text = page.read_text()
+        for m in re.finditer(r"```ya?ml\n(.*?)```", text, re.S):
+            data = yaml.safe_load(m.group(1))
+            if not isinstance(data, dict):
+                continue
+            where = f"{page.relative_to(ROOT)}:{text[:m.start()].count(chr(10)) + 1}"
+            path = tmp_path / f"block{checked}.yaml"
+            path.write_text(m.group(1))
+            checked += 1
+            try:
+                load_config(str(path), [])
+            except Exception as exc:  # the config's own error says what is wrong
+                bad.append(f"{where}: {exc}")
+    assert checked >= 10, f"only {checked} yaml blocks found: the pattern no longer matches the docs"
+    assert not bad, "yaml blocks in the docs that are not valid configs:\n" + "\n".join(bad)
