@@ -37,7 +37,7 @@ def _steps(model, x, n=2):
         out.loss.backward()
         norms.append(fsdp.clip_grad_norm([p for p in model.parameters() if p.requires_grad], 1.0))
         opt.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
     return losses, norms
 
 
