@@ -1,0 +1,133 @@
+"""Issue 13's four GPU targets, read from the result files of one sitting, as one table.
+
+    python3 benchmarks/gpu/rollout_vs_llm.py --tokenizer /root/qwen_tok --out $OUT/rollout.json
+    python3 benchmarks/gpu/grpo_vs_trl.py --tokenizer /root/qwen_tok --sizes 256 --steps 8 \
+        --systems "trl_vllm,toolrl,toolrl_async_graphs+engine_stream_priority=high" --out $OUT/grpo_a.json
+    python3 benchmarks/gpu/issue13_targets.py --rollout $OUT/rollout.json --grpo $OUT/grpo_a.json [more] \
+        --out $OUT/targets.json
+
+The targets (at 256 completions per step):
+- synchronous toolrl `vllm` >= 1.3x TRL-vLLM's samples/s (the fastest synchronous toolrl run);
+- asynchronous >= 2x TRL-vLLM (the fastest asynchronous run);
+- the `vllm` backend's rollout (`agenerate`, the trainer's path) >= 1.0x `LLM.generate` with the same engine
+  settings and sampling parameters;
+- peak memory <= TRL's at the same shape (NVML peak of the synchronous run that the first row uses; the lowest
+  of any toolrl run is shown beside it).
+
+TRL-vLLM's reference is its *fastest* run over all the given files (TRL's own spread between runs is large;
+docs/BENCHMARKS.md), and its *lowest* peak. Each grpo file's own ratios (TRL of the same call) are listed too.
+The files must come from one sitting: the script checks that they name one device model, not that they come
+from one machine (the sitting's notes say that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+SIZE = 256
+TRL = ("trl_vllm", "trl_vllm_compile")
+
+
+def _kind(key: str) -> str:
+    """'toolrl_async+x=1#3@256' -> 'toolrl_async'."""
+    return key.split("@")[0].split("#")[0].split("+")[0]
+
+
+def runs_at(results: dict[str, Any], size: int = SIZE) -> dict[str, dict[str, Any]]:
+    """The finished runs of one grpo_vs_trl.py result at `size` completions per step (errors dropped)."""
+    return {k: r for k, r in results.get("runs", {}).items() if k.endswith(f"@{size}") and "samples_per_s" in r}
+
+
+def targets(rollout: dict[str, Any] | None, grpo: list[dict[str, Any]], size: int = SIZE) -> dict[str, Any]:
+    """The four targets' rows (measured value, the run it comes from, whether met) and the per-file ratios."""
+    runs: dict[str, dict[str, Any]] = {}
+    for i, res in enumerate(grpo):
+        for k, r in runs_at(res, size).items():
+            runs[f"{chr(ord('a') + i)}:{k}"] = r
+    trl = {k: r for k, r in runs.items() if _kind(k.split(":", 1)[1]) in TRL}
+    ours = {k: r for k, r in runs.items() if k not in trl}
+    sync = {k: r for k, r in ours.items() if not r.get("max_staleness")}
+    asyn = {k: r for k, r in ours.items() if r.get("max_staleness")}
+    rows: list[dict[str, Any]] = []
+    trl_best = max((r["samples_per_s"] for r in trl.values()), default=None)
+    trl_peak = min((r["nvml_peak_gib"] for r in trl.values()), default=None)
+
+    def speed_row(name: str, pool: dict[str, dict[str, Any]], need: float) -> str | None:
+        if not pool or trl_best is None:
+            rows.append({"target": name, "need": need, "measured": None, "run": None, "met": False,
+                         "why": "no TRL-vLLM run" if trl_best is None else "no such toolrl run"})
+            return None
+        key = max(pool, key=lambda k: pool[k]["samples_per_s"])
+        ratio = pool[key]["samples_per_s"] / trl_best
+        rows.append({"target": name, "need": need, "measured": ratio, "run": key, "met": ratio >= need})
+        return key
+
+    sync_key = speed_row("sync samples/s vs TRL-vLLM", sync, 1.3)
+    speed_row("async samples/s vs TRL-vLLM", asyn, 2.0)
+    if rollout is None:
+        rows.append({"target": "rollout tok/s vs LLM.generate", "need": 1.0, "measured": None, "run": None,
+                     "met": False, "why": "no rollout_vs_llm.py result"})
+    else:
+        ours_tps = rollout["rows"]["backend.agenerate"]["tok_per_s"]
+        base_tps = rollout["rows"]["LLM.generate (backend's params)"]["tok_per_s"]
+        rows.append({"target": "rollout tok/s vs LLM.generate", "need": 1.0, "measured": ours_tps / base_tps,
+                     "run": "backend.agenerate", "met": ours_tps >= base_tps})
+    if sync_key is None or trl_peak is None:
+        rows.append({"target": "peak GiB vs TRL-vLLM", "need": 1.0, "measured": None, "run": None, "met": False,
+                     "why": "needs a synchronous toolrl run and a TRL-vLLM run"})
+    else:
+        peak = sync[sync_key]["nvml_peak_gib"]
+        lowest = min(ours, key=lambda k: ours[k]["nvml_peak_gib"])
+        rows.append({"target": "peak GiB vs TRL-vLLM", "need": 1.0, "measured": peak / trl_peak, "run": sync_key,
+                     "met": peak <= trl_peak, "peak_gib": peak, "trl_peak_gib": trl_peak,
+                     "lowest_toolrl": {"run": lowest, "peak_gib": ours[lowest]["nvml_peak_gib"]}})
+    per_file = []
+    for i, res in enumerate(grpo):
+        rs = runs_at(res, size)
+        ref = max((r["samples_per_s"] for k, r in rs.items() if _kind(k) in TRL), default=None)
+        per_file.append({k: (r["samples_per_s"] / ref if ref else None) for k, r in rs.items() if _kind(k) not in TRL})
+    devices = sorted({d for d in [*(g.get("device") for g in grpo), (rollout or {}).get("device")] if d})
+    return {"size": size, "devices": devices, "trl_fastest_samples_per_s": trl_best, "trl_lowest_peak_gib": trl_peak,
+            "rows": rows, "same_call_ratios": per_file, "all_met": all(r["met"] for r in rows)}
+
+
+def table(result: dict[str, Any]) -> str:
+    out = [f"{'target':<32}{'need':>6}{'measured':>10}  {'met':<5}run"]
+    for r in result["rows"]:
+        measured = "-" if r["measured"] is None else f"{r['measured']:.2f}"
+        what = r["run"] or r.get("why", "")
+        out.append(f"{r['target']:<32}{r['need']:>6.1f}{measured:>10}  {'yes' if r['met'] else 'NO':<5}{what}")
+    best, peak = result["trl_fastest_samples_per_s"], result["trl_lowest_peak_gib"]
+    out.append(f"TRL-vLLM: fastest {'-' if best is None else f'{best:.1f}'} samples/s, lowest peak "
+               f"{'-' if peak is None else f'{peak:.1f}'} GiB; devices: {', '.join(result['devices']) or '?'}")
+    for i, ratios in enumerate(result["same_call_ratios"]):
+        shown = ", ".join(f"{k.split('@')[0]} {v:.2f}x" for k, v in ratios.items() if v is not None)
+        out.append(f"file {chr(ord('a') + i)}, against its own TRL run: {shown or '-'}")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rollout", help="rollout_vs_llm.py's result file")
+    ap.add_argument("--grpo", nargs="+", required=True, help="grpo_vs_trl.py result files of the same sitting")
+    ap.add_argument("--size", type=int, default=SIZE)
+    ap.add_argument("--out", default="issue13_targets.json")
+    a = ap.parse_args()
+    for path in [a.rollout, *a.grpo]:
+        if path and not Path(path).is_file():
+            raise SystemExit(f"issue13_targets: {path} does not exist (pass the result files the benchmarks wrote)")
+    grpo = [json.loads(Path(p).read_text()) for p in a.grpo]
+    rollout = json.loads(Path(a.rollout).read_text()) if a.rollout else None
+    result = targets(rollout, grpo, a.size)
+    if len(result["devices"]) > 1:
+        raise SystemExit(f"issue13_targets: the files name several devices {result['devices']}: not one sitting")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""benchmarks/gpu/issue13_targets.py: issue 13's four targets from one sitting's result files (the stored first
+sitting, and hand-made results for the edge cases)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@pytest.fixture(scope="module")
+def it(load_benchmark):
+    with load_benchmark("gpu/issue13_targets.py") as mod:
+        yield mod
+
+
+def run(sps, peak, staleness=0):
+    return {"samples_per_s": sps, "nvml_peak_gib": peak, "max_staleness": staleness, "median_step_s": 256 / sps}
+
+
+def test_the_first_sitting_reads_as_documented(it):
+    """docs/BENCHMARKS.md, first sitting: sync 1.71x, async 1.77x, rollout 1.05x, 51.9 against 57.0 GiB."""
+    grpo = json.loads((RESULTS / "gpu_grpo_vs_trl_h200.json").read_text())
+    rollout = json.loads((RESULTS / "gpu_rollout_vs_llm_h200.json").read_text())
+    res = it.targets(rollout, [grpo])
+    got = {r["target"]: r for r in res["rows"]}
+    sync, asyn = got["sync samples/s vs TRL-vLLM"], got["async samples/s vs TRL-vLLM"]
+    assert sync["run"] == "a:toolrl@256" and round(sync["measured"], 2) == 1.71 and sync["met"]
+    assert asyn["run"] == "a:toolrl_async@256" and round(asyn["measured"], 2) == 1.77 and not asyn["met"]
+    assert round(got["rollout tok/s vs LLM.generate"]["measured"], 2) == 1.05
+    mem = got["peak GiB vs TRL-vLLM"]
+    assert mem["met"] and round(mem["peak_gib"], 1) == 51.9 and round(mem["trl_peak_gib"], 1) == 57.0
+    assert res["all_met"] is False and res["devices"] == ["NVIDIA H200"]
+    assert "NO" in it.table(res).splitlines()[2]
+
+
+def test_trl_reference_is_its_fastest_run_over_the_files_and_each_file_keeps_its_own_ratio(it):
+    a = {"device": "H", "runs": {"trl_vllm@256": run(40.0, 57.0), "toolrl@256": run(60.0, 50.0),
+                                 "toolrl_async_graphs+engine_stream_priority=high@256": run(96.0, 69.0, 1)}}
+    b = {"device": "H", "runs": {"trl_vllm@256": run(48.0, 54.0), "toolrl_async_graphs@256": run(100.0, 66.0, 1),
+                                 "toolrl_nosleep@256": run(70.0, 65.0), "toolrl@64": run(500.0, 1.0),
+                                 "toolrl_async#3@256": {"error": "timeout after 160s"}}}
+    rollout = {"device": "H", "rows": {"backend.agenerate": {"tok_per_s": 39.0},
+                                       "LLM.generate (backend's params)": {"tok_per_s": 40.0}}}
+    res = it.targets(rollout, [a, b])
+    got = {r["target"]: r for r in res["rows"]}
+    assert res["trl_fastest_samples_per_s"] == 48.0 and res["trl_lowest_peak_gib"] == 54.0
+    sync = got["sync samples/s vs TRL-vLLM"]
+    assert sync["run"] == "b:toolrl_nosleep@256" and sync["measured"] == pytest.approx(70 / 48) and sync["met"]
+    asyn = got["async samples/s vs TRL-vLLM"]
+    assert asyn["run"] == "b:toolrl_async_graphs@256" and asyn["measured"] == pytest.approx(100 / 48) and asyn["met"]
+    assert not got["rollout tok/s vs LLM.generate"]["met"]  # 0.975x
+    mem = got["peak GiB vs TRL-vLLM"]  # the memory of the run the sync row uses, not the lowest one
+    assert mem["run"] == "b:toolrl_nosleep@256" and not mem["met"]
+    assert mem["lowest_toolrl"] == {"run": "a:toolrl@256", "peak_gib": 50.0}
+    assert res["same_call_ratios"][0]["toolrl_async_graphs+engine_stream_priority=high@256"] == pytest.approx(2.4)
+    assert res["same_call_ratios"][1] == {"toolrl_async_graphs@256": pytest.approx(100 / 48),
+                                          "toolrl_nosleep@256": pytest.approx(70 / 48)}
+    assert res["all_met"] is False
+
+
+def test_missing_pieces_are_rows_not_met_with_the_reason(it):
+    res = it.targets(None, [{"device": "H", "runs": {"toolrl_async@256": run(90.0, 60.0, 1)}}])
+    got = {r["target"]: r for r in res["rows"]}
+    assert got["sync samples/s vs TRL-vLLM"]["why"] == "no TRL-vLLM run"
+    assert got["rollout tok/s vs LLM.generate"]["why"] == "no rollout_vs_llm.py result"
+    assert not any(r["met"] for r in res["rows"])
+    assert "no TRL-vLLM run" in it.table(res)
+
+
+def test_cli_refuses_files_of_several_devices_and_missing_files(tmp_path):
+    script = ROOT / "benchmarks" / "gpu" / "issue13_targets.py"
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"device": "NVIDIA H200", "runs": {"trl_vllm@256": run(40.0, 57.0)}}))
+    b.write_text(json.dumps({"device": "NVIDIA H100", "runs": {"toolrl@256": run(60.0, 50.0)}}))
+    out = subprocess.run([sys.executable, str(script), "--grpo", str(a), str(b), "--out", str(tmp_path / "t.json")],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "several devices" in out.stderr
+    out = subprocess.run([sys.executable, str(script), "--grpo", str(tmp_path / "nope.json")],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "nope.json does not exist" in out.stderr
+    out = subprocess.run([sys.executable, str(script), "--grpo", str(a), "--out", str(tmp_path / "t.json")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "t.json").read_text())["trl_fastest_samples_per_s"] == 40.0
