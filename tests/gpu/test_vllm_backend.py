@@ -220,3 +220,57 @@ def test_high_priority_engine_stream_generates_correctly(tiny_qwen2, gpu_helpers
         assert close(res.logprobs, ref)[0], close(res.logprobs, ref)[1]
     finally:
         b.close()
+
+
+def _spin_cycles_per_second() -> float:
+    """GPU clock cycles per second as `torch.cuda._sleep` counts them (one spinning thread block)."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(50_000_000)
+    end.record()
+    end.synchronize()
+    return 50_000_000 / (start.elapsed_time(end) / 1000)
+
+
+def test_engine_decodes_while_the_callers_stream_is_busy(tiny_qwen2):
+    """The in-process engine launches on a stream of its own, not the caller's: with the caller's current stream
+    (the trainer's, in asynchronous mode) kept busy by one spinning kernel, a generation takes about as long
+    as alone. Were the engine's kernels queued on that stream, or synchronised with it, the generation would
+    wait the whole spin. Default engine settings (CUDA graphs and torch.compile on), as in the benchmarks."""
+    import time
+
+    import torch
+
+    from toolrl.rollout.vllm_backend import VLLMBackend
+
+    b = VLLMBackend(BackendSettings(model_path=str(tiny_qwen2), dtype="bfloat16", max_batch_size=8, seed=0,
+                                    extra={"gpu_memory_utilization": 0.2, "skip_tokenizer_init": True,
+                                           "max_model_len": 1024}))
+    try:
+        engine = b._control(lambda: torch.cuda.current_stream().cuda_stream)
+        caller = torch.cuda.current_stream().cuda_stream
+        assert b._stream is not None and engine == b._stream.cuda_stream and engine != caller, (engine, caller)
+        reqs = [GenerationRequest(p, SamplingParams(temperature=1.0, max_tokens=64, seed=i, ignore_eos=True,
+                                                    min_tokens=64)) for i, p in enumerate(PROMPTS)]
+        b.generate(reqs)  # warm-up
+        t = time.perf_counter()
+        b.generate(reqs)
+        alone = time.perf_counter() - t
+        busy_s = max(3.0, 10 * alone)
+        cycles = int(busy_s * _spin_cycles_per_second())
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)  # on the caller's stream; returns at once
+        end.record()
+        t = time.perf_counter()
+        out = b.generate(reqs)
+        beside = time.perf_counter() - t
+        end.synchronize()
+        spun = start.elapsed_time(end) / 1000
+        assert all(len(r.token_ids) == 64 for r in out)
+        assert spun > 0.5 * busy_s, (spun, busy_s)  # the caller's stream really was busy that long
+        assert beside < alone + 0.25 * spun, f"alone {alone:.3f}s, beside a {spun:.2f}s spin {beside:.3f}s"
+    finally:
+        b.close()

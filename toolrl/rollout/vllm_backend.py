@@ -292,6 +292,7 @@ class VLLMBackend:
         # an in-process engine on CUDA launches its kernels on a stream of its own (see the module doc)
         priority = stream_priority(extra.get("engine_stream_priority", "normal"))
         self._stream = _engine_stream(llm, priority) if bool(extra.get("engine_stream", True)) else None
+        self._maker_stream = _current_stream().cuda_stream if self._stream is not None else 0  # for the log
         self._thread = threading.Thread(target=self._run, name="toolrl-vllm-engine", daemon=True)
         self._thread.start()
 
@@ -397,6 +398,8 @@ class VLLMBackend:
         import torch
 
         with torch.cuda.stream(self._stream):  # this thread's current stream: vLLM launches on it
+            logger.info("vllm engine thread: launches on CUDA stream %#x (priority %d); the thread that made the "
+                        "engine is on %#x", self._stream.cuda_stream, self._stream.priority, self._maker_stream)
             self._loop()
 
     def _loop(self) -> None:
