@@ -252,3 +252,47 @@ def test_cuda_graph_layers_update_equals_eager_and_replays(model_dir):
     print("relative gradient difference, CUDA-graph layers vs eager", rel)
     assert rel < 1e-3
     assert torch.allclose(logprobs[1], logprobs[0], atol=1e-4)
+
+
+def test_weight_fence_orders_another_threads_read_after_the_writers_stream():
+    """toolrl.trainer.weight_fence: weights written on one thread's stream (kept busy by a spinning kernel, as
+    an optimizer step's tail may be) and read on another thread's stream read the written values. The same
+    read without the fence runs beside the spin and sees the old values (reported, not asserted: that is the
+    hazard the fence removes, on this driver)."""
+    import threading
+
+    from toolrl.trainer.weight_fence import WeightFence
+
+    weights = torch.zeros(1 << 20, device="cuda")
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(10_000_000)
+    end.record()
+    end.synchronize()
+    cycles = int(10_000_000 * 0.5 / (start.elapsed_time(end) / 1000))  # about half a second of spinning
+
+    def write_then_read(fenced: bool) -> float:
+        weights.zero_()
+        torch.cuda.synchronize()
+        fence = WeightFence("cuda")
+        writer = torch.cuda.Stream()
+        with torch.cuda.stream(writer):  # the trainer's stream
+            torch.cuda._sleep(cycles)
+            weights.add_(1.0)
+            fence.written()
+        seen = {}
+
+        def read():  # the rollout thread: its own current stream
+            if fenced:
+                fence.before_read()
+            seen["sum"] = float(weights.sum())
+
+        t = threading.Thread(target=read)
+        t.start()
+        t.join()
+        torch.cuda.synchronize()
+        return seen["sum"]
+
+    unfenced = write_then_read(False)
+    assert write_then_read(True) == weights.numel(), f"fenced read saw old weights (unfenced saw {unfenced})"

@@ -24,7 +24,9 @@ another. A colocated engine shares the trainer's process and weights, so its
 weight copy waits for the model lock while an update runs; `next_batch` lets
 a due weight load finish before the step starts its forward passes
 (`wait_for_sync`, on for colocated engines), so the next rollout does not wait
-for a whole update and the copy holds exactly the version it is labelled with.
+for a whole update and the copy holds exactly the version it is labelled with. The lock orders the two
+threads' Python; `toolrl.trainer.weight_fence` orders their GPU work (the copy waits on the GPU for the
+update's last kernels, which may still run when `update()` returns).
 Separate engines load published weights (an object ref) in their own processes.
 
 `paused()` stops the thread between batches (evaluation and checkpoints use the

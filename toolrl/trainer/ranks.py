@@ -29,6 +29,7 @@ import torch
 
 from toolrl.errors import ToolrlError
 from toolrl.trainer import sm_share
+from toolrl.trainer.weight_fence import WeightFence
 from toolrl.trainer.batch import TrainBatch
 from toolrl.trainer.forward import batched_logprobs, batched_values
 from toolrl.trainer.oom import oom_hint
@@ -207,6 +208,7 @@ class PolicyRank(_Distributed):
         # weights are read (engine copy, checkpoint) and written (update) under one lock: in asynchronous mode the
         # rollout thread's weight copy and the trainer's update run in this process at the same time
         self._lock = threading.RLock()
+        self._fence = WeightFence(self.device)  # ... and the lock does not order their GPU work: this does
         from toolrl.trainer.step import sleeps_during_update
 
         self.sleeps = with_engine and sleeps_during_update(cfg, str(self.device))  # release memory for the update
@@ -281,6 +283,7 @@ class PolicyRank(_Distributed):
             from toolrl.trainer.modeling import rollout_state_dict
 
             with self._model_lock():
+                self._fence.before_read()  # the last update's kernels may still run on the trainer's stream
                 state = rollout_state_dict(self.model)  # under FSDP2 a collective: every rank takes part
                 if self.backend is not None:
                     self.backend.update_weights(state)
@@ -298,6 +301,7 @@ class PolicyRank(_Distributed):
         if self.rank != 0:
             return {}
         with self._model_lock():
+            self._fence.before_read()
             return {k: v.to("cpu", copy=True) for k, v in rollout_state_dict(self.model).items()}
 
     def engine_sleep(self) -> None:
@@ -319,6 +323,7 @@ class PolicyRank(_Distributed):
         torch.manual_seed(seed)
         with oom_hint("update"), self._model_lock(), sm_share.on_stream(self.update_stream):
             stats = update_policy(self.model, self.optimizer, batch, self.cfg, kl_coef, seed, self.dp, is_cap=is_cap)
+            self._fence.written()
         if self.update_stream is not None:
             stats["perf/update_sms"] = float(self.update_sms)
         self.scheduler.step()
@@ -376,6 +381,7 @@ class PolicyRank(_Distributed):
                                   "folder as model.name_or_path (a fresh optimizer)")
         with self._model_lock():
             load_policy_files(Path(ckpt_dir), self.model, self.optimizer, self.scheduler)
+            self._fence.written()
 
     def ready(self) -> int:
         return os.getpid()
