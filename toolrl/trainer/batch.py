@@ -20,8 +20,8 @@ Per-token tensors computed along the way (`old_logprobs`, `ref_logprobs`,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import chain
 from dataclasses import dataclass, field, replace
+from itertools import chain
 
 import numpy as np
 import torch

@@ -29,11 +29,11 @@ import torch
 
 from toolrl.errors import ToolrlError
 from toolrl.trainer import sm_share
-from toolrl.trainer.weight_fence import WeightFence
 from toolrl.trainer.batch import TrainBatch
 from toolrl.trainer.forward import batched_logprobs, batched_values
 from toolrl.trainer.oom import oom_hint
 from toolrl.trainer.optimize import DataParallel, update_critic, update_policy
+from toolrl.trainer.weight_fence import WeightFence
 from toolrl.types import Trajectory
 
 logger = logging.getLogger(__name__)
