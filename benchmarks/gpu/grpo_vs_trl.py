@@ -20,6 +20,11 @@ with gradient checkpointing off and are compared with `trl_vllm_nockpt` (also of
 median of steps 2..N (step 1 warms up; asynchronous toolrl runs: 2..N-1, their last step has no next
 rollout to overlap and is short; until 2026-12-03 session 8 it was 2..N for them too); samples/s =
 completions / that median. Peak memory = NVML's device-wide memory in use, sampled every 50 ms (the whole process: trainer, vLLM, caches).
+
+A system may change options: `name+key=value+...` (values read as JSON), e.g.
+`toolrl_async_graphs+engine_stream_priority=high+update_sm_fraction=0.5`. Besides toolrl_inproc.toolrl_config's
+keywords: `switch_interval` (the interpreter's), `cuda_connections` (CUDA_DEVICE_MAX_CONNECTIONS, CUDA's hardware
+work queues, default 8), `profile_step` (that step under torch.profiler; its summary goes in the result).
 """
 from __future__ import annotations
 
@@ -174,6 +179,9 @@ def worker(a: argparse.Namespace) -> None:
         opts = {**TOOLRL_SYSTEMS[name], **variant, **json.loads(a.opts or "{}")}
         if "switch_interval" in opts:
             sys.setswitchinterval(float(opts.pop("switch_interval")))
+        if "cuda_connections" in opts:  # hardware work queues (CUDA's default 8): streams that share one queue
+            # can wait on each other's kernels; read when CUDA starts, which is later in this process
+            os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] = str(int(opts.pop("cuda_connections")))
         res = run_tool(a.model, a.completions, a.steps, work, **opts)
     else:
         res = run_trl(a.model, a.completions, a.steps, use_vllm=name.startswith("trl_vllm"),
