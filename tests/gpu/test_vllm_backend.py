@@ -255,6 +255,15 @@ def test_engine_decodes_while_the_callers_stream_is_busy(tiny_qwen2):
         reqs = [GenerationRequest(p, SamplingParams(temperature=1.0, max_tokens=64, seed=i, ignore_eos=True,
                                                     min_tokens=64)) for i, p in enumerate(PROMPTS)]
         b.generate(reqs)  # warm-up
+        # still its own stream after steps (vLLM's V2 runner moves the stepping thread onto its cached main
+        # stream after every step: bind_runner_stream makes that the engine's)
+        assert b._control(lambda: torch.cuda.current_stream().cuda_stream) == engine
+
+        def runner_stream(worker):
+            ms = getattr(worker.model_runner, "main_stream", None)
+            return getattr(ms, "cuda_stream", None)
+
+        assert all(s in (None, engine) for s in b.llm.collective_rpc(runner_stream))
         t = time.perf_counter()
         b.generate(reqs)
         alone = time.perf_counter() - t

@@ -45,7 +45,10 @@ for it, so the stepping thread does no per-token Python work.
   (`backend_args.engine_stream`, default true): vLLM's kernels are launched
   from the engine thread, whose current stream that is, so with
   `trainer.async_rollouts` the rollout's kernels can run beside the update's
-  (on the default stream) instead of queueing behind them. A weight load waits
+  (on the trainer thread's stream) instead of queueing behind them. The stream
+  is never the maker's, and the model runner's cached main stream is bound to
+  it (`bind_runner_stream`: vLLM's V2 runner would otherwise move the engine
+  thread onto the maker's stream after its first step). A weight load waits
   for the caller's stream before it reads, and finishes before it returns.
   `backend_args.engine_stream_priority` ("normal", default, or "high") sets
   that stream's CUDA priority: "high" lets the GPU schedule the rollout's small
@@ -62,6 +65,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import itertools
 import logging
 import os
@@ -175,6 +179,24 @@ def load_weights_on_worker(worker: Any, named_tensors: Sequence[tuple[str, Any]]
     """Runs inside each vLLM worker (through `collective_rpc`): load HF-named weights."""
     worker.model_runner.model.load_weights(weights=list(named_tensors))
     return len(named_tensors)
+
+
+def bind_runner_stream(worker: Any, stream: Any) -> str:
+    """Runs in an in-process vLLM worker (through `collective_rpc`, on the engine thread): make the model
+    runner's main stream the engine thread's stream. Returns what was there ("" when nothing to bind).
+
+    vLLM 0.25's V2 model runner caches `main_stream` (the current stream when first read, at the warm-up that
+    runs in the thread that built the engine: the trainer's), and after every step it sets the stepping
+    thread's current stream back to it (`async_utils.stream(copy_stream, main_stream)`). Unbound, the engine
+    thread moves onto the trainer's stream at its first step, and a rollout's kernels queue behind the
+    overlapped update's (the GPU runs the two phases one after the other).
+    """
+    runner = getattr(worker, "model_runner", None)
+    if runner is None or not isinstance(getattr(type(runner), "main_stream", None), functools.cached_property):
+        return ""  # the V1 runner reads the current stream at every step
+    before = runner.__dict__.get("main_stream")
+    runner.__dict__["main_stream"] = stream  # a cached_property reads the instance's dict first
+    return f"{getattr(before, 'cuda_stream', 0):#x}"
 
 
 @dataclass(frozen=True)
@@ -408,8 +430,15 @@ class VLLMBackend:
         import torch
 
         with torch.cuda.stream(self._stream):  # this thread's current stream: vLLM launches on it
+            try:
+                bound = self.llm.collective_rpc(bind_runner_stream, args=(self._stream,))
+            except Exception:  # an engine without this runner API: it keeps its own stream handling
+                logger.warning("vllm engine: could not bind the model runner to the engine's stream; with "
+                               "trainer.async_rollouts its kernels may queue behind the update's", exc_info=True)
+                bound = ["?"]
             logger.info("vllm engine thread: launches on CUDA stream %#x (priority %d); the thread that made the "
-                        "engine is on %#x", self._stream.cuda_stream, self._stream.priority, self._maker_stream)
+                        "engine is on %#x; the model runner's main stream was %s", self._stream.cuda_stream,
+                        self._stream.priority, self._maker_stream, ", ".join(b or "per step" for b in bound))
             self._loop()
 
     def _loop(self) -> None:
