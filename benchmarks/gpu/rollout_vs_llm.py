@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -77,7 +78,9 @@ def main() -> None:
 
     def run_llm(params):
         def f():
-            outs = llm.generate(tprompts, params, use_tqdm=False)
+            # on the engine's stream, which the model runner is bound to (its output copies wait on that stream)
+            with torch.cuda.stream(backend._stream) if backend._stream is not None else contextlib.nullcontext():
+                outs = llm.generate(tprompts, params, use_tqdm=False)
             return sum(len(o.outputs[0].token_ids) for o in outs)
 
         return f
