@@ -241,15 +241,11 @@ def _engine_stream(llm: Any, priority: int = 0) -> Any:
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None
     # PyTorch hands out streams round-robin from a pool of 32 per priority: never the caller's own (the
-    # trainer's, after vLLM set it), or the engine's kernels would queue behind the update's
-    caller = torch.cuda.current_stream().cuda_stream
+    # trainer's, after vLLM set it), or the engine's kernels would queue behind the update's; the pool's next
+    # stream is another one
     stream = torch.cuda.Stream(device=torch.cuda.current_device(), priority=priority)
-    for _ in range(64):
-        if stream.cuda_stream != caller:
-            return stream
+    if stream.cuda_stream == torch.cuda.current_stream().cuda_stream:
         stream = torch.cuda.Stream(device=torch.cuda.current_device(), priority=priority)
-    logger.warning("vllm engine: no CUDA stream apart from the caller's; the engine shares it (no overlap with "
-                   "the update on the GPU)")
     return stream
 
 

@@ -169,7 +169,8 @@ def build_batch(
     attention[:, P:] = in_resp
     rollout_lp[in_resp] = _flat([t.logprobs for t in trajectories], np.float32)
     response_mask[in_resp] = _flat([t.loss_mask for t in trajectories], np.float32)
-    response_mask[~torch.tensor(list(valid), dtype=torch.bool)] = 0.0  # excluded samples train on nothing
+    valid_rows = torch.tensor(list(valid), dtype=torch.bool)
+    response_mask[~valid_rows] = 0.0  # excluded samples train on nothing
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
     return TrainBatch(
         input_ids=input_ids,
@@ -179,7 +180,7 @@ def build_batch(
         response_mask=response_mask,
         prompt_width=P,
         group_ids=list(group_ids),
-        valid=torch.tensor(list(valid), dtype=torch.bool),
+        valid=valid_rows,
         extras={"rollout_logprobs": rollout_lp},
     )
 
