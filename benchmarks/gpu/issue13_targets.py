@@ -3,14 +3,14 @@
     python3 benchmarks/gpu/rollout_vs_llm.py --tokenizer /root/qwen_tok --out $OUT/rollout.json
     python3 benchmarks/gpu/grpo_vs_trl.py --tokenizer /root/qwen_tok --sizes 256 --steps 8 \
         --systems "trl_vllm,toolrl,toolrl_async_graphs+engine_stream_priority=high" --out $OUT/grpo_a.json
-    python3 benchmarks/gpu/issue13_targets.py --rollout $OUT/rollout.json --grpo $OUT/grpo_a.json [more] \
+    python3 benchmarks/gpu/issue13_targets.py --rollout $OUT/rollout.json [more] --grpo $OUT/grpo_a.json [more] \
         --out $OUT/targets.json
 
 The targets (at 256 completions per step):
 - synchronous toolrl `vllm` >= 1.3x TRL-vLLM's samples/s (the fastest synchronous toolrl run);
 - asynchronous >= 2x TRL-vLLM (the fastest asynchronous run);
 - the `vllm` backend's rollout (`agenerate`, the trainer's path) >= 1.0x `LLM.generate` with the same engine
-  settings and sampling parameters;
+  settings and sampling parameters (with several rollout files, the lowest of their ratios);
 - peak memory <= TRL's at the same shape (NVML peak of the synchronous run that the first row uses; the lowest
   of any toolrl run is shown beside it).
 
@@ -41,8 +41,19 @@ def runs_at(results: dict[str, Any], size: int = SIZE) -> dict[str, dict[str, An
     return {k: r for k, r in results.get("runs", {}).items() if k.endswith(f"@{size}") and "samples_per_s" in r}
 
 
-def targets(rollout: dict[str, Any] | None, grpo: list[dict[str, Any]], size: int = SIZE) -> dict[str, Any]:
-    """The four targets' rows (measured value, the run it comes from, whether met) and the per-file ratios."""
+def rollout_ratio(rollout: dict[str, Any]) -> float:
+    """`agenerate`'s tokens/s over `LLM.generate`'s with the backend's parameters, in one rollout_vs_llm.py result."""
+    rows = rollout["rows"]
+    return rows["backend.agenerate"]["tok_per_s"] / rows["LLM.generate (backend's params)"]["tok_per_s"]
+
+
+def targets(rollout: dict[str, Any] | list[dict[str, Any]] | None, grpo: list[dict[str, Any]],
+            size: int = SIZE) -> dict[str, Any]:
+    """The four targets' rows (measured value, the run it comes from, whether met) and the per-file ratios.
+
+    `rollout` may be several rollout_vs_llm.py results of the sitting: the row takes the lowest ratio.
+    """
+    rollouts = [] if rollout is None else [rollout] if isinstance(rollout, dict) else list(rollout)
     runs: dict[str, dict[str, Any]] = {}
     for i, res in enumerate(grpo):
         for k, r in runs_at(res, size).items():
@@ -67,14 +78,15 @@ def targets(rollout: dict[str, Any] | None, grpo: list[dict[str, Any]], size: in
 
     sync_key = speed_row("sync samples/s vs TRL-vLLM", sync, 1.3)
     speed_row("async samples/s vs TRL-vLLM", asyn, 2.0)
-    if rollout is None:
+    if not rollouts:
         rows.append({"target": "rollout tok/s vs LLM.generate", "need": 1.0, "measured": None, "run": None,
                      "met": False, "why": "no rollout_vs_llm.py result"})
     else:
-        ours_tps = rollout["rows"]["backend.agenerate"]["tok_per_s"]
-        base_tps = rollout["rows"]["LLM.generate (backend's params)"]["tok_per_s"]
-        rows.append({"target": "rollout tok/s vs LLM.generate", "need": 1.0, "measured": ours_tps / base_tps,
-                     "run": "backend.agenerate", "met": ours_tps >= base_tps})
+        each = [rollout_ratio(r) for r in rollouts]
+        worst = min(range(len(each)), key=each.__getitem__)
+        run = "backend.agenerate" + (f" (rollout file {worst + 1} of {len(each)})" if len(each) > 1 else "")
+        rows.append({"target": "rollout tok/s vs LLM.generate", "need": 1.0, "measured": each[worst],
+                     "run": run, "met": each[worst] >= 1.0, "each": each})
     if sync_key is None or trl_peak is None:
         rows.append({"target": "peak GiB vs TRL-vLLM", "need": 1.0, "measured": None, "run": None, "met": False,
                      "why": "needs a synchronous toolrl run and a TRL-vLLM run"})
@@ -89,7 +101,7 @@ def targets(rollout: dict[str, Any] | None, grpo: list[dict[str, Any]], size: in
         rs = runs_at(res, size)
         ref = max((r["samples_per_s"] for k, r in rs.items() if _kind(k) in TRL), default=None)
         per_file.append({k: (r["samples_per_s"] / ref if ref else None) for k, r in rs.items() if _kind(k) not in TRL})
-    devices = sorted({d for d in [*(g.get("device") for g in grpo), (rollout or {}).get("device")] if d})
+    devices = sorted({d for d in [*(g.get("device") for g in grpo), *(r.get("device") for r in rollouts)] if d})
     return {"size": size, "devices": devices, "trl_fastest_samples_per_s": trl_best, "trl_lowest_peak_gib": trl_peak,
             "rows": rows, "same_call_ratios": per_file, "all_met": all(r["met"] for r in rows)}
 
@@ -111,17 +123,18 @@ def table(result: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rollout", help="rollout_vs_llm.py's result file")
+    ap.add_argument("--rollout", nargs="*", default=[],
+                    help="rollout_vs_llm.py result files of the same sitting (the lowest ratio counts)")
     ap.add_argument("--grpo", nargs="+", required=True, help="grpo_vs_trl.py result files of the same sitting")
     ap.add_argument("--size", type=int, default=SIZE)
     ap.add_argument("--out", default="issue13_targets.json")
     a = ap.parse_args()
-    for path in [a.rollout, *a.grpo]:
-        if path and not Path(path).is_file():
+    for path in [*a.rollout, *a.grpo]:
+        if not Path(path).is_file():
             raise SystemExit(f"issue13_targets: {path} does not exist (pass the result files the benchmarks wrote)")
     grpo = [json.loads(Path(p).read_text()) for p in a.grpo]
-    rollout = json.loads(Path(a.rollout).read_text()) if a.rollout else None
-    result = targets(rollout, grpo, a.size)
+    rollouts = [json.loads(Path(p).read_text()) for p in a.rollout]
+    result = targets(rollouts or None, grpo, a.size)
     if len(result["devices"]) > 1:
         raise SystemExit(f"issue13_targets: the files name several devices {result['devices']}: not one sitting")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
