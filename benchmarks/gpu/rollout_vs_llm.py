@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=".gpu_snapshot/qwen_tok")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--natural", action="store_true")
     ap.add_argument("--work", default="/tmp/rollout-bench")
     ap.add_argument("--out", default="rollout_vs_llm.json")
