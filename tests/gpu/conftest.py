@@ -64,7 +64,19 @@ def perturbed_state_dict(model_dir, scale=0.5, seed=1):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def spin_cycles_per_second() -> float:
+    """GPU clock cycles per second as `torch.cuda._sleep` counts them (one spinning thread block): tests keep a
+    stream busy for a chosen time with `torch.cuda._sleep(int(seconds * spin_cycles_per_second()))`."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(50_000_000)
+    end.record()
+    end.synchronize()
+    return 50_000_000 / (start.elapsed_time(end) / 1000)
+
+
 @pytest.fixture(scope="session")
 def gpu_helpers():
-    """Teacher-forced logprobs with HF on the GPU, and perturbed weights for update tests."""
-    return SimpleNamespace(hf_logprobs=hf_logprobs, perturbed_state_dict=perturbed_state_dict)
+    """Teacher-forced logprobs with HF on the GPU, perturbed weights for update tests, the spin-kernel clock."""
+    return SimpleNamespace(hf_logprobs=hf_logprobs, perturbed_state_dict=perturbed_state_dict,
+                           spin_cycles_per_second=spin_cycles_per_second)

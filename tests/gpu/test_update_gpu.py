@@ -254,7 +254,7 @@ def test_cuda_graph_layers_update_equals_eager_and_replays(model_dir):
     assert torch.allclose(logprobs[1], logprobs[0], atol=1e-4)
 
 
-def test_weight_fence_orders_another_threads_read_after_the_writers_stream():
+def test_weight_fence_orders_another_threads_read_after_the_writers_stream(gpu_helpers):
     """toolrl.trainer.weight_fence: weights written on one thread's stream (kept busy by a spinning kernel, as
     an optimizer step's tail may be) and read on another thread's stream read the written values. The same
     read without the fence runs beside the spin and sees the old values (reported, not asserted: that is the
@@ -265,12 +265,7 @@ def test_weight_fence_orders_another_threads_read_after_the_writers_stream():
 
     weights = torch.zeros(1 << 20, device="cuda")
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    torch.cuda._sleep(10_000_000)
-    end.record()
-    end.synchronize()
-    cycles = int(10_000_000 * 0.5 / (start.elapsed_time(end) / 1000))  # about half a second of spinning
+    cycles = int(0.5 * gpu_helpers.spin_cycles_per_second())  # about half a second of spinning
 
     def write_then_read(fenced: bool) -> float:
         weights.zero_()

@@ -222,19 +222,7 @@ def test_high_priority_engine_stream_generates_correctly(tiny_qwen2, gpu_helpers
         b.close()
 
 
-def _spin_cycles_per_second() -> float:
-    """GPU clock cycles per second as `torch.cuda._sleep` counts them (one spinning thread block)."""
-    import torch
-
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    torch.cuda._sleep(50_000_000)
-    end.record()
-    end.synchronize()
-    return 50_000_000 / (start.elapsed_time(end) / 1000)
-
-
-def test_engine_decodes_while_the_callers_stream_is_busy(tiny_qwen2):
+def test_engine_decodes_while_the_callers_stream_is_busy(tiny_qwen2, gpu_helpers):
     """The in-process engine launches on a stream of its own, not the caller's: with the caller's current stream
     (the trainer's, in asynchronous mode) kept busy by one spinning kernel, a generation takes about as long
     as alone. Were the engine's kernels queued on that stream, or synchronised with it, the generation would
@@ -268,7 +256,7 @@ def test_engine_decodes_while_the_callers_stream_is_busy(tiny_qwen2):
         b.generate(reqs)
         alone = time.perf_counter() - t
         busy_s = max(3.0, 10 * alone)
-        cycles = int(busy_s * _spin_cycles_per_second())
+        cycles = int(busy_s * gpu_helpers.spin_cycles_per_second())
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         torch.cuda._sleep(cycles)  # on the caller's stream; returns at once
