@@ -271,3 +271,63 @@ def test_engine_decodes_while_the_callers_stream_is_busy(tiny_qwen2, gpu_helpers
         assert beside < alone + 0.25 * spun, f"alone {alone:.3f}s, beside a {spun:.2f}s spin {beside:.3f}s"
     finally:
         b.close()
+
+
+def test_graph_recordings_never_overlap_an_engine_step(tiny_qwen2):
+    """A CUDA graph recorded on this thread (as the update's graph trees do) while the in-process engine
+    generates: every recording waits for the engine thread's step to end, and no step begins before the
+    recording ends (toolrl.rollout.capture_gate). Each step and each recording logs its begin and end."""
+    import threading
+    import time
+
+    import torch
+
+    from toolrl.rollout.capture_gate import GATE
+    from toolrl.rollout.vllm_backend import VLLMBackend
+
+    b = VLLMBackend(BackendSettings(model_path=str(tiny_qwen2), dtype="bfloat16", max_batch_size=8, seed=0,
+                                    extra={"gpu_memory_utilization": 0.2, "skip_tokenizer_init": True,
+                                           "max_model_len": 1024}))
+    try:
+        spans, lock = [], threading.Lock()
+        real_step = b.llm.llm_engine.step
+
+        def timed_step():
+            t0 = time.perf_counter()
+            out = real_step()
+            with lock:
+                spans.append(("step", t0, time.perf_counter()))
+            return out
+
+        b.llm.llm_engine.step = timed_step
+        reqs = [GenerationRequest(p, SamplingParams(temperature=1.0, max_tokens=256, seed=i, ignore_eos=True,
+                                                    min_tokens=256)) for i, p in enumerate(PROMPTS)]
+        x = torch.randn(256, 256, device="cuda")
+        waits_before = GATE.waits
+        done = threading.Event()
+        gen = threading.Thread(target=lambda: (b.generate(reqs), done.set()), daemon=True)
+        gen.start()
+        recordings = 0
+        while not done.is_set() and recordings < 20:
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                t0 = time.perf_counter()  # inside: the capture is under way, so the gate is closed
+                y = x
+                for _ in range(8):
+                    y = y @ x / 16
+                t1 = time.perf_counter()
+            with lock:
+                spans.append(("record", t0, t1))
+            g.replay()
+            recordings += 1
+        gen.join(120)
+        assert done.is_set() and recordings >= 3, recordings
+        steps = [(a, z) for kind, a, z in spans if kind == "step"]
+        recs = [(a, z) for kind, a, z in spans if kind == "record"]
+        # the engine steps back to back while it generates, so without the gate a capture would almost always
+        # fall inside a step
+        overlaps = [(r, s) for r in recs for s in steps if s[0] < r[1] and r[0] < s[1]]
+        assert GATE.waits > waits_before, "no recording ever had to wait for a step: the test proved nothing"
+        assert not overlaps, overlaps[:3]
+    finally:
+        b.close()

@@ -53,6 +53,10 @@ for it, so the stepping thread does no per-token Python work.
   `backend_args.engine_stream_priority` ("normal", default, or "high") sets
   that stream's CUDA priority: "high" lets the GPU schedule the rollout's small
   decode kernels ahead of the update's large ones when both are queued.
+  Such an engine also gates CUDA graph recordings (`toolrl.rollout.capture_gate`):
+  a `torch.cuda.graph` recording on another thread (the update's graph-replayed
+  layers, `trainer.compile_mode=reduce-overhead`) waits until the engine thread is
+  between two steps, and the engine waits until the recording ends.
 
 `rollout.backend_args` are passed to `vllm.LLM(...)` (e.g.
 `gpu_memory_utilization`, `max_model_len`, `enforce_eager`,
@@ -84,6 +88,7 @@ from toolrl.rollout.base import (
     SamplingParams,
     StreamChunk,
 )
+from toolrl.rollout.capture_gate import GATE, install_graph_hook
 from toolrl.rollout.requests import RequestHandle, StreamCallback, await_handle, stream_handle
 from toolrl.rollout.vllm_weights import RECEIVER_CLS, RECEIVER_METHOD, pack_buckets, share_payload
 
@@ -321,6 +326,8 @@ class VLLMBackend:
         priority = stream_priority(extra.get("engine_stream_priority", "normal"))
         self._stream = _engine_stream(llm, priority) if bool(extra.get("engine_stream", True)) else None
         self._maker_stream = _current_stream().cuda_stream if self._stream is not None else 0  # for the log
+        if self._stream is not None:  # another thread's CUDA graph recordings wait for this one's step to end
+            install_graph_hook()
         self._thread = threading.Thread(target=self._run, name="toolrl-vllm-engine", daemon=True)
         self._thread.start()
 
@@ -447,21 +454,26 @@ class VLLMBackend:
                     break
                 controls, self._controls = list(self._controls), collections.deque()
                 new, self._waiting = list(self._waiting), collections.deque()
-            for fn, fut in controls:
-                try:
-                    fut.set_result(fn())
-                except Exception as exc:
-                    fut.set_exception(exc)
-            try:
-                self._step(engine, new)
-            except Exception as exc:
-                logger.exception("vllm engine step failed; failing %d request(s)", len(self._active))
-                for rid, h in list(self._active.items()):
-                    h.fail(exc)
-                self._safe_abort(engine, list(self._active))
-                self._active.clear()
+            with GATE.step():  # no CUDA graph recording of another thread runs meanwhile (capture_gate)
+                self._controls_and_step(engine, controls, new)
         for h in [*self._waiting, *self._active.values()]:
             h.fail(RuntimeError("the vllm backend was closed"))
+
+    def _controls_and_step(self, engine: Any, controls: list[tuple[Callable[[], Any], concurrent.futures.Future]],
+                           new: list[RequestHandle]) -> None:
+        for fn, fut in controls:
+            try:
+                fut.set_result(fn())
+            except Exception as exc:
+                fut.set_exception(exc)
+        try:
+            self._step(engine, new)
+        except Exception as exc:
+            logger.exception("vllm engine step failed; failing %d request(s)", len(self._active))
+            for rid, h in list(self._active.items()):
+                h.fail(exc)
+            self._safe_abort(engine, list(self._active))
+            self._active.clear()
 
     def _render(self, handles: list[RequestHandle]) -> list[Any]:
         """Engine inputs for the handles' prompts through vLLM's renderer (one call for all of them).
