@@ -15,7 +15,9 @@ The targets (at 256 completions per step):
   of any toolrl run is shown beside it).
 
 TRL-vLLM's reference is its *fastest* run over all the given files (TRL's own spread between runs is large;
-docs/BENCHMARKS.md), and its *lowest* peak. Each grpo file's own ratios (TRL of the same call) are listed too.
+docs/BENCHMARKS.md), and its *lowest* peak. Each grpo file's own ratios (TRL of the same call) are listed too,
+and so is a typical-run reading: every system's median samples/s over its runs in the files (a system is the
+run's full name, options included) against TRL-vLLM's median.
 The files must come from one sitting: the script checks that they name one device model, not that they come
 from one machine (the sitting's notes say that).
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +106,22 @@ def targets(rollout: dict[str, Any] | list[dict[str, Any]] | None, grpo: list[di
         per_file.append({k: (r["samples_per_s"] / ref if ref else None) for k, r in rs.items() if _kind(k) not in TRL})
     devices = sorted({d for d in [*(g.get("device") for g in grpo), *(r.get("device") for r in rollouts)] if d})
     return {"size": size, "devices": devices, "trl_fastest_samples_per_s": trl_best, "trl_lowest_peak_gib": trl_peak,
-            "rows": rows, "same_call_ratios": per_file, "all_met": all(r["met"] for r in rows)}
+            "rows": rows, "same_call_ratios": per_file, "medians": medians(runs),
+            "all_met": all(r["met"] for r in rows)}
+
+
+def medians(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per system (the run's name with options, without the file letter and repeat mark): how many runs, their
+    median, lowest and highest samples/s, and the median against TRL-vLLM's median (None without a TRL run)."""
+    by: dict[str, list[float]] = {}
+    for key, r in runs.items():
+        system = key.split(":", 1)[1].split("@")[0].split("#")[0]
+        by.setdefault(system, []).append(r["samples_per_s"])
+    trl = sorted(x for s, xs in by.items() if s in TRL for x in xs)
+    trl_median = statistics.median(trl) if trl else None
+    return {s: {"runs": len(xs), "median": statistics.median(xs), "lowest": min(xs), "highest": max(xs),
+                "vs_trl_median": (statistics.median(xs) / trl_median if trl_median and s not in TRL else None)}
+            for s, xs in sorted(by.items())}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -115,6 +133,10 @@ def table(result: dict[str, Any]) -> str:
     best, peak = result["trl_fastest_samples_per_s"], result["trl_lowest_peak_gib"]
     out.append(f"TRL-vLLM: fastest {'-' if best is None else f'{best:.1f}'} samples/s, lowest peak "
                f"{'-' if peak is None else f'{peak:.1f}'} GiB; devices: {', '.join(result['devices']) or '?'}")
+    for system, m in result.get("medians", {}).items():
+        vs = "" if m["vs_trl_median"] is None else f", {m['vs_trl_median']:.2f}x TRL-vLLM's median"
+        out.append(f"median of {m['runs']} run(s) {m['median']:.1f} samples/s ({m['lowest']:.1f}-{m['highest']:.1f})"
+                   f"{vs}: {system}")
     for i, ratios in enumerate(result["same_call_ratios"]):
         shown = ", ".join(f"{k.split('@')[0]} {v:.2f}x" for k, v in ratios.items() if v is not None)
         out.append(f"file {chr(ord('a') + i)}, against its own TRL run: {shown or '-'}")
