@@ -169,6 +169,15 @@ def system_opts(system: str) -> tuple[str, dict]:
     return name, opts
 
 
+def run_order(systems: str, repeat: int = 1) -> list[str]:
+    """The runs, in order: the comma-separated systems, the whole list `repeat` times (a,b,a,b: interleaved, so
+    that a slow spell of the machine does not fall on one system's runs only)."""
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    if not names or repeat < 1:
+        raise SystemExit(f"grpo_vs_trl: nothing to run (--systems {systems!r}, --repeat {repeat})")
+    return names * repeat
+
+
 def worker(a: argparse.Namespace) -> None:
     import shapes
 
@@ -248,6 +257,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=".gpu_snapshot/qwen_tok")
     ap.add_argument("--sizes", default="64,256")
     ap.add_argument("--systems", default="toolrl,toolrl_nosleep,toolrl_async,trl_vllm")
+    ap.add_argument("--repeat", type=int, default=1, help="run the --systems list this many times, interleaved")
     ap.add_argument("--timeout", type=int, default=240)
     ap.add_argument("--out", default="grpo_vs_trl.json")
     a = ap.parse_args()
@@ -267,7 +277,7 @@ def main() -> None:
                      "group": 8, "new_tokens": 256, "steps": a.steps, "runs": {}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     for size in [int(s) for s in a.sizes.split(",")]:
-        for i, system in enumerate(a.systems.split(",")):
+        for i, system in enumerate(run_order(a.systems, a.repeat)):
             res = child(system, model, size, a.steps, str(work), a.timeout)
             key = f"{system}@{size}"
             results["runs"][key if key not in results["runs"] else f"{system}#{i}@{size}"] = res  # a repeat

@@ -144,3 +144,14 @@ def test_the_tenth_sitting_reads_as_documented(it):
     assert m["toolrl_async_graphs+engine_stream_priority=high+switch_interval=0.001"]["runs"] == 1  # one crashed
     assert m["trl_vllm"]["vs_trl_median"] is None
     assert "median of 4 run(s) 52.1 samples/s (45.8-55.8): trl_vllm" in it.table(strict)
+
+
+def test_grpo_vs_trl_repeats_the_systems_interleaved(load_benchmark):
+    with load_benchmark("gpu/grpo_vs_trl.py") as g:
+        assert g.run_order("trl_vllm,toolrl_async_graphs+engine_stream_priority=high", 3) == [
+            "trl_vllm", "toolrl_async_graphs+engine_stream_priority=high"] * 3
+        assert g.run_order("toolrl") == ["toolrl"]
+        with pytest.raises(SystemExit, match="nothing to run"):
+            g.run_order("trl_vllm", 0)
+        with pytest.raises(SystemExit, match="nothing to run"):
+            g.run_order(" , ")
