@@ -6,11 +6,15 @@ assembles chunked packages, checks the sha256, converts the GGUF once to a
 normal HF folder (bf16 safetensors + tokenizer + chat template) in the cache,
 and returns that folder. Any existing local folder is returned as is.
 
-Cache: $TOOLRL_CACHE or ~/.cache/toolrl (models/<name>-<sha12>/).
+Cache: $TOOLRL_CACHE or ~/.cache/toolrl (models/<name>-<sha12>/). Processes that
+resolve the same model at once take turns (a file lock beside the folder): one
+converts, the others then use its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -18,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,12 +148,30 @@ def resolve(name_or_path: str, *, progress: bool = True) -> Path:
         )
     spec = MODELS[key]
     out = cache_dir() / "models" / f"{spec.name}-{spec.sha256[:12]}"
-    if (out / "config.json").exists() and (out / ".complete").exists():
-        ensure_eos_token_ids(out, spec.extra_eos_token_ids)  # folders converted before the field existed
-        return out
-    gguf = assemble_gguf(spec)
-    _convert(spec, gguf, out, progress=progress)
+    if not _complete(out):
+        # one process converts; another resolving the same model meanwhile waits, then uses its folder
+        with _file_lock(out.parent / f".{out.name}.lock"):
+            if not _complete(out):
+                gguf = assemble_gguf(spec)
+                _convert(spec, gguf, out, progress=progress)
+    ensure_eos_token_ids(out, spec.extra_eos_token_ids)  # folders converted before the field existed
     return out
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / ".complete").exists()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (flock on `path`, created if missing), released on exit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def ensure_eos_token_ids(folder: Path, extra: tuple[int, ...]) -> bool:
@@ -203,12 +226,20 @@ def assemble_gguf(spec: ModelSpec) -> Path:
         target = cache_dir() / "gguf" / spec.gguf_name
         if not (target.exists() and _sha256(target) == spec.sha256):
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".partial")
-            with open(tmp, "wb") as out:
-                for c in chunks:
-                    with open(c, "rb") as inp:
-                        shutil.copyfileobj(inp, out, 1 << 24)
-            tmp.replace(target)
+            # a file of this process's own, renamed into place: two processes assembling at once never write
+            # into one file, and a reader sees the old file or the whole new one
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".partial", dir=target.parent)
+            tmp = Path(name)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for c in chunks:
+                        with open(c, "rb") as inp:
+                            shutil.copyfileobj(inp, out, 1 << 24)
+                os.chmod(tmp, 0o644)
+                tmp.replace(target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
     digest = _sha256(target)
     if digest != spec.sha256:
         raise ModelNotAvailableError(

@@ -1,7 +1,12 @@
 """The offline model registry, on the real SmolLM2 package (real file, sha256 checked)."""
 
 import dataclasses
+import hashlib
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +128,68 @@ def test_extra_eos_reaches_the_hf_backend(tmp_path, smollm2_path):
     model = AutoModelForCausalLM.from_pretrained(folder)
     ids = eos_ids_of(model, tok)
     assert extra in ids and tok.eos_token_id in ids
+
+
+DRIVER = """
+import os, sys, time
+from pathlib import Path
+from toolrl import models
+
+calls, ready = Path(sys.argv[1]), Path(sys.argv[2])
+
+
+def slow_convert(spec, gguf, out, progress):  # a conversion that takes a while, writing like the real one
+    with open(calls, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(1.0)
+    tmp = out.parent / f".tmp-{os.getpid()}"
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text("{}")
+    (tmp / ".complete").write_text("x")
+    tmp.rename(out)
+
+
+models.assemble_gguf = lambda spec: Path("unused.gguf")
+models._convert = slow_convert
+models.ensure_eos_token_ids = lambda folder, extra: False
+(ready / str(os.getpid())).write_text("")
+while len(list(ready.iterdir())) < 2:  # both processes start resolving together
+    time.sleep(0.01)
+print(models.resolve("smollm2-135m-instruct", progress=False))
+"""
+
+
+def test_two_processes_resolving_one_model_convert_it_once(tmp_path):
+    """The conversion is faked (slow, so the second process arrives while the first converts: timing a real
+    part cannot be made to do on demand). Without the lock both convert, and the second rename fails."""
+    driver, calls, ready = tmp_path / "driver.py", tmp_path / "calls.txt", tmp_path / "ready"
+    driver.write_text(DRIVER)
+    ready.mkdir()
+    env = {**os.environ, "TOOLRL_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, str(driver), str(calls), str(ready)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    paths = {out.strip() for out, _ in outs}
+    assert len(paths) == 1 and Path(paths.pop()).joinpath("config.json").is_file()
+    assert len(calls.read_text().split()) == 1  # one conversion; the other process used its folder
+
+
+def test_assembly_writes_a_file_of_its_own_and_renames_it(tmp_path, monkeypatch):
+    """Chunks are copied into a temporary file unique to this call, then renamed over the target: no fixed
+    `.partial` name that two processes would both write into."""
+    monkeypatch.setenv("TOOLRL_CACHE", str(tmp_path / "cache"))
+    parts = tmp_path / "pkg"
+    parts.mkdir()
+    (parts / "a.bin").write_bytes(b"hello ")
+    (parts / "b.bin").write_bytes(b"world")
+    spec = dataclasses.replace(models.MODELS["qwen2.5-coder-0.5b-instruct"], packages=("p1", "p2"),
+                               files=("a.bin", "b.bin"), sha256=hashlib.sha256(b"hello world").hexdigest())
+    monkeypatch.setattr(models, "package_dir", lambda name: parts)
+    seen = []
+    real_mkstemp = models.tempfile.mkstemp
+    monkeypatch.setattr(models.tempfile, "mkstemp", lambda **kw: seen.append(kw) or real_mkstemp(**kw))
+    target = models.assemble_gguf(spec)
+    assert target.read_bytes() == b"hello world" and target.parent == tmp_path / "cache" / "gguf"
+    assert seen and seen[0]["dir"] == target.parent
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary file left behind
