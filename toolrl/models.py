@@ -164,14 +164,11 @@ def _complete(folder: Path) -> bool:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes (flock on `path`, created if missing), released on exit."""
+    """An exclusive lock between processes (flock on `path`, created if missing); closing the file releases it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        yield
 
 
 def ensure_eos_token_ids(folder: Path, extra: tuple[int, ...]) -> bool:

@@ -71,11 +71,10 @@ class CaptureGate:
         me = threading.get_ident()
         with self._cond:
             self._closed += 1
-            others = [t for t in self._stepping if t != me]
-            if others:
+            if any(t != me for t in self._stepping):
                 self.waits += 1
-            while any(t != me for t in self._stepping):
-                self._cond.wait()
+                while any(t != me for t in self._stepping):
+                    self._cond.wait()
         try:
             yield
         finally:
