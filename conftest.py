@@ -3,6 +3,7 @@ installed plugin cannot change results; tests that need them start a
 subprocess without TOOLRL_NO_ENTRYPOINTS."""
 
 import os
+from collections import OrderedDict
 
 os.environ.setdefault("TOOLRL_NO_ENTRYPOINTS", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -32,11 +33,30 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadFileScheduling
 
     class MemoryAwareFileScheduling(LoadFileScheduling):
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            self.workqueue = HeavyFirstQueue()
+
         def _split_scope(self, nodeid: str) -> str:
             path = super()._split_scope(nodeid)
-            return "memory-heavy" if path in MEMORY_HEAVY else path
+            return HEAVY_UNIT if path in MEMORY_HEAVY else path
 
     return MemoryAwareFileScheduling(config, log)
+
+
+HEAVY_UNIT = "memory-heavy"
+
+
+class HeavyFirstQueue(OrderedDict):
+    """xdist's queue of work units with the memory-heavy unit always first: the first worker starts on it
+    at once and the other worker takes every other file meanwhile. (xdist orders the units by test count;
+    the heavy unit, about half of the suite's time, then started late and its worker ran alone at the end:
+    1592 s against 1331 s for plain loadfile.)"""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if key == HEAVY_UNIT:
+            self.move_to_end(key, last=False)
 
 
 def pytest_sessionstart(session):

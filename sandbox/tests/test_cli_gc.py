@@ -79,8 +79,9 @@ def test_gc_removes_orphans_only(client: docker.DockerClient, image: str) -> Non
         assert orphan in report.removed and owned in report.kept
         assert wait_gone(client, "gc-test-orphan", timeout=5)
         assert list_labelled(client, **{LABEL_POOL: "gc-test-owned"})
-        report = sandbox_gc.collect(client, all_containers=True)
-        assert owned in report.removed
+        # --all limited to one pool: another test process's pools on this engine are left alone
+        report = sandbox_gc.collect(client, all_containers=True, pool_id="gc-test-owned")
+        assert report.removed == (owned,)
         assert wait_gone(client, "gc-test-owned", timeout=5)
     finally:
         for cid in (orphan, owned):
@@ -95,6 +96,23 @@ def test_cli_gc(client: docker.DockerClient, image: str) -> None:
     proc = subprocess.run(CLI + ["gc"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "removed" in proc.stdout
     assert wait_gone(client, "gc-test-cli", timeout=5)
+
+
+def test_cli_gc_all_of_one_pool_removes_its_owned_containers_only(client: docker.DockerClient, image: str) -> None:
+    mine = _orphan(client, image, "gc-test-cli-pool", os.getpid())
+    other = _orphan(client, image, "gc-test-cli-other", os.getpid())
+    try:
+        proc = subprocess.run(CLI + ["gc", "--all", "--pool", "gc-test-cli-pool"], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0 and "removed 1 sandbox container(s)" in proc.stdout, proc.stdout + proc.stderr
+        assert wait_gone(client, "gc-test-cli-pool", timeout=5)
+        assert [c["Id"] for c in list_labelled(client, **{LABEL_POOL: "gc-test-cli-other"})] == [other]
+    finally:
+        for cid in (mine, other):
+            try:
+                client.api.remove_container(cid, force=True)
+            except docker.errors.APIError:
+                pass  # already gone
 
 
 OWNER = textwrap.dedent("""

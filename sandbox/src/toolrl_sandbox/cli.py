@@ -57,7 +57,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_gc(args: argparse.Namespace) -> int:
     from .gc import collect
 
-    print(collect(all_containers=args.all).describe())
+    print(collect(all_containers=args.all, pool_id=args.pool).describe())
     return 0
 
 
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gc", help="remove sandbox containers whose owning process is gone")
     p.add_argument("--all", action="store_true", help="remove every sandbox container, owned or not")
+    p.add_argument("--pool", default=None, metavar="POOL_ID",
+                   help="only this pool's containers (its id is the toolrl-sandbox.pool label)")
     p.set_defaults(func=_cmd_gc)
     return parser
 

@@ -3,7 +3,7 @@
 A container is a leftover when the process that owned it (labels
 ``toolrl-sandbox.pid`` + ``toolrl-sandbox.pid-start`` on this host) is no
 longer alive.  Containers of another host (a shared remote engine) are left
-alone unless ``all_containers`` is set.
+alone unless ``all_containers`` is set; ``pool_id`` limits either to one pool.
 """
 
 from __future__ import annotations
@@ -49,11 +49,15 @@ def owner_alive(labels: dict[str, str]) -> bool:
     return not started or engine.process_start_time(pid) == started
 
 
-def collect(client: docker.DockerClient | None = None, all_containers: bool = False) -> GcReport:
+def collect(client: docker.DockerClient | None = None, all_containers: bool = False,
+            pool_id: str | None = None) -> GcReport:
+    """Remove the leftovers (or, with ``all_containers``, every sandbox container); with ``pool_id``, look only
+    at that pool's containers, so another run's pools on the same engine are left alone."""
     client = client or engine.connect()
     removed: list[str] = []
     kept: list[str] = []
-    for info in engine.list_labelled(client):
+    only = {engine.LABEL_POOL: pool_id} if pool_id else {}
+    for info in engine.list_labelled(client, **only):
         cid = info["Id"]
         if all_containers or not owner_alive(info.get("Labels") or {}):
             engine.remove_containers(client, [cid])
