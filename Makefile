@@ -8,12 +8,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.toolrl-setup
 SETUP_INPUTS := scripts/setup_python.sh $(wildcard pyproject.toml */pyproject.toml plugins/*/*/pyproject.toml)
 PYTEST_ARGS ?=
-# one test process by default. PYTEST_XDIST="-n 2 --dist loadfile" runs two (pytest-xdist): each file on one
-# worker, the memory-heavy training files (conftest.py: MEMORY_HEAVY) one after the other on one worker.
-# Measured on the 2-core CI machine: 1701 s in one process; 1331 s with plain loadfile (two Ray OOM kills
-# once a third heavy process ran beside it); 1592 s with the memory-heavy unit (its worker runs alone at
-# the end) and test_wandb_offline_writes_the_steps_and_config failing under the load. Not the default.
-PYTEST_XDIST ?=
+# Two test processes (pytest-xdist) on a machine with at least 2 cores and 20 GB of memory, else one.
+# `--dist loadfile`: each file's tests on one worker (module fixtures start once); the memory-heavy training
+# files (conftest.py: MEMORY_HEAVY) are one unit, handed out first, so one worker runs them from the start
+# while the other takes every other file. On the 2-core, 24 GiB CI machine (2026-12-04): 944 s against 1372 s
+# in one process, peak 18.6 GiB in use (docs/BENCHMARKS.md, "Test suite"). PYTEST_XDIST= runs one process.
+PYTEST_XDIST ?= $(shell [ "$$(nproc)" -ge 2 ] && awk '/MemTotal/ {exit !($$2 >= 20000000)}' /proc/meminfo \
+                  && echo "-n 2 --dist loadfile")
 
 .PHONY: setup python docker demo test test-unit loadtest bench clean-runs help
 
