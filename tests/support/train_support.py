@@ -1,6 +1,7 @@
-"""Shared pieces of the training integration tests (no tests here): a tiny answer-tag task file and config.
+"""Shared pieces of the training tests: a tiny answer-tag task file and config.
 
-Loaded by path with `load_support()` (tests are not a package); subprocess drivers load it the same way.
+pytest puts this folder on the path (`pythonpath` in pyproject.toml), so tests `import train_support as S`;
+subprocess drivers load it by its path (`S.__file__`).
 """
 
 from __future__ import annotations
