@@ -8,13 +8,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.toolrl-setup
 SETUP_INPUTS := scripts/setup_python.sh $(wildcard pyproject.toml */pyproject.toml plugins/*/*/pyproject.toml)
 PYTEST_ARGS ?=
-# Two test processes (pytest-xdist) on a machine with at least 2 cores and 20 GB of memory, else one.
-# `--dist loadfile`: each file's tests on one worker (module fixtures start once); the memory-heavy training
-# files (conftest.py: MEMORY_HEAVY) are one unit, handed out first, so one worker runs them from the start
-# while the other takes every other file. On the 2-core, 24 GiB CI machine (2026-12-04): 944 s against 1372 s
-# in one process, peak 18.6 GiB in use (docs/BENCHMARKS.md, "Test suite"). PYTEST_XDIST= runs one process.
-PYTEST_XDIST ?= $(shell [ "$$(nproc)" -ge 2 ] && awk '/MemTotal/ {exit !($$2 >= 20000000)}' /proc/meminfo \
-                  && echo "-n 2 --dist loadfile")
+# Two test processes (pytest-xdist) on a machine (or container) with at least 2 CPUs and 20 GB of memory, else
+# one: scripts/test_workers.sh. `--dist loadfile`: each file's tests on one worker (module fixtures start once);
+# the memory-heavy training files (conftest.py: MEMORY_HEAVY) are one unit, handed out first, so one worker runs
+# them from the start while the other takes every other file. On the 2-core, 24 GiB CI machine (2026-12-05):
+# 944 s against 1372 s in one process, peak 19.2 GiB in use (docs/BENCHMARKS.md, "Test suite").
+# `make test PYTEST_XDIST=` runs one process.
+PYTEST_XDIST ?= $(shell bash scripts/test_workers.sh)
 
 .PHONY: setup python docker demo test test-unit loadtest bench clean-runs help
 
