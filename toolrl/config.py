@@ -425,6 +425,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     import yaml
 
     if "=" not in text:
+        from pathlib import Path
+
+        if text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file():  # a config file given bare
+            raise _OverrideError(ConfigProblem(
+                text, None, "a config file given where an override (key.subkey=value) belongs",
+                f"pass it with --config: --config {text}", source="command line"))
         raise _OverrideError(ConfigProblem(
             text, None, "an override must have the form key.subkey=value",
             f"write e.g. {text}=VALUE (no spaces around '=')", source="command line"))

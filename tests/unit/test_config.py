@@ -84,6 +84,16 @@ def test_eval_freq_without_eval_file():
     assert "data.eval_file" in problems(exc.value)["trainer.eval_freq"]
 
 
+def test_a_config_file_given_as_an_override_points_to_config(tmp_path):
+    """`toolrl train run.yaml` (without --config): the error names the file and says to pass it with --config."""
+    for text in ("examples/demo/config.yaml", "run.yml", str(tmp_path / "settings")):
+        if not text.endswith(("yaml", "yml")):
+            (tmp_path / "settings").write_text("trainer: {lr: 1.0e-6}\n")
+        with pytest.raises(ConfigError) as exc:
+            load_config(None, [text])
+        assert f"--config {text}" in str(exc.value) and "a config file given where an override" in str(exc.value)
+
+
 def test_override_syntax_errors():
     with pytest.raises(ConfigError) as exc:
         load_config(None, ["trainer.lr"])
