@@ -42,7 +42,7 @@ test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-unit: python
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 loadtest: setup
 	bash scripts/loadtest.sh
