@@ -1,7 +1,10 @@
-"""Shared pieces of the training tests: a tiny answer-tag task file and config.
+"""Shared pieces of the training integration tests (no tests here): a tiny answer-tag task file and config.
 
-pytest puts this folder on the path (`pythonpath` in pyproject.toml), so tests `import train_support as S`;
-subprocess drivers load it by its path (`S.__file__`).
+Each test file loads it by path (tests are not a package); subprocess drivers load it the same way. Keep it
+so: Ray workers unpickle a test file's plugins by importing that test file by name (`tests.integration.…`,
+from the driver's working directory), and the file then loads this one by path there too. A name that only
+pytest's `pythonpath` makes importable is missing in the workers (tried in session 15: 4 Ray tests failed
+with "No module named 'train_support'").
 """
 
 from __future__ import annotations
