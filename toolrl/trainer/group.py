@@ -336,22 +336,53 @@ def torch_threads(res: Any, cfg: Any, ranks: int) -> int | None:
 
 
 def _pickle_plugins_by_value(plugins: Sequence[Any]) -> None:
-    """Plugins defined in modules a worker cannot import (a script, a test file) travel by value."""
-    import importlib.util
-    import inspect
+    """Plugins whose code is not installed travel by value, with the local modules that code uses.
 
+    Only a module of an installed distribution (or of the standard library) can be imported by name in every
+    worker, on every node. A module the driver can import only through its own path (a script's folder, a
+    `sys.path` entry the script added, a test file) would fail there with "No module named ...".
+    """
     from ray import cloudpickle
 
-    for p in plugins:
-        mod = inspect.getmodule(p) if inspect.ismodule(p) else inspect.getmodule(type(p))
-        if mod is None or mod.__name__ in ("__main__", "builtins"):
-            continue
+    for mod in local_modules(plugins):
         try:
-            importable = importlib.util.find_spec(mod.__name__) is not None
-        except (ImportError, ValueError):
-            importable = False
-        if not importable:
             cloudpickle.register_pickle_by_value(mod)
+        except ValueError:  # not in sys.modules: cloudpickle sends such a module's code by value anyway
+            pass
+
+
+def local_modules(objects: Sequence[Any]) -> list[Any]:
+    """The modules, not installed, that define `objects` (instances, classes, functions or modules), and
+    those their module namespaces refer to in turn. `__main__` is walked but not listed: cloudpickle always
+    sends its code by value."""
+    import inspect
+    import sys
+    from importlib.metadata import packages_distributions
+
+    installed = set(packages_distributions()) | set(sys.stdlib_module_names) | {"builtins"}
+
+    def defining_module(obj: Any) -> Any:
+        if inspect.ismodule(obj):
+            return obj
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            return inspect.getmodule(obj)
+        return None
+
+    out: list[Any] = []
+    seen: set[int] = set()
+    stack = [defining_module(o) if inspect.ismodule(o) or inspect.isclass(o) or inspect.isfunction(o)
+             else inspect.getmodule(type(o)) for o in objects]
+    while stack:
+        mod = stack.pop()
+        if mod is None or id(mod) in seen:
+            continue
+        seen.add(id(mod))
+        if mod.__name__.partition(".")[0] in installed:
+            continue
+        if mod.__name__ != "__main__":
+            out.append(mod)
+        stack.extend(defining_module(v) for v in list(vars(mod).values()))
+    return out
 
 
 def _join_group(ranks: Sequence[Actor], backend: str) -> None:
