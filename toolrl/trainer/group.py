@@ -370,8 +370,7 @@ def local_modules(objects: Sequence[Any]) -> list[Any]:
 
     out: list[Any] = []
     seen: set[int] = set()
-    stack = [defining_module(o) if inspect.ismodule(o) or inspect.isclass(o) or inspect.isfunction(o)
-             else inspect.getmodule(type(o)) for o in objects]
+    stack = [defining_module(o) or inspect.getmodule(type(o)) for o in objects]  # an instance: its class's
     while stack:
         mod = stack.pop()
         if mod is None or id(mod) in seen:
