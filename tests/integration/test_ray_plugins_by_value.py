@@ -32,27 +32,34 @@ def _write_plugin_modules(folder, tag: str) -> None:
     """))
 
 
-def test_local_modules_lists_the_plugin_module_and_its_local_helpers(tmp_path, monkeypatch):
+@pytest.fixture
+def plugin_folder(tmp_path, monkeypatch):
+    """A folder on the driver's sys.path only; the modules imported from it are forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if name.startswith(("plugin_", "helper_")):
+            del sys.modules[name]
+
+
+def test_local_modules_lists_the_plugin_module_and_its_local_helpers(plugin_folder):
     from toolrl.trainer.group import local_modules
 
-    monkeypatch.syspath_prepend(str(tmp_path))
-    _write_plugin_modules(tmp_path, "list")
+    _write_plugin_modules(plugin_folder, "list")
     import plugin_list
 
     names = [m.__name__ for m in local_modules([plugin_list.AnswerPlugin()])]
     assert sorted(names) == ["helper_list", "plugin_list"]  # json and toolrl are installed: by name
     assert local_modules([sys.modules["json"], pytest.approx]) == []
-    monkeypatch.delitem(sys.modules, "plugin_list")
-    monkeypatch.delitem(sys.modules, "helper_list")
 
 
-def test_a_plugin_on_a_driver_only_path_reaches_the_workers(tmp_path, monkeypatch, shared_ray):
+def test_a_plugin_on_a_driver_only_path_reaches_the_workers(plugin_folder, shared_ray):
     import ray
 
     from toolrl.trainer.group import _pickle_plugins_by_value
 
-    monkeypatch.syspath_prepend(str(tmp_path))
-    _write_plugin_modules(tmp_path, "ray")
+    _write_plugin_modules(plugin_folder, "ray")
     import plugin_ray
 
     @ray.remote(num_cpus=0)

@@ -86,9 +86,8 @@ def test_eval_freq_without_eval_file():
 
 def test_a_config_file_given_as_an_override_points_to_config(tmp_path):
     """`toolrl train run.yaml` (without --config): the error names the file and says to pass it with --config."""
+    (tmp_path / "settings").write_text("trainer: {lr: 1.0e-6}\n")  # an existing file without an extension
     for text in ("examples/demo/config.yaml", "run.yml", str(tmp_path / "settings")):
-        if not text.endswith(("yaml", "yml")):
-            (tmp_path / "settings").write_text("trainer: {lr: 1.0e-6}\n")
         with pytest.raises(ConfigError) as exc:
             load_config(None, [text])
         assert f"--config {text}" in str(exc.value) and "a config file given where an override" in str(exc.value)
