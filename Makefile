@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # one: scripts/test_workers.sh. `--dist loadfile`: each file's tests on one worker (module fixtures start once);
 # the memory-heavy training files (conftest.py: MEMORY_HEAVY) are one unit, handed out first, so one worker runs
 # them from the start while the other takes every other file. On the 2-core, 24 GiB CI machine (2026-12-05):
-# 944 s against 1372 s in one process, peak 18.7 GiB in use (docs/BENCHMARKS.md, "Test suite").
+# 944 s against 1372 s in one process, peak 18.2-19.2 GiB in use (docs/BENCHMARKS.md, "Test suite").
 # `make test PYTEST_XDIST=` runs one process.
 PYTEST_XDIST ?= $(shell bash scripts/test_workers.sh)
 
