@@ -24,7 +24,8 @@ completions / that median. Peak memory = NVML's device-wide memory in use, sampl
 A system may change options: `name+key=value+...` (values read as JSON), e.g.
 `toolrl_async_graphs+engine_stream_priority=high+update_sm_fraction=0.5`. Besides toolrl_inproc.toolrl_config's
 keywords: `switch_interval` (the interpreter's), `cuda_connections` (CUDA_DEVICE_MAX_CONNECTIONS, CUDA's hardware
-work queues, default 8), `profile_step` (that step under torch.profiler; its summary goes in the result).
+work queues, default 8), `profile_step` (that step under torch.profiler; its summary goes in the result),
+`sample_engine` (1: the vLLM engine thread's Python stack sampled over steps 2..N, `stack_sampler`).
 """
 from __future__ import annotations
 
@@ -104,13 +105,14 @@ def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group:
 
 
 # ------------------------------------------------------------------------------------------ toolrl
-def run_tool(model_dir: str, completions: int, steps: int, work: Path, profile_step: int = 0, **opts) -> dict:
+def run_tool(model_dir: str, completions: int, steps: int, work: Path, profile_step: int = 0,
+             sample_engine: bool = False, **opts) -> dict:
     import shapes
     import toolrl_inproc as T
 
     tasks = shapes.write_tasks(work / "tasks.jsonl", max(completions // 8 * (steps + 1), 64))
     cfg = T.toolrl_config(model_dir, str(tasks), completions, out=str(work / f"run-{completions}"), **opts)
-    return T.run_toolrl(cfg, steps, log=log, profile_step=profile_step)
+    return T.run_toolrl(cfg, steps, log=log, profile_step=profile_step, sample_engine=bool(sample_engine))
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -240,6 +242,11 @@ def child(system: str, model: str, completions: int, steps: int, work: str, time
             f"at once {p['gpu_two_streams_s']:.2f}s; streams " + ", ".join(
                 f"{k}: {v['busy_s']:.2f}s/{v['kernels']}" for k, v in p["streams"].items())
             + "; thread CPU " + ", ".join(f"{r['name']}: {r['cpu_s']:.2f}s" for r in p["thread_cpu_s"][:6]))
+    if "engine_stacks" in res:
+        st = res["engine_stacks"]
+        log(f"   engine thread, {st['samples']} stack samples; self: " + ", ".join(
+            f"{k} {v:.0%}" for k, v in st["self"][:12]) + "\n   inclusive: " + ", ".join(
+            f"{k} {v:.0%}" for k, v in st["inclusive"][:25]))
     log(f"   {res['samples_per_s']:.1f} samples/s (median step {res['median_step_s']:.2f}s), "
         f"peak {res['nvml_peak_gib']:.1f} GiB (NVML), wall {res['wall_seconds']:.0f}s")
     return res

@@ -101,10 +101,15 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
     }
 
 
-def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0) -> dict:
+def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sample_engine: bool = False) -> dict:
     """`steps` training steps (asynchronous when trainer.async_rollouts.max_staleness > 0); per-step wall time,
     step metrics and peak memory. `profile_step` K > 0: step K runs under torch.profiler (CPU and CUDA) and
-    its trace's summary (`step_trace.summarize`) goes under `profile`; its time is left out of the median step."""
+    its trace's summary (`step_trace.summarize`) goes under `profile`; its time is left out of the median step.
+    `sample_engine`: the engine thread's Python stack is sampled over steps 2..N (`stack_sampler`), the
+    summary under `engine_stacks`."""
+    import contextlib
+
+    from stack_sampler import StackSampler
     import torch
 
     from toolrl.config import Config
@@ -121,8 +126,13 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0) -> di
     rows = []
     profile: dict = {}
     cuda = torch.cuda.is_available()
+    engine_thread = {"vllm": "toolrl-vllm-engine", "hf": "toolrl-hf-engine"}.get(cfg.rollout.backend, "")
+    sampler = StackSampler(engine_thread) if sample_engine else None
+    sampling = contextlib.ExitStack()
     try:
         for step in range(1, steps + 1):
+            if step == 2 and sampler is not None:
+                sampling.enter_context(sampler)
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -144,6 +154,7 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0) -> di
                 f"len {m.get('rollout/response_length', 0):.0f} "
                 f"peak(torch) {m['bench/torch_peak_reserved_gib']:.1f} GiB peak(nvml) {nvml.gib():.1f} GiB", flush=True)
     finally:
+        sampling.close()
         if pipeline is not None:
             pipeline.close()
         ctx.engines.close()
@@ -164,7 +175,8 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0) -> di
                                         "timing/sync", "timing/forward", "timing/sleep", "timing/wake",
                                         "async/rollout_overlap", "rollout/weight_lag")},
             "metrics_last": {k: v for k, v in rows[-1].items() if isinstance(v, (int, float))},
-            **({"profile": profile} if profile else {})}
+            **({"profile": profile} if profile else {}),
+            **({"engine_stacks": sampler.summary()} if sampler is not None else {})}
 
 
 def profiled_step(step: int, ctx: Any, pipeline: Any, out_dir: Path) -> tuple[dict, dict]:

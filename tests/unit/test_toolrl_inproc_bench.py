@@ -1,0 +1,33 @@
+"""benchmarks/gpu/toolrl_inproc.py on the CPU: the GPU benchmarks' in-process step driver with the `hf` backend
+and a tiny model, its per-step figures and the engine thread's stack samples (`sample_engine`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
+
+
+@pytest.fixture()
+def inproc(load_benchmark, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # it imports its neighbours (stack_sampler) by name
+    with load_benchmark("gpu/toolrl_inproc.py") as mod:
+        yield mod
+    sys.modules.pop("stack_sampler", None)
+
+
+def test_three_cpu_steps_with_the_engine_thread_sampled(inproc, tiny_model_dir, tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(f'{{"id": "t{i}", "messages": [{{"role": "user", "content": "Count to {i}."}}]}}\n' for i in range(16)))
+    cfg = inproc.toolrl_config(str(tiny_model_dir), str(tasks), 8, group=4, new_tokens=8, backend="hf",
+                               device="cpu", dtype="float32", token_budget=None, gradient_checkpointing=False,
+                               out=str(tmp_path / "run"))
+    res = inproc.run_toolrl(cfg, 3, log=lambda *a, **k: None, sample_engine=True)
+    assert len(res["step_seconds"]) == 3 and res["completions"] == 8 and res["steps_timed"] == "2..3"
+    st = res["engine_stacks"]
+    assert st["thread"] == "toolrl-hf-engine" and st["samples"] > 0
+    # the engine thread's own loop is on every sampled stack
+    assert any(k.startswith("rollout/hf_engine.py:") and share == pytest.approx(1.0) for k, share in st["inclusive"])
