@@ -17,8 +17,9 @@ generation (`trl_hf`). vLLM gets gpu_memory_utilization 0.3 (TRL's
 default), max_num_batched_tokens 4096 (TRL's colocate setting) in both. Systems ending in `_nockpt` run
 with gradient checkpointing off and are compared with `trl_vllm_nockpt` (also off); the others with
 `trl_vllm`, or `trl_vllm_compile` (TRL with `torch_compile=True`) where that run was faster. Step time =
-median of steps 2..N (step 1 warms up; asynchronous toolrl runs: 2..N-1, their last step has no next
-rollout to overlap and is short; until 2026-12-03 session 8 it was 2..N for them too); samples/s =
+median of steps 2..N (step 1 warms up; asynchronous toolrl runs: 3..N-1, `toolrl_inproc.steady_steps`: step 2
+trains a batch made beside the long step 1 and the last step has no next rollout to overlap, both short; it was
+2..N until 2026-12-03 session 8 and 2..N-1 until 2026-12-05 session 16); samples/s =
 completions / that median. Peak memory = NVML's device-wide memory in use, sampled every 50 ms (the whole process: trainer, vLLM, caches).
 
 A system may change options: `name+key=value+...` (values read as JSON), e.g.

@@ -18,6 +18,8 @@ TRL-vLLM's reference is its *fastest* run over all the given files (TRL's own sp
 docs/BENCHMARKS.md), and its *lowest* peak. Each grpo file's own ratios (TRL of the same call) are listed too,
 and so is a typical-run reading: every system's median samples/s over its runs in the files (a system is the
 run's full name, options included) against TRL-vLLM's median.
+`--retime` times asynchronous runs over steps 3..N-1 from their `step_seconds` (the rule since 2026-12-05; older
+files counted step 2, which trains a batch made beside the long first step).
 The files must come from one sitting: the script checks that they name one device model, not that they come
 from one machine (the sitting's notes say that).
 """
@@ -25,7 +27,9 @@ from one machine (the sitting's notes say that).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import importlib.util
 import statistics
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,25 @@ def _kind(key: str) -> str:
 def runs_at(results: dict[str, Any], size: int = SIZE) -> dict[str, dict[str, Any]]:
     """The finished runs of one grpo_vs_trl.py result at `size` completions per step (errors dropped)."""
     return {k: r for k, r in results.get("runs", {}).items() if k.endswith(f"@{size}") and "samples_per_s" in r}
+
+
+def retimed(results: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one grpo_vs_trl.py result whose asynchronous toolrl runs are timed over their steady steps as
+    `toolrl_inproc.steady_steps` counts them now (3..N-1), from their `step_seconds`: for files written before
+    2026-12-05, whose asynchronous runs counted step 2 (`--retime`). Other runs are left as they are."""
+    spec = importlib.util.spec_from_file_location("_toolrl_inproc", Path(__file__).resolve().parent / "toolrl_inproc.py")
+    inproc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inproc)  # the benchmarks' own rule, without putting their folder on sys.path
+    steady_steps = inproc.steady_steps
+    out = copy.deepcopy(results)
+    for r in out.get("runs", {}).values():
+        seconds = r.get("step_seconds")
+        if not r.get("max_staleness") or not seconds or "samples_per_s" not in r:
+            continue
+        first, last = steady_steps(len(seconds), True)
+        med = statistics.median(seconds[first - 1:last])
+        r.update(median_step_s=med, samples_per_s=r["completions"] / med, steps_timed=f"{first}..{last}")
+    return out
 
 
 def rollout_ratio(rollout: dict[str, Any]) -> float:
@@ -149,12 +172,17 @@ def main() -> None:
                     help="rollout_vs_llm.py result files of the same sitting (the lowest ratio counts)")
     ap.add_argument("--grpo", nargs="+", required=True, help="grpo_vs_trl.py result files of the same sitting")
     ap.add_argument("--size", type=int, default=SIZE)
+    ap.add_argument("--retime", action="store_true",
+                    help="time asynchronous runs over steps 3..N-1 from their step_seconds (files written before "
+                         "2026-12-05 counted step 2)")
     ap.add_argument("--out", default="issue13_targets.json")
     a = ap.parse_args()
     for path in [*a.rollout, *a.grpo]:
         if not Path(path).is_file():
             raise SystemExit(f"issue13_targets: {path} does not exist (pass the result files the benchmarks wrote)")
     grpo = [json.loads(Path(p).read_text()) for p in a.grpo]
+    if a.retime:
+        grpo = [retimed(g) for g in grpo]
     rollouts = [json.loads(Path(p).read_text()) for p in a.rollout]
     result = targets(rollouts or None, grpo, a.size)
     if len(result["devices"]) > 1:

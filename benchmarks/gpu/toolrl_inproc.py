@@ -101,6 +101,23 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
     }
 
 
+def steady_steps(n: int, asynchronous: bool) -> tuple[int, int]:
+    """The steps (first, last; 1-based) whose median is a run's step time: its steady state.
+
+    Step 1 warms up (graph recordings, compilation: tens of seconds). In asynchronous mode step 2's batch was
+    generated beside that long step 1, so step 2 only trains (short), and the last step has no next rollout to
+    overlap (a short tail): steps 3..N-1 when there are at least 5. Before 2026-12-05 (session 16) asynchronous
+    runs were timed over steps 2..N-1, which counted the short step 2 (docs/BENCHMARKS.md, eleventh sitting).
+    """
+    if n < 2:
+        return 1, n
+    if asynchronous and n >= 5:
+        return 3, n - 1
+    if asynchronous and n >= 4:
+        return 2, n - 1
+    return 2, n
+
+
 def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sample_engine: bool = False) -> dict:
     """`steps` training steps (asynchronous when trainer.async_rollouts.max_staleness > 0); per-step wall time,
     step metrics and peak memory. `profile_step` K > 0: step K runs under torch.profiler (CPU and CUDA) and
@@ -158,19 +175,17 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sampl
         if pipeline is not None:
             pipeline.close()
         ctx.engines.close()
-    # step 1 warms up; in asynchronous mode the last step has no next rollout to overlap (a short tail), so the
-    # steady state is steps 2..N-1
-    tail = 1 if cfg.trainer.async_rollouts.max_staleness and len(rows) > 3 else 0
-    timed = [r["bench/step_seconds"] for k, r in enumerate(rows[1:len(rows) - tail], start=2)
-             if k != profile_step] or [rows[0]["bench/step_seconds"]]
+    seconds = [r["bench/step_seconds"] for r in rows]
+    first, last = steady_steps(len(rows), bool(cfg.trainer.async_rollouts.max_staleness))
+    timed = [seconds[k - 1] for k in range(first, last + 1) if k != profile_step] or [seconds[0]]
     completions = cfg.data.prompts_per_step * cfg.rollout.n
     return {"completions": completions, "start_seconds": start_s, "step_seconds": [r["bench/step_seconds"] for r in rows],
             "median_step_s": statistics.median(timed), "samples_per_s": completions / statistics.median(timed),
             "nvml_peak_gib": nvml.gib(), "torch_peak_reserved_gib": max(r["bench/torch_peak_reserved_gib"] for r in rows),
             "max_staleness": cfg.trainer.async_rollouts.max_staleness,
             "sleep_during_update": cfg.rollout.sleep_during_update,
-            "steps_timed": f"2..{len(rows) - tail}",
-            "phases_median": {k: statistics.median(r.get(k, 0.0) for r in rows[1:len(rows) - tail] or rows)
+            "steps_timed": f"{first}..{last}",
+            "phases_median": {k: statistics.median(r.get(k, 0.0) for r in rows[first - 1:last] or rows)
                               for k in ("timing/rollout", "timing/rollout_wait", "timing/reward", "timing/update",
                                         "timing/sync", "timing/forward", "timing/sleep", "timing/wake",
                                         "async/rollout_overlap", "rollout/weight_lag")},
