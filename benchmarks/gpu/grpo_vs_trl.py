@@ -247,7 +247,8 @@ def child(system: str, model: str, completions: int, steps: int, work: str, time
         st = res["engine_stacks"]
         log(f"   engine thread, {st['samples']} stack samples; self: " + ", ".join(
             f"{k} {v:.0%}" for k, v in st["self"][:12]) + "\n   inclusive: " + ", ".join(
-            f"{k} {v:.0%}" for k, v in st["inclusive"][:25]))
+            f"{k} {v:.0%}" for k, v in st["inclusive"][:25]) + "\n   paths: " + "; ".join(
+            f"{k} {v:.0%}" for k, v in st.get("paths", [])[:8]))
     log(f"   {res['samples_per_s']:.1f} samples/s (median step {res['median_step_s']:.2f}s), "
         f"peak {res['nvml_peak_gib']:.1f} GiB (NVML), wall {res['wall_seconds']:.0f}s")
     return res

@@ -2,10 +2,12 @@
 
     with StackSampler("toolrl-vllm-engine", interval_s=0.005) as s:
         train_step(...)
-    s.summary()   # {"samples": ..., "self": [[frame, share], ...], "inclusive": [[frame, share], ...]}
+    s.summary()   # {"samples": ..., "self": [[frame, share], ...], "inclusive": [...], "paths": [...]}
 
 A frame is `module_file:function` (the file's last two path parts). "self" counts the innermost frame of each
-sample, "inclusive" every function on the stack (once per sample), each as a share of the samples. The
+sample, "inclusive" every function on the stack (once per sample), "paths" the innermost `path_depth` frames
+joined with " < " (innermost first: which caller a hot function was reached from), each as a share of the
+samples. The
 sampler is a daemon thread reading `sys._current_frames()`; it needs the interpreter lock for each sample,
 so it sees the sampled thread where that thread gives the lock up: at the interpreter's switch interval
 (inside pure-Python work) and in C calls that release it (a CUDA wait, a lock). Both are where its time goes;
@@ -46,14 +48,16 @@ def stack_of(frame: FrameType | None, depth: int = 64) -> list[str]:
 
 
 class StackSampler:
-    def __init__(self, thread_name: str, interval_s: float = 0.005, top: int = 30):
+    def __init__(self, thread_name: str, interval_s: float = 0.005, top: int = 30, path_depth: int = 6):
         self.thread_name = thread_name
+        self.path_depth = path_depth
         self.interval_s = interval_s
         self.top = top
         self.samples = 0
         self.missing = 0  # ticks on which no thread of that name was alive
         self.self_counts: collections.Counter[str] = collections.Counter()
         self.inclusive: collections.Counter[str] = collections.Counter()
+        self.paths: collections.Counter[str] = collections.Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.seconds = 0.0
@@ -78,6 +82,7 @@ class StackSampler:
             self.samples += 1
             self.self_counts[names[0]] += 1
             self.inclusive.update(set(names))
+            self.paths[" < ".join(names[:self.path_depth])] += 1
         self.seconds = time.perf_counter() - t0
 
     def __enter__(self) -> StackSampler:
@@ -95,4 +100,5 @@ class StackSampler:
         return {"thread": self.thread_name, "samples": self.samples, "missing": self.missing,
                 "seconds": round(self.seconds, 3), "interval_s": self.interval_s,
                 "self": [[k, round(v / n, 4)] for k, v in self.self_counts.most_common(self.top)],
-                "inclusive": [[k, round(v / n, 4)] for k, v in self.inclusive.most_common(self.top)]}
+                "inclusive": [[k, round(v / n, 4)] for k, v in self.inclusive.most_common(self.top)],
+                "paths": [[k, round(v / n, 4)] for k, v in self.paths.most_common(self.top)]}

@@ -49,10 +49,13 @@ def test_samples_only_the_named_thread_and_finds_its_hot_function(ss):
     assert not any("_sleeper" in k for k in inclusive)  # the other thread is never sampled
     assert dict(out["self"]).get("unit/test_stack_sampler.py:_busy_inner", 0) > 0.5
     assert out["seconds"] >= 0.35
+    # the hot function's path names the caller it was reached from
+    top_path, share = out["paths"][0]
+    assert top_path.startswith("unit/test_stack_sampler.py:_busy_inner < unit/test_stack_sampler.py:_spin") and share > 0.5
 
 
 def test_a_missing_thread_is_counted_not_sampled(ss):
     with ss.StackSampler("no-such-thread", interval_s=0.002) as s:
         time.sleep(0.05)
     out = s.summary()
-    assert out["samples"] == 0 and out["missing"] > 0 and out["self"] == [] and out["inclusive"] == []
+    assert out["samples"] == 0 and out["missing"] > 0 and out["self"] == [] and out["inclusive"] == [] and out["paths"] == []
