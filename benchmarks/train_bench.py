@@ -3,6 +3,8 @@
     flock /tmp/toolrl-heavy.lock .venv/bin/python benchmarks/train_bench.py            # 3 seeds x 20 GRPO steps + PPO
     .venv/bin/python benchmarks/train_bench.py --steps 2 --seeds 0 --no-ppo             # a smoke run
     .venv/bin/python benchmarks/train_bench.py --write-tasks data/format                # only the task files
+    .venv/bin/python benchmarks/train_bench.py --config examples/gspo/config.yaml --steps 10 --seeds 0 --no-ppo \
+        --out benchmarks/results/train_gspo.json                                        # another example's config
 
 The task: one-shot multiplication prompts that ask for the result as `<answer>N</answer>`
 (`format_tasks`); SmolLM2-135M-Instruct follows that format in about half of its
@@ -71,7 +73,7 @@ def _mean(xs):
     return statistics.fmean(xs) if xs else float("nan")
 
 
-def run_one(name: str, overrides: list[str]) -> dict:
+def run_one(name: str, overrides: list[str], config: Path = CONFIG) -> dict:
     """One `toolrl.train` call in a subprocess (a clean process and Ray instance per run)."""
     out_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("trainer.output_dir="))
     shutil.rmtree(ROOT / out_dir, ignore_errors=True)  # this benchmark's own run folder: start clean
@@ -79,7 +81,7 @@ def run_one(name: str, overrides: list[str]) -> dict:
             "print('RESULT ' + json.dumps({'run_dir': str(r.run_dir)}))")
     t0 = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "TOOLRL_NO_ENTRYPOINTS"}  # the installed reward plugins
-    proc = subprocess.run([sys.executable, "-c", code, str(CONFIG), *overrides], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-c", code, str(config), *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--no-ppo", action="store_true")
+    ap.add_argument("--config", default=str(CONFIG),
+                    help="the run's config (default examples/format/config.yaml); its algorithm is kept, the tasks, "
+                         "steps, seed and output folder are this benchmark's")
     ap.add_argument("--write-tasks", metavar="PREFIX", help="only write PREFIX_train.jsonl and PREFIX_eval.jsonl")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train.json"))
     ap.add_argument("--runs", default="runs/bench", help="parent folder of the run directories")
@@ -131,21 +136,28 @@ def main(argv: list[str] | None = None) -> int:
         for p in write_tasks(args.write_tasks):
             print(f"wrote {p}")
         return 0
+    config = Path(args.config).resolve()
+    if not config.is_file():
+        raise SystemExit(f"train_bench: --config {args.config} does not exist (e.g. examples/gspo/config.yaml)")
+    label = config.parent.name  # the example's folder: format, gspo, ...
     train_file, eval_file = write_tasks(str(ROOT / args.runs / "data" / "format"))
     load_before = os.getloadavg()
     common = [f"data.train_file={train_file}", f"data.eval_file={eval_file}", f"trainer.total_steps={args.steps}",
               f"trainer.eval_freq={args.steps}", "trainer.save_freq=0", "trainer.metric_sinks=[jsonl,csv,tensorboard]"]
-    results = {"grpo": [], "ppo": None}
+    key = "grpo" if label == "format" else "runs"  # another example's runs use its own algorithm, not GRPO
+    results = {key: [], "ppo": None}
     for seed in [int(s) for s in args.seeds.split(",") if s != ""]:
-        run = run_one(f"grpo-seed{seed}", common + [f"trainer.seed={seed}", f"trainer.output_dir={args.runs}/grpo-s{seed}"])
-        results["grpo"].append(summarise(run))
-        print(json.dumps({k: v for k, v in results["grpo"][-1].items() if k != "reward_curve"}), flush=True)
+        name = "grpo" if label == "format" else label
+        run = run_one(f"{name}-seed{seed}", common + [f"trainer.seed={seed}", f"trainer.output_dir={args.runs}/{name}-s{seed}"],
+                      config)
+        results[key].append(summarise(run))
+        print(json.dumps({k: v for k, v in results[key][-1].items() if k != "reward_curve"}), flush=True)
     if not args.no_ppo:
         run = run_one("ppo-seed0", common + ["algorithm.advantage=ppo", "algorithm.kl_coef=0.01", "trainer.ppo_epochs=2",
                                              "trainer.mini_batch_size=8", "trainer.critic_lr=2e-5", "trainer.seed=0",
-                                             f"trainer.output_dir={args.runs}/ppo-s0"])
+                                             f"trainer.output_dir={args.runs}/ppo-s0"], config)
         results["ppo"] = summarise(run)
-    grpo = results["grpo"]
+    grpo = results[key]
     results["summary"] = {
         "reward_step1_mean": _mean([r["reward_step1"] for r in grpo]),
         "reward_first3_mean": _mean([r["reward_first3"] for r in grpo]),
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "step_s_mean": _mean([r["step_s"] for r in grpo]),
     }
     results["env"] = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "config": str(CONFIG.relative_to(ROOT)),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
         "steps": args.steps, "seeds": args.seeds, "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip(),
@@ -173,11 +185,11 @@ def _table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"GRPO on examples/format/config.yaml ({results['env']['steps']} steps) — load {results['env']['uptime']}")
+    t = Table(title=f"{results['env']['config']} ({results['env']['steps']} steps) — load {results['env']['uptime']}")
     for col in ("run", "reward step 1", "reward first 3", "reward last 3", "eval acc before", "eval acc after",
                 "s/step", "rollout tok/s", "update tok/s"):
         t.add_column(col, justify="right")
-    rows = results["grpo"] + ([results["ppo"]] if results["ppo"] else [])
+    rows = results.get("grpo", results.get("runs", [])) + ([results["ppo"]] if results["ppo"] else [])
     for r in rows:
         before = r.get("eval_before", {}).get("eval/accuracy")
         after = r.get("eval_after", {}).get("eval/accuracy")

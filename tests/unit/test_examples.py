@@ -113,3 +113,13 @@ def test_each_example_has_a_readme_with_command_time_and_result(path):
     for heading in ("## Expected time", "## Expected result"):
         assert heading in text, f"{readme} lacks a '{heading}' section"
     assert "DEMO_RESULT" not in text and "TODO" not in text
+
+
+def test_train_bench_refuses_a_missing_config_by_name(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_bench", ROOT / "benchmarks" / "train_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit, match=r"--config .*nope\.yaml does not exist"):
+        bench.main(["--config", str(tmp_path / "nope.yaml"), "--no-ppo", "--runs", str(tmp_path / "runs")])
