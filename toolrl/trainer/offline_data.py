@@ -21,6 +21,7 @@ highest- and the lowest-reward sample when their totals differ by at least
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,9 @@ def sft_command(cfg: Any, *, model: str, tasks: str, n: int, out: str) -> Path:
                           where=f"--model {model} --tasks {tasks}",
                           fix="raise --n, use easier tasks, a stronger --model, or check the rewards with toolrl eval")
     path = write_jsonl(rows, out)
-    logger.warning("wrote %d conversations (of %d tasks, %d samples each) to %s", len(rows), len(scored), n, path)
+    left = len(scored) - len(rows)
+    print(f"wrote {len(rows)} conversations (of {len(scored)} tasks, {n} samples each) to {path}"
+          + (f"; {left} task(s) had no correct sample and are left out" if left else ""), file=sys.stderr)
     return path
 
 
@@ -141,5 +144,8 @@ def dpo_command(cfg: Any, *, model: str, tasks: str, n: int, out: str, min_margi
                           where=f"--model {model} --tasks {tasks}",
                           fix="raise --n or rollout.temperature, or use tasks the model sometimes solves")
     path = write_jsonl(rows, out)
-    logger.warning("wrote %d pairs (of %d tasks, %d samples each) to %s", len(rows), len(scored), n, path)
+    left = len(scored) - len(rows)
+    print(f"wrote {len(rows)} pairs (of {len(scored)} tasks, {n} samples each) to {path}"
+          + (f"; {left} task(s) had no reward gap of {min_margin:g} or more and are left out" if left else ""),
+          file=sys.stderr)
     return path
