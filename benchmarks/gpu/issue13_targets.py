@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import importlib.util
 import statistics
@@ -48,14 +49,20 @@ def runs_at(results: dict[str, Any], size: int = SIZE) -> dict[str, dict[str, An
     return {k: r for k, r in results.get("runs", {}).items() if k.endswith(f"@{size}") and "samples_per_s" in r}
 
 
+@functools.cache
+def _steady_steps():
+    """`toolrl_inproc.steady_steps`, loaded once from its file (the benchmarks' folder stays off sys.path)."""
+    spec = importlib.util.spec_from_file_location("_toolrl_inproc", Path(__file__).resolve().parent / "toolrl_inproc.py")
+    inproc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inproc)
+    return inproc.steady_steps
+
+
 def retimed(results: dict[str, Any]) -> dict[str, Any]:
     """A copy of one grpo_vs_trl.py result whose asynchronous toolrl runs are timed over their steady steps as
     `toolrl_inproc.steady_steps` counts them now (3..N-1), from their `step_seconds`: for files written before
     2026-12-05, whose asynchronous runs counted step 2 (`--retime`). Other runs are left as they are."""
-    spec = importlib.util.spec_from_file_location("_toolrl_inproc", Path(__file__).resolve().parent / "toolrl_inproc.py")
-    inproc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(inproc)  # the benchmarks' own rule, without putting their folder on sys.path
-    steady_steps = inproc.steady_steps
+    steady_steps = _steady_steps()
     out = copy.deepcopy(results)
     for r in out.get("runs", {}).values():
         seconds = r.get("step_seconds")
