@@ -27,6 +27,10 @@ A system may change options: `name+key=value+...` (values read as JSON), e.g.
 keywords: `switch_interval` (the interpreter's), `cuda_connections` (CUDA_DEVICE_MAX_CONNECTIONS, CUDA's hardware
 work queues, default 8), `profile_step` (that step under torch.profiler; its summary goes in the result),
 `sample_engine` (1: the vLLM engine thread's Python stack sampled over steps 2..N, `stack_sampler`).
+
+`--timeout` bounds one run; `--budget` bounds the whole script (runs are cut to what is left, and skipped with an
+error entry when under a minute is left), so that on a device call with a time limit the script ends and writes
+its result file first: set it a little under the call's limit.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ import sys
 import time
 from pathlib import Path
 
+STARTED = time.perf_counter()  # --budget counts from here (model building included)
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -181,6 +186,16 @@ def run_order(systems: str, repeat: int = 1) -> list[str]:
     return names * repeat
 
 
+def run_timeout(timeout: int, budget: float | None, elapsed: float, floor: int = 60) -> int | None:
+    """The next run's timeout under a total --budget (seconds for the whole script, e.g. a little under the device
+    call's limit, so the script ends and writes its file before the call is cut off): the run's own --timeout, or
+    what is left of the budget when that is less; None when less than `floor` seconds are left (skip the run)."""
+    if budget is None:
+        return timeout
+    left = int(budget - elapsed)
+    return None if left < floor else min(timeout, left)
+
+
 def worker(a: argparse.Namespace) -> None:
     import shapes
 
@@ -267,7 +282,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="64,256")
     ap.add_argument("--systems", default="toolrl,toolrl_nosleep,toolrl_async,trl_vllm")
     ap.add_argument("--repeat", type=int, default=1, help="run the --systems list this many times, interleaved")
-    ap.add_argument("--timeout", type=int, default=240)
+    ap.add_argument("--timeout", type=int, default=240, help="seconds for one run (a system at one size)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds for the whole script: runs are cut to what is left and skipped when under 60 s "
+                         "are left (set it a little under the device call's limit)")
     ap.add_argument("--out", default="grpo_vs_trl.json")
     a = ap.parse_args()
     if a.worker:
@@ -287,7 +305,12 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     for size in [int(s) for s in a.sizes.split(",")]:
         for i, system in enumerate(run_order(a.systems, a.repeat)):
-            res = child(system, model, size, a.steps, str(work), a.timeout)
+            timeout = run_timeout(a.timeout, a.budget, time.perf_counter() - STARTED)
+            if timeout is None:
+                log(f"== {system} {size} completions/step: skipped, under 60 s of --budget {a.budget:.0f}s left")
+                res = {"error": f"skipped: --budget {a.budget:.0f}s spent"}
+            else:
+                res = child(system, model, size, a.steps, str(work), timeout)
             key = f"{system}@{size}"
             results["runs"][key if key not in results["runs"] else f"{system}#{i}@{size}"] = res  # a repeat
             Path(a.out).write_text(json.dumps(results, indent=2))
