@@ -30,7 +30,8 @@ work queues, default 8), `profile_step` (that step under torch.profiler; its sum
 
 `--timeout` bounds one run; `--budget` bounds the whole script (runs are cut to what is left, and skipped with an
 error entry when under a minute is left), so that on a device call with a time limit the script ends and writes
-its result file first: set it a little under the call's limit.
+its result file first. A run cut at its timeout gets up to 30 s more to print its threads' stacks and stop, so set
+the budget at least a minute under the call's limit.
 """
 from __future__ import annotations
 
@@ -285,7 +286,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=240, help="seconds for one run (a system at one size)")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds for the whole script: runs are cut to what is left and skipped when under 60 s "
-                         "are left (set it a little under the device call's limit)")
+                         "are left (set it a minute or more under the device call's limit)")
     ap.add_argument("--out", default="grpo_vs_trl.json")
     a = ap.parse_args()
     if a.worker:
