@@ -144,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     common = [f"data.train_file={train_file}", f"data.eval_file={eval_file}", f"trainer.total_steps={args.steps}",
               f"trainer.eval_freq={args.steps}", "trainer.save_freq=0", "trainer.metric_sinks=[jsonl,csv,tensorboard]"]
-    key = "grpo" if label == "format" else "runs"  # another example's runs use its own algorithm, not GRPO
+    # another example's runs use its own algorithm, not GRPO: named for the example, kept under "runs"
+    key, name = ("grpo", "grpo") if label == "format" else ("runs", label)
     results = {key: [], "ppo": None}
     for seed in [int(s) for s in args.seeds.split(",") if s != ""]:
-        name = "grpo" if label == "format" else label
         run = run_one(f"{name}-seed{seed}", common + [f"trainer.seed={seed}", f"trainer.output_dir={args.runs}/{name}-s{seed}"],
                       config)
         results[key].append(summarise(run))

@@ -120,6 +120,16 @@ def best_worst_pairs(scored: Sequence[Scored], min_margin: float = 1e-6) -> list
     return out
 
 
+def _write_and_report(rows: Sequence[Any], out: str, what: str, tasks: int, n: int, why_left: str) -> Path:
+    """Write the rows and say on stderr (as `toolrl data make` does) how many, of how many tasks, and why the
+    rest were left out (one row per task at most)."""
+    path = write_jsonl(rows, out)
+    left = tasks - len(rows)
+    print(f"wrote {len(rows)} {what} (of {tasks} tasks, {n} samples each) to {path}"
+          + (f"; {left} task(s) {why_left} and are left out" if left else ""), file=sys.stderr)
+    return path
+
+
 def sft_command(cfg: Any, *, model: str, tasks: str, n: int, out: str) -> Path:
     scored = sample_and_score(cfg, model, tasks, n)
     rows = best_conversations(scored)
@@ -127,11 +137,7 @@ def sft_command(cfg: Any, *, model: str, tasks: str, n: int, out: str) -> Path:
         raise ToolrlError(f"no task had a correct sample among {n} per task, so there is nothing to fine-tune on",
                           where=f"--model {model} --tasks {tasks}",
                           fix="raise --n, use easier tasks, a stronger --model, or check the rewards with toolrl eval")
-    path = write_jsonl(rows, out)
-    left = len(scored) - len(rows)
-    print(f"wrote {len(rows)} conversations (of {len(scored)} tasks, {n} samples each) to {path}"
-          + (f"; {left} task(s) had no correct sample and are left out" if left else ""), file=sys.stderr)
-    return path
+    return _write_and_report(rows, out, "conversations", len(scored), n, "had no correct sample")
 
 
 def dpo_command(cfg: Any, *, model: str, tasks: str, n: int, out: str, min_margin: float = 1e-6) -> Path:
@@ -143,9 +149,4 @@ def dpo_command(cfg: Any, *, model: str, tasks: str, n: int, out: str, min_margi
         raise ToolrlError(f"every task's {n} samples got the same reward, so no pair has a preference",
                           where=f"--model {model} --tasks {tasks}",
                           fix="raise --n or rollout.temperature, or use tasks the model sometimes solves")
-    path = write_jsonl(rows, out)
-    left = len(scored) - len(rows)
-    print(f"wrote {len(rows)} pairs (of {len(scored)} tasks, {n} samples each) to {path}"
-          + (f"; {left} task(s) had no reward gap of {min_margin:g} or more and are left out" if left else ""),
-          file=sys.stderr)
-    return path
+    return _write_and_report(rows, out, "pairs", len(scored), n, f"had no reward gap of {min_margin:g} or more")
