@@ -26,7 +26,10 @@ A system may change options: `name+key=value+...` (values read as JSON), e.g.
 `toolrl_async_graphs+engine_stream_priority=high+update_sm_fraction=0.5`. Besides toolrl_inproc.toolrl_config's
 keywords: `switch_interval` (the interpreter's), `cuda_connections` (CUDA_DEVICE_MAX_CONNECTIONS, CUDA's hardware
 work queues, default 8), `profile_step` (that step under torch.profiler; its summary goes in the result),
-`sample_engine` (1: the vLLM engine thread's Python stack sampled over steps 2..N, `stack_sampler`).
+`sample_engine` (1: the vLLM engine thread's Python stack sampled over steps 2..N, `stack_sampler`), and
+`model_runner` (`v1` or `v2`: vLLM's model runner, through VLLM_USE_V2_MODEL_RUNNER; vLLM 0.25 picks V2 for
+Qwen2). TRL systems take only the process-wide keywords (`switch_interval`, `cuda_connections`, `model_runner`).
+Every system name is checked before the model is built.
 
 `--timeout` bounds one run; `--budget` bounds the whole script (runs are cut to what is left, and skipped with an
 error entry when under a minute is left), so that on a device call with a time limit the script ends and writes
@@ -164,6 +167,12 @@ TOOLRL_SYSTEMS = {
 }
 
 
+TRL_SYSTEMS = ("trl_vllm", "trl_vllm_sleep", "trl_vllm_nockpt", "trl_vllm_compile", "trl_hf", "trl_hf_nockpt")
+# options applied to the run's process before anything is built, for toolrl and TRL alike
+PROCESS_KEYS = ("switch_interval", "cuda_connections", "model_runner")
+MODEL_RUNNERS = {"v1": "0", "v2": "1"}  # -> VLLM_USE_V2_MODEL_RUNNER
+
+
 def system_opts(system: str) -> tuple[str, dict]:
     """`name+key=value+...`: a named system with some of its options changed (values parsed as JSON, else
     strings), e.g. `toolrl_async+token_budget=65536+logits_chunk=16384`."""
@@ -178,12 +187,44 @@ def system_opts(system: str) -> tuple[str, dict]:
     return name, opts
 
 
+def check_system(system: str) -> None:
+    """Refuse, before anything is built, a system that names no known system or changes what its kind cannot."""
+    name, opts = system_opts(system)
+    if name not in TOOLRL_SYSTEMS and name not in TRL_SYSTEMS:
+        raise SystemExit(f"grpo_vs_trl: unknown system {name!r} in {system!r}; known: "
+                         + ", ".join([*TOOLRL_SYSTEMS, *TRL_SYSTEMS]))
+    if name in TRL_SYSTEMS and set(opts) - set(PROCESS_KEYS):
+        raise SystemExit(f"grpo_vs_trl: {system!r}: TRL systems take only {', '.join(PROCESS_KEYS)}, "
+                         f"not {', '.join(sorted(set(opts) - set(PROCESS_KEYS)))}")
+    runner = opts.get("model_runner")
+    if runner is not None and runner not in MODEL_RUNNERS:
+        raise SystemExit(f"grpo_vs_trl: {system!r}: model_runner must be one of {', '.join(MODEL_RUNNERS)}, "
+                         f"not {runner!r}")
+
+
+def apply_process_opts(opts: dict, environ: dict | None = None) -> dict:
+    """Apply (and remove from `opts`) the process-wide keywords: the interpreter's switch interval, CUDA's hardware
+    work queues and vLLM's model runner. Call before CUDA or vLLM start. Returns what is left."""
+    environ = os.environ if environ is None else environ
+    opts = dict(opts)
+    if "switch_interval" in opts:
+        sys.setswitchinterval(float(opts.pop("switch_interval")))
+    if "cuda_connections" in opts:  # hardware work queues (CUDA's default 8): streams that share one queue
+        # can wait on each other's kernels; read when CUDA starts, which is later in this process
+        environ["CUDA_DEVICE_MAX_CONNECTIONS"] = str(int(opts.pop("cuda_connections")))
+    if "model_runner" in opts:  # read by vLLM when the engine's config is built
+        environ["VLLM_USE_V2_MODEL_RUNNER"] = MODEL_RUNNERS[opts.pop("model_runner")]
+    return opts
+
+
 def run_order(systems: str, repeat: int = 1) -> list[str]:
     """The runs, in order: the comma-separated systems, the whole list `repeat` times (a,b,a,b: interleaved, so
     that a slow spell of the machine does not fall on one system's runs only)."""
     names = [s.strip() for s in systems.split(",") if s.strip()]
     if not names or repeat < 1:
         raise SystemExit(f"grpo_vs_trl: nothing to run (--systems {systems!r}, --repeat {repeat})")
+    for name in names:
+        check_system(name)
     return names * repeat
 
 
@@ -202,19 +243,18 @@ def worker(a: argparse.Namespace) -> None:
 
     shapes.gpu_env()
     work = Path(a.work)
+    check_system(a.system)
     name, variant = system_opts(a.system)
     if name in TOOLRL_SYSTEMS:
-        opts = {**TOOLRL_SYSTEMS[name], **variant, **json.loads(a.opts or "{}")}
-        if "switch_interval" in opts:
-            sys.setswitchinterval(float(opts.pop("switch_interval")))
-        if "cuda_connections" in opts:  # hardware work queues (CUDA's default 8): streams that share one queue
-            # can wait on each other's kernels; read when CUDA starts, which is later in this process
-            os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] = str(int(opts.pop("cuda_connections")))
+        opts = apply_process_opts({**TOOLRL_SYSTEMS[name], **variant, **json.loads(a.opts or "{}")})
         res = run_tool(a.model, a.completions, a.steps, work, **opts)
     else:
+        apply_process_opts(variant)
         res = run_trl(a.model, a.completions, a.steps, use_vllm=name.startswith("trl_vllm"),
                       sleep=name == "trl_vllm_sleep", gradient_checkpointing=not name.endswith("_nockpt"),
                       torch_compile=name.endswith("_compile"))
+    res["vllm_model_runner"] = {"0": "v1", "1": "v2"}.get(os.environ.get("VLLM_USE_V2_MODEL_RUNNER", ""),
+                                                         "vLLM's default")
     print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -293,6 +333,7 @@ def main() -> None:
         a.system = a.worker
         worker(a)
         return
+    order = run_order(a.systems, a.repeat)  # checks every system name before the model is built
     import shapes
 
     shapes.gpu_env()
@@ -305,7 +346,7 @@ def main() -> None:
                      "group": 8, "new_tokens": 256, "steps": a.steps, "runs": {}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     for size in [int(s) for s in a.sizes.split(",")]:
-        for i, system in enumerate(run_order(a.systems, a.repeat)):
+        for i, system in enumerate(order):
             timeout = run_timeout(a.timeout, a.budget, time.perf_counter() - STARTED)
             if timeout is None:
                 log(f"== {system} {size} completions/step: skipped, under 60 s of --budget {a.budget:.0f}s left")

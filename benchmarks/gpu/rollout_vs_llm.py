@@ -9,7 +9,9 @@ One `VLLMBackend` (engine settings from `llm_kwargs`: prefix caching, processed 
 with `logprobs=0` as a user would write it (no flat container). N prompts (chat-rendered questions),
 temperature 1, per-request seeds; `--forced` (default) samples exactly --max-tokens tokens
 (ignore_eos + min_tokens), `--natural` stops at EOS. Alternating order, `--reps` repetitions each, the
-median is reported. The engine thread is idle while (c)/(d) run, so they own the engine.
+median is reported. The engine thread is idle while (c)/(d) run, so they own the engine. `--model-runner v1|v2`
+picks vLLM's model runner for the one engine all four share (VLLM_USE_V2_MODEL_RUNNER; vLLM 0.25 picks V2 for
+Qwen2 by default).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -33,8 +36,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--natural", action="store_true")
     ap.add_argument("--work", default="/tmp/rollout-bench")
+    ap.add_argument("--model-runner", choices=("default", "v1", "v2"), default="default",
+                    help="vLLM's model runner (VLLM_USE_V2_MODEL_RUNNER); default: vLLM's choice")
     ap.add_argument("--out", default="rollout_vs_llm.json")
     a = ap.parse_args()
+    if a.model_runner != "default":  # read when the engine's config is built, below
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if a.model_runner == "v2" else "0"
     import shapes
 
     shapes.gpu_env()
@@ -61,6 +68,8 @@ def main() -> None:
     import vllm
 
     llm = backend.llm
+    config = getattr(llm.llm_engine, "vllm_config", None)  # the runner vLLM actually chose
+    runner = ("v2" if config.use_v2_model_runner else "v1") if config is not None else "unknown"
     ours = [vllm.SamplingParams(**sampling_kwargs(s)) for s in sp]
     plain = [vllm.SamplingParams(n=1, temperature=1.0, max_tokens=a.max_tokens, seed=s.seed, logprobs=0,
                                  ignore_eos=forced, min_tokens=s.min_tokens) for s in sp]
@@ -103,11 +112,11 @@ def main() -> None:
                 "tok_per_s": tokens[k] / statistics.median(times[k])} for k in methods}
     base = rows["LLM.generate (backend's params)"]["tok_per_s"]
     res = {"device": torch.cuda.get_device_name(0), "prompts": a.prompts, "max_tokens": a.max_tokens,
-           "forced_length": forced, "engine_start_s": start_s, "rows": rows}
+           "forced_length": forced, "engine_start_s": start_s, "model_runner": runner, "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
     print(f"{a.prompts} prompts x {'exactly' if forced else 'up to'} {a.max_tokens} tokens, temperature 1, "
-          f"random-init Qwen2-0.5B bf16 ({res['device']})")
+          f"random-init Qwen2-0.5B bf16 ({res['device']}), vLLM model runner {runner}")
     print(f"{'method':<34}{'tokens':>9}{'median s':>10}{'tok/s':>10}{'vs LLM.generate':>17}")
     for k, r in rows.items():
         print(f"{k:<34}{r['tokens']:>9}{r['median_s']:>10.3f}{r['tok_per_s']:>10.0f}{r['tok_per_s'] / base:>17.2f}")

@@ -156,6 +156,42 @@ def test_grpo_vs_trl_budget_cuts_then_skips_runs(load_benchmark):
         assert g.run_timeout(200, 560.0, 600.0) is None
 
 
+def test_grpo_vs_trl_refuses_unknown_systems_and_options_before_building(load_benchmark, tmp_path):
+    """A typo in --systems used to run as TRL with HF generation; now every name is checked up front."""
+    with load_benchmark("gpu/grpo_vs_trl.py") as g:
+        assert g.run_order("toolrl_async_graphs+model_runner=v1,trl_vllm+model_runner=v1") == [
+            "toolrl_async_graphs+model_runner=v1", "trl_vllm+model_runner=v1"]
+        with pytest.raises(SystemExit, match="unknown system 'toolrl_asynk'"):
+            g.run_order("toolrl,toolrl_asynk")
+        with pytest.raises(SystemExit, match="TRL systems take only .* not engine_stream_priority"):
+            g.run_order("trl_vllm+engine_stream_priority=high")
+        with pytest.raises(SystemExit, match="model_runner must be one of v1, v2, not 'v3'"):
+            g.check_system("toolrl+model_runner=v3")
+    # the script itself stops on the name before it builds a model or touches CUDA, and writes no result file
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu" / "grpo_vs_trl.py"), "--systems",
+                          "trl_vllm,toolrl_asynk", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "unknown system 'toolrl_asynk'" in out.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "r.json").exists()
+
+
+def test_grpo_vs_trl_process_options_set_the_environment_and_leave_the_rest(load_benchmark):
+    with load_benchmark("gpu/grpo_vs_trl.py") as g:
+        env: dict = {}
+        before = sys.getswitchinterval()
+        try:
+            left = g.apply_process_opts({"model_runner": "v1", "cuda_connections": 2, "switch_interval": 0.002,
+                                         "staleness": 1}, environ=env)
+            assert sys.getswitchinterval() == pytest.approx(0.002)
+        finally:
+            sys.setswitchinterval(before)
+        assert left == {"staleness": 1}
+        assert env == {"VLLM_USE_V2_MODEL_RUNNER": "0", "CUDA_DEVICE_MAX_CONNECTIONS": "2"}
+        env = {}
+        assert g.apply_process_opts({"model_runner": "v2"}, environ=env) == {} and env == {
+            "VLLM_USE_V2_MODEL_RUNNER": "1"}
+
+
 def test_grpo_vs_trl_repeats_the_systems_interleaved(load_benchmark):
     with load_benchmark("gpu/grpo_vs_trl.py") as g:
         assert g.run_order("trl_vllm,toolrl_async_graphs+engine_stream_priority=high", 3) == [
