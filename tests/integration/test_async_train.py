@@ -9,26 +9,16 @@ real step driver, in one process (`toolrl.trainer.local`, the path the GPU bench
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 import torch
 
 pytestmark = pytest.mark.integration
 
-SUPPORT = Path(__file__).with_name("test_train_support.py")
-
-
-def _support():
-    spec = importlib.util.spec_from_file_location("toolrl_test_train_support_async", SUPPORT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-S = _support()
+SUPPORT = Path(S.__file__)
 
 
 def length_reward(trajectories, *, completions, **kwargs):

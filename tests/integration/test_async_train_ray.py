@@ -3,26 +3,13 @@ engine (trainer rank 0 answers the rollout thread while it trains) and a separat
 and checkpoints pause the rollout thread; a checkpoint keeps the sampler at its step, so a resumed run samples
 the dropped batches again, with the resumed weights."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 
 pytestmark = pytest.mark.integration
-
-
-def _support():
-    name = "toolrl_test_train_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_train_support.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-S = _support()
 
 
 @pytest.fixture

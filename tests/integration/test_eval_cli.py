@@ -1,7 +1,6 @@
 """`toolrl eval` on real SmolLM2: the CLI with an installed reward plugin, a LoRA adapter checkpoint, and the
 before/after comparison table."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,19 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 
 pytestmark = pytest.mark.integration
 
 
-def _support():
-    spec = importlib.util.spec_from_file_location("toolrl_test_train_support_eval",
-                                                  Path(__file__).with_name("test_train_support.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-S = _support()
 TOOLRL = str(Path(sys.executable).with_name("toolrl"))
 
 

@@ -7,7 +7,6 @@ SmolLM2 engines and trainer ranks. The one fake is a rollout backend that kills 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -21,20 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 
 pytestmark = pytest.mark.integration
-
-
-def _support():
-    name = "toolrl_test_train_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_train_support.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-S = _support()
 
 
 # ------------------------------------------------------------------------------------------------

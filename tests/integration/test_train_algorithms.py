@@ -3,26 +3,13 @@ DAPO's switches (clip-higher, dynamic sampling, overlong shaping) with dual-clip
 several optimizer steps per batch, Dr. GRPO with token-sum-norm, and REINFORCE++ with the KL in the reward.
 The runs share one local Ray instance (the `shared_ray` fixture)."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 
 pytestmark = pytest.mark.integration
 
-
-def _support():
-    name = "toolrl_test_train_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_train_support.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-S = _support()
 
 VARIANTS = {
     "dapo": ({"advantage": "grpo", "clip_ratio_high": 0.28, "loss_agg": "token-mean", "dynamic_sampling": True,

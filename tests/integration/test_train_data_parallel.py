@@ -11,28 +11,14 @@ Both tests use one local Ray instance (the `shared_ray` fixture).
 """
 
 import dataclasses
-import importlib.util
 import os
 import random
-import sys
-from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 import torch
 
 pytestmark = pytest.mark.integration
-
-
-def _support():
-    name = "toolrl_test_train_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_train_support.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-S = _support()
 
 
 def _batch(tokenizer, n_groups=4, n=2, seed=0):

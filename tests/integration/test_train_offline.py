@@ -1,18 +1,14 @@
 """SFT and DPO on the real SmolLM2-135M (CPU, a few steps): the loss moves the right way, metrics are namespaced,
 and a run resumed from its checkpoint ends with exactly the weights of an uninterrupted one."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 import torch
 
 pytestmark = pytest.mark.integration
-
-_spec = importlib.util.spec_from_file_location("toolrl_support_offline", Path(__file__).with_name("test_train_support.py"))
-S = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(S)
 
 
 def _conversations(tmp: Path, n: int = 4) -> Path:

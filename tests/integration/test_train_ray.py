@@ -3,27 +3,13 @@
 The first test checks the local Ray instance that train() starts and stops; the others share one
 (the `shared_ray` fixture)."""
 
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 
 pytestmark = pytest.mark.integration
-
-
-def _support():
-    name = "toolrl_test_train_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_train_support.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-S = _support()
 
 
 @pytest.fixture

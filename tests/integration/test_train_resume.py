@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+import train_support as S  # tests/support, on the path through pytest's `pythonpath` (pyproject.toml)
 
 pytestmark = pytest.mark.integration
 
-SUPPORT = Path(__file__).with_name("test_train_support.py")
+SUPPORT = Path(S.__file__)
 
 DRIVER = """
 import importlib.util, json, sys
@@ -24,18 +25,6 @@ plugins.get_manager().register(S.AnswerTagPlugin(), name="answer-tag-test")
 import toolrl
 toolrl.train(json.load(open(sys.argv[1])), sys.argv[2:])
 """
-
-
-def _support():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("toolrl_test_train_support_resume", SUPPORT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-S = _support()
 
 
 def _config(tmp: Path, out: str, save: bool = True) -> Path:

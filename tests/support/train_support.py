@@ -1,10 +1,10 @@
-"""Shared pieces of the training integration tests (no tests here): a tiny answer-tag task file and config.
+"""Shared pieces of the training tests: a tiny answer-tag task file and config.
 
-Each test file loads it by path (tests are not a package); subprocess drivers load it the same way. Keep it
-so: Ray workers unpickle a test file's plugins by importing that test file by name (`tests.integration.…`,
-from the driver's working directory), and the file then loads this one by path there too. A name that only
-pytest's `pythonpath` makes importable is missing in the workers (tried in session 15: 4 Ray tests failed
-with "No module named 'train_support'").
+pytest puts this folder on the path (`pythonpath` in pyproject.toml), so tests `import train_support as S`;
+subprocess drivers load it by its path (`S.__file__`). Ray workers never import it by name: the plugins a
+test passes to `train` travel to them by value, with the local modules their code uses (this one and the
+test file; `toolrl.trainer.group.local_modules`). Until that rule (session 15) the workers imported the
+test file by name, and `import train_support` failed there.
 """
 
 from __future__ import annotations
