@@ -97,13 +97,65 @@ def sequence_scores(batch: AdvantageInput) -> torch.Tensor:
     return scores
 
 
-def _groups(group_ids: Sequence[str], valid: torch.Tensor) -> list[list[int]]:
-    """Indices of valid samples, grouped by id (in first-seen order)."""
-    out: dict[str, list[int]] = {}
-    for i, g in enumerate(group_ids):
-        if bool(valid[i]):
-            out.setdefault(g, []).append(i)
-    return list(out.values())
+@dataclass(frozen=True)
+class GroupStats:
+    """Each sample's group statistics over the valid samples (`group_stats`), all `[B]`.
+
+    Attributes:
+        member: True for a valid sample (counted in its group), False for an excluded one.
+        count: valid samples in the sample's group (0 for an excluded sample).
+        total: sum of the group's valid scores.
+        mean: the group's mean valid score.
+        std: the group's unbiased standard deviation (0 where `count < 2`).
+        constant: True where every valid score of the group is the same (so there is nothing to compare).
+    """
+
+    member: torch.Tensor
+    count: torch.Tensor
+    total: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    constant: torch.Tensor
+
+    @property
+    def informative(self) -> torch.Tensor:
+        """`[B]` bool: a valid sample whose group has two or more valid samples that do not all score the same."""
+        return self.member & (self.count >= 2) & ~self.constant
+
+
+def group_stats(scores: torch.Tensor, group_ids: Sequence[str], valid: torch.Tensor) -> GroupStats:
+    """Group statistics of `scores` `[B]` over the valid samples, for every group at once (a few tensor operations
+    whatever the number of groups; a loop over the groups cost ~90 ms for 32 groups of 8 on a 2-core CPU).
+
+    `constant` is decided on the scores themselves (max == min), not on `std`: the mean of equal float32 values
+    can be off by an ulp (e.g. eight scores of 1.2), which divided by a tiny std would give every sample of the
+    group a spurious advantage.
+
+    Raises:
+        ValueError: `group_ids` or `valid` does not have one entry per score.
+    """
+    B = scores.shape[0]
+    if len(group_ids) != B or valid.shape[0] != B:
+        raise ValueError(f"{B} scores but {len(group_ids)} group ids and {valid.shape[0]} valid flags: "
+                         "each sample needs one of each")
+    keep = [bool(v) for v in valid.tolist()]
+    number: dict[str, int] = {}
+    index = [number.setdefault(g, len(number)) if ok else 0 for g, ok in zip(group_ids, keep)]
+    G = max(len(number), 1)
+    idx = torch.tensor(index, dtype=torch.long, device=scores.device)
+    member = torch.tensor(keep, dtype=torch.bool, device=scores.device)
+    zero = torch.zeros_like(scores)
+    s = torch.where(member, scores, zero)  # an excluded sample's score is never read (it may be anything)
+    count_g = scores.new_zeros(G).index_add_(0, idx, member.to(scores.dtype))
+    total_g = scores.new_zeros(G).index_add_(0, idx, s)
+    mean_g = total_g / count_g.clamp(min=1)
+    dev = torch.where(member, scores - mean_g[idx], zero)
+    std_g = (scores.new_zeros(G).index_add_(0, idx, dev * dev) / (count_g - 1).clamp(min=1)).sqrt()
+    hi = scores.new_full((G,), float("-inf")).scatter_reduce_(0, idx[member], scores[member], "amax")
+    lo = scores.new_full((G,), float("inf")).scatter_reduce_(0, idx[member], scores[member], "amin")
+    count = torch.where(member, count_g[idx], zero)
+    return GroupStats(member=member, count=count, total=total_g[idx], mean=mean_g[idx],
+                      std=torch.where(count >= 2, std_g[idx], zero), constant=(hi == lo)[idx])
 
 
 @declare(groups=True)
@@ -113,17 +165,14 @@ def grpo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
     `std_g` is the unbiased standard deviation of the group's valid rewards;
     with `config.norm_adv_by_std = False` only the mean is subtracted (Dr.
     GRPO). A group with a single valid sample gets advantage 0, and a group
-    whose rewards are all equal gets 0 (nothing to learn from it).
+    whose rewards are all equal gets exactly 0 (nothing to learn from it).
     """
     scores = sequence_scores(batch)
-    adv = torch.zeros_like(scores)
-    norm = bool(getattr(config, "norm_adv_by_std", True))
-    for idx in _groups(batch.group_ids, batch.valid):
-        if len(idx) < 2:
-            continue
-        g = scores[idx]
-        centred = g - g.mean()
-        adv[idx] = centred / (g.std() + EPS) if norm else centred
+    st = group_stats(scores, batch.group_ids, batch.valid)
+    centred = scores - st.mean
+    if bool(getattr(config, "norm_adv_by_std", True)):
+        centred = centred / (st.std + EPS)
+    adv = torch.where(st.informative, centred, torch.zeros_like(scores))
     return AdvantageOutput(broadcast_to_tokens(adv, batch.response_mask))
 
 
@@ -131,13 +180,9 @@ def grpo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
 def rloo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
     """Leave-one-out baseline: `r_i - mean_{j != i} r_j` over the group's valid samples."""
     scores = sequence_scores(batch)
-    adv = torch.zeros_like(scores)
-    for idx in _groups(batch.group_ids, batch.valid):
-        k = len(idx)
-        if k < 2:
-            continue
-        g = scores[idx]
-        adv[idx] = g - (g.sum() - g) / (k - 1)
+    st = group_stats(scores, batch.group_ids, batch.valid)
+    loo = scores - (st.total - scores) / (st.count - 1).clamp(min=1)
+    adv = torch.where(st.informative, loo, torch.zeros_like(scores))
     return AdvantageOutput(broadcast_to_tokens(adv, batch.response_mask))
 
 
@@ -199,12 +244,8 @@ def dr_grpo(batch: AdvantageInput, config: Any) -> AdvantageOutput:
     response's length; see `toolrl.algorithms.losses.aggregate`).
     """
     scores = sequence_scores(batch)
-    adv = torch.zeros_like(scores)
-    for idx in _groups(batch.group_ids, batch.valid):
-        if len(idx) < 2:
-            continue
-        g = scores[idx]
-        adv[idx] = g - g.mean()
+    st = group_stats(scores, batch.group_ids, batch.valid)
+    adv = torch.where(st.informative, scores - st.mean, torch.zeros_like(scores))
     return AdvantageOutput(broadcast_to_tokens(adv, batch.response_mask))
 
 
@@ -243,11 +284,9 @@ def reinforce_pp(batch: AdvantageInput, config: Any) -> AdvantageOutput:
 def reinforce_pp_baseline(batch: AdvantageInput, config: Any) -> AdvantageOutput:
     """REINFORCE++ with a group baseline: each score minus its group's mean (valid samples), then the
     returns-to-go with the KL penalty and the global batch normalisation of `reinforce_pp`."""
-    scores = batch.scores.to(torch.float32).clone()
-    centred = torch.zeros_like(scores)
-    for idx in _groups(batch.group_ids, batch.valid):
-        g = scores[idx]
-        centred[idx] = g - g.mean()
+    scores = batch.scores.to(torch.float32)
+    st = group_stats(scores, batch.group_ids, batch.valid)
+    centred = torch.where(st.member & ~st.constant, scores - st.mean, torch.zeros_like(scores))
     return _reinforce_pp(centred, batch, config)
 
 

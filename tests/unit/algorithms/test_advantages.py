@@ -117,3 +117,72 @@ def test_registered_estimators(plugin_manager):
     assert uses_critic(reg.get("ppo")) and not uses_critic(reg.get("grpo"))
     b = _batch([1, 0], ["a", "a"])
     assert torch.allclose(reg.get("grpo")(b, CFG).advantages, grpo(b, CFG).advantages)
+
+
+@pytest.mark.parametrize("value", [0.7, 1.2, 0.1, 1 / 3])
+def test_a_group_whose_rewards_are_all_equal_gets_exactly_zero(value):
+    """Eight equal float32 scores can have a mean an ulp away from them (1.2: off by 1.2e-7); divided by a std of
+    the same size plus eps, GRPO used to give every sample of such a group an advantage of about 0.1."""
+    from toolrl.algorithms.advantages import dr_grpo, reinforce_pp_baseline
+
+    b = _batch([value] * 8 + [1.0, 0.0], ["same"] * 8 + ["mixed"] * 2)
+    for estimator in (grpo, rloo, dr_grpo):
+        adv = estimator(b, CFG).advantages[:, 0]
+        assert torch.equal(adv[:8], torch.zeros(8)), estimator.__name__
+        assert adv[8] > 0 > adv[9], estimator.__name__  # the other group still learns
+    base = reinforce_pp_baseline(b, CFG).advantages
+    assert torch.equal(base[:8], torch.zeros(8, 3))
+
+
+def _loop_reference(scores, groups, valid, norm=True):
+    """GRPO/RLOO/Dr. GRPO as a loop over the groups (the definition), for comparison."""
+    by: dict = {}
+    for i, (g, ok) in enumerate(zip(groups, valid)):
+        if ok:
+            by.setdefault(g, []).append(i)
+    out = {k: torch.zeros(len(scores)) for k in ("grpo", "rloo", "dr_grpo")}
+    for idx in by.values():
+        g = scores[idx]
+        if len(idx) < 2 or bool((g == g[0]).all()):
+            continue
+        out["grpo"][idx] = (g - g.mean()) / (g.std() + 1e-6) if norm else g - g.mean()
+        out["rloo"][idx] = g - (g.sum() - g) / (len(idx) - 1)
+        out["dr_grpo"][idx] = g - g.mean()
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_vectorised_group_estimators_match_a_loop_over_the_groups(seed):
+    from toolrl.algorithms.advantages import dr_grpo
+
+    gen = torch.Generator().manual_seed(seed)
+    B = 96
+    # groups of uneven size in a shuffled order, some excluded samples, a few one-sample and constant groups
+    groups = [f"g{int(k)}" for k in torch.randint(0, 20, (B,), generator=gen)]
+    valid = (torch.rand(B, generator=gen) > 0.15).tolist()
+    scores = torch.randint(0, 4, (B,), generator=gen).to(torch.float32) * 0.3
+    scores[[not v for v in valid]] = float("nan")  # an excluded sample's score must never be read
+    ref = _loop_reference(scores, groups, valid)
+    b = _batch(scores.tolist(), groups, valid=valid)
+    for name, fn in (("grpo", grpo), ("rloo", rloo), ("dr_grpo", dr_grpo)):
+        got = fn(b, CFG).advantages[:, 0]
+        assert not got.isnan().any(), name
+        assert torch.allclose(got, ref[name], atol=1e-5), name
+    got = grpo(b, SimpleNamespace(norm_adv_by_std=False)).advantages[:, 0]
+    assert torch.allclose(got, _loop_reference(scores, groups, valid, norm=False)["grpo"], atol=1e-6)
+
+
+def test_group_stats_reports_each_samples_group_and_checks_lengths():
+    from toolrl.algorithms.advantages import group_stats
+
+    st = group_stats(torch.tensor([1.0, 3.0, 5.0, 2.0, 9.0]), ["a", "a", "b", "a", "c"],
+                     torch.tensor([True, True, True, False, False]))
+    assert st.member.tolist() == [True, True, True, False, False]
+    assert st.count.tolist() == [2, 2, 1, 0, 0]
+    assert st.mean[:3].tolist() == [2.0, 2.0, 5.0] and st.total[:3].tolist() == [4.0, 4.0, 5.0]
+    assert torch.allclose(st.std, torch.tensor([2 ** 0.5, 2 ** 0.5, 0.0, 0.0, 0.0]))
+    assert st.informative.tolist() == [True, True, False, False, False]
+    empty = group_stats(torch.zeros(0), [], torch.zeros(0, dtype=torch.bool))
+    assert empty.count.shape == (0,) and not empty.informative.any()
+    with pytest.raises(ValueError, match="3 scores but 2 group ids"):
+        group_stats(torch.zeros(3), ["a", "a"], torch.ones(3, dtype=torch.bool))
