@@ -233,9 +233,10 @@ def needs_old_logprobs(cfg: Config, batch_size: int, has_reference: bool) -> boo
 def no_signal_check(step: int, scores: torch.Tensor, valid: Sequence[bool], group_ids: Sequence[str],
                     group_based: bool) -> dict[str, float]:
     """Warn when the step cannot teach anything; report the share of groups without reward variance."""
-    included = [float(s) for s, v in zip(scores, valid) if v]
+    values = scores.tolist()  # once: iterating a tensor makes a tensor per element
+    included = [s for s, v in zip(values, valid) if v]
     groups: dict[str, list[float]] = {}
-    for s, v, g in zip(scores.tolist(), valid, group_ids):
+    for s, v, g in zip(values, valid, group_ids):
         if v:
             groups.setdefault(g, []).append(s)
     flat = [g for g in groups.values() if len(g) < 2 or max(g) == min(g)]
