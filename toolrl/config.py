@@ -311,7 +311,8 @@ class RayConfig(Section):
         "is always the policy with adapters disabled.")
     torch_threads: int | None = Field(
         None, ge=1, description="Torch CPU threads per worker; None = all cores for CPU workers (the phases of a "
-        "step run one after another), num_cpus for GPU workers.")
+        "step run one after another), num_cpus for GPU workers. Also the in-process trainer's "
+        "(`toolrl.trainer.local`, all cores when None).")
     engine: WorkerResources = Field(
         default_factory=WorkerResources, description="Each rollout engine actor (rollout.placement=separate): one "
         "per rollout.replicas.")

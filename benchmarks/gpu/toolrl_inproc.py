@@ -72,7 +72,7 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
                   device: str = "cuda", engine_stream_priority: str | None = None,
                   logits_chunk: int | None = None, compile_layers: bool = False,
                   update_sm_fraction: float | None = None, compile_mode: str = "default",
-                  micro_batch_size: int = 32) -> dict:
+                  micro_batch_size: int = 32, torch_threads: int | None = None) -> dict:
     backend_args: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization, "max_model_len": 1024,
                                     "max_num_batched_tokens": 4096}
     if sleep_level is not None:
@@ -98,6 +98,8 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
                     **({"logits_chunk": logits_chunk} if logits_chunk else {}), "compile_layers": compile_layers,
                     "compile_mode": compile_mode,
                     "async_rollouts": {"max_staleness": staleness, "update_sm_fraction": update_sm_fraction}},
+        # the in-process trainer's torch CPU threads (ray.torch_threads; None: all cores)
+        **({"ray": {"torch_threads": torch_threads}} if torch_threads else {}),
     }
 
 
@@ -139,6 +141,7 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sampl
     t0 = time.perf_counter()
     ctx = local_context(cfg, plugins=[LENGTH_PLUGIN], model_path=cfg.model.name_or_path)
     start_s = time.perf_counter() - t0
+    torch_threads = torch.get_num_threads()  # set by the rank (ray.torch_threads, else all cores)
     pipeline = make_pipeline(ctx, 1, steps)
     rows = []
     profile: dict = {}
@@ -182,7 +185,7 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sampl
     return {"completions": completions, "start_seconds": start_s, "step_seconds": [r["bench/step_seconds"] for r in rows],
             "median_step_s": statistics.median(timed), "samples_per_s": completions / statistics.median(timed),
             "nvml_peak_gib": nvml.gib(), "torch_peak_reserved_gib": max(r["bench/torch_peak_reserved_gib"] for r in rows),
-            "max_staleness": cfg.trainer.async_rollouts.max_staleness,
+            "max_staleness": cfg.trainer.async_rollouts.max_staleness, "torch_threads": torch_threads,
             "sleep_during_update": cfg.rollout.sleep_during_update,
             "steps_timed": f"{first}..{last}",
             "phases_median": {k: statistics.median(r.get(k, 0.0) for r in rows[first - 1:last] or rows)

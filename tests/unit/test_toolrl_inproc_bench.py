@@ -3,10 +3,12 @@ and a tiny model, its per-step figures and the engine thread's stack samples (`s
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
 
@@ -25,7 +27,18 @@ def test_three_cpu_steps_with_the_engine_thread_sampled(inproc, tiny_model_dir, 
     cfg = inproc.toolrl_config(str(tiny_model_dir), str(tasks), 8, group=4, new_tokens=8, backend="hf",
                                device="cpu", dtype="float32", token_budget=None, gradient_checkpointing=False,
                                out=str(tmp_path / "run"))
-    res = inproc.run_toolrl(cfg, 3, log=lambda *a, **k: None, sample_engine=True)
+    before = torch.get_num_threads()
+    try:
+        res = inproc.run_toolrl(cfg, 3, log=lambda *a, **k: None, sample_engine=True)
+        all_cores = torch.get_num_threads()
+        # ray.torch_threads reaches the in-process trainer (the GPU benchmarks' torch_threads keyword)
+        one = inproc.run_toolrl({**inproc.toolrl_config(str(tiny_model_dir), str(tasks), 8, group=4, new_tokens=8,
+                                                        backend="hf", device="cpu", dtype="float32", token_budget=None,
+                                                        gradient_checkpointing=False, out=str(tmp_path / "run1"),
+                                                        torch_threads=1)}, 1, log=lambda *a, **k: None)
+    finally:
+        torch.set_num_threads(before)
+    assert res["torch_threads"] == all_cores == (os.cpu_count() or 1) and one["torch_threads"] == 1
     assert len(res["step_seconds"]) == 3 and res["completions"] == 8 and res["steps_timed"] == "2..3"
     st = res["engine_stacks"]
     assert st["thread"] == "toolrl-hf-engine" and st["samples"] > 0

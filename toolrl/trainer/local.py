@@ -154,7 +154,7 @@ def local_context(cfg: Any, plugins: Sequence[object] = (), *, model_path: str |
     path = model_path or str(models.resolve(cfg.model.name_or_path))
     estimator = registry.registry("advantage_estimators").get(alg.advantage)
     needs_reference, needs_critic = alg.kl_coef > 0, uses_critic(estimator)
-    rank = PolicyRank(cfg.model_dump(mode="json"), path, with_engine=True,
+    rank = PolicyRank(cfg.model_dump(mode="json"), path, threads=cfg.ray.torch_threads, with_engine=True,
                       colocate_reference=needs_reference and not cfg.model.lora.rank, colocate_critic=needs_critic)
     if rank.fsdp:
         from toolrl.trainer.fsdp import single_process_group
