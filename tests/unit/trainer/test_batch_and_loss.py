@@ -1,5 +1,6 @@
 """The batch layout, and the loss mask: tool-result tokens get exactly zero gradient (real tiny model)."""
 
+import pytest
 import torch
 
 from toolrl.algorithms.losses import entropy_from_logits, logprobs_from_logits
@@ -249,3 +250,45 @@ def test_trainer_logits_chunk_reaches_the_update_and_the_logprob_passes(tiny_lla
         update_policy(model, torch.optim.SGD(model.parameters(), lr=0.1), b, cfg, kl_coef=0.0, seed=0)
         assert seen and set(seen) == {chunk}
     assert torch.allclose(lps[16], lps[64], atol=1e-6)
+
+
+
+def _runs_by_loop(ids, mask):
+    """The definition: runs of consecutive samples whose prompt ids and mask equal the run's first sample's."""
+    runs, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or not (torch.equal(ids[i], ids[start]) and torch.equal(mask[i], mask[start])):
+            runs.append(i - start)
+            start = i
+    return runs if runs and max(runs) > 1 else None
+
+
+class _PromptBatch:
+    """What prompt_runs reads of a TrainBatch: ids, mask, the prompt width and the length."""
+
+    def __init__(self, ids, mask):
+        n = ids.shape[0]
+        self.input_ids = torch.cat([ids, torch.zeros(n, 2, dtype=torch.long)], 1)  # two response columns
+        self.attention_mask = torch.cat([mask, torch.ones(n, 2, dtype=torch.long)], 1)
+        self.prompt_width = ids.shape[1]
+
+    def __len__(self):
+        return self.input_ids.shape[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prompt_runs_match_a_sample_by_sample_comparison(seed):
+    """prompt_runs compares all samples at once; the runs are those of the per-sample loop, including prompts
+    that differ only in their mask (left padding) and batches of one sample or none."""
+    from toolrl.trainer.forward import prompt_runs
+
+    gen = torch.Generator().manual_seed(seed)
+    n, P = int(torch.randint(0, 12, (1,), generator=gen)), int(torch.randint(0, 5, (1,), generator=gen))
+    kinds = torch.randint(0, 3, (n,), generator=gen)  # few prompt kinds, so neighbours often repeat
+    ids = torch.stack([torch.full((P,), int(k)) for k in kinds]) if n else torch.zeros(0, P, dtype=torch.long)
+    mask = torch.ones(n, P, dtype=torch.long)
+    if n > 2 and P:
+        mask[n // 2, 0] = 0  # the same ids with different padding: a run of its own
+    got = prompt_runs(_PromptBatch(ids, mask))
+    assert got == _runs_by_loop(ids, mask)
+    assert got is None or sum(got) == n
