@@ -42,6 +42,14 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return masked_sum(values, mask, dim) / mask.sum(dim).clamp(min=1)
 
 
+def _masked_max(values: torch.Tensor, mask: torch.Tensor, empty: float) -> torch.Tensor:
+    """0-d: the largest of `values` where `mask` is 1, `empty` when the mask is empty (computed on the device)."""
+    if not values.numel():
+        return values.new_tensor(empty)
+    best = torch.where(mask > 0, values, torch.full_like(values, float("-inf"))).amax()
+    return torch.where(mask.any(), best, values.new_tensor(empty))
+
+
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Shift and scale to mean 0, std 1 over the masked entries (masked-out entries become 0)."""
     mean = masked_mean(values, mask)
@@ -103,12 +111,14 @@ def agg_denominator(mask: torch.Tensor, mode: LossAgg, norm_len: int | None = No
 
 @dataclass(frozen=True)
 class PolicyLossStats:
-    """Detached diagnostics of one policy-loss evaluation (means over masked tokens)."""
+    """Detached diagnostics of one policy-loss evaluation (means over masked tokens), as 0-d tensors on the loss's
+    device: the trainer reads them back once per optimizer step, not between a micro-batch's forward and backward
+    (`float(stats.clip_frac)` reads one)."""
 
-    clip_frac: float
-    approx_kl: float  # k3 estimate of KL(old || new): how far this update moved
-    ratio_mean: float
-    ratio_max: float
+    clip_frac: torch.Tensor
+    approx_kl: torch.Tensor  # k3 estimate of KL(old || new): how far this update moved
+    ratio_mean: torch.Tensor
+    ratio_max: torch.Tensor
 
 
 def policy_loss(
@@ -166,10 +176,10 @@ def _clipped_surrogate(log_ratio: torch.Tensor, token_log_ratio: torch.Tensor, a
     with torch.no_grad():
         m = mask.to(per_token.dtype)
         stats = PolicyLossStats(
-            clip_frac=float(masked_mean((clipped > unclipped).to(per_token.dtype), m)),
-            approx_kl=float(masked_mean(torch.exp(-log_ratio) - 1 + log_ratio, m)),
-            ratio_mean=float(masked_mean(ratio, m)),
-            ratio_max=float((ratio * m).max()) if m.sum() > 0 else 1.0,
+            clip_frac=masked_mean((clipped > unclipped).to(per_token.dtype), m),
+            approx_kl=masked_mean(torch.exp(-log_ratio) - 1 + log_ratio, m),
+            ratio_mean=masked_mean(ratio, m),
+            ratio_max=_masked_max(ratio, m, empty=1.0),
         )
     return loss, stats
 
@@ -300,13 +310,14 @@ class PolicyLossInput:
 
 @dataclass(frozen=True)
 class PolicyLossOutput:
-    """The scalar loss to minimise and its detached diagnostics (`actor/...` metric names)."""
+    """The scalar loss to minimise and its detached diagnostics (`actor/...` metric names): floats or 0-d tensors
+    (tensors are read back once per optimizer step)."""
 
     loss: torch.Tensor
-    stats: dict[str, float]
+    stats: dict[str, float | torch.Tensor]
 
 
-def _stats(s: PolicyLossStats) -> dict[str, float]:
+def _stats(s: PolicyLossStats) -> dict[str, torch.Tensor]:
     return {"actor/clip_frac": s.clip_frac, "actor/approx_kl": s.approx_kl, "actor/ratio_mean": s.ratio_mean,
             "actor/ratio_max": s.ratio_max}
 

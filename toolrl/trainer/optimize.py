@@ -51,7 +51,10 @@ from toolrl.trainer.fsdp import clip_grad_norm
 logger = logging.getLogger(__name__)
 
 # the loss of one micro-batch and its statistics, given (micro, denominator, first_pass)
-MicroLoss = Callable[[TrainBatch, float, bool], tuple[torch.Tensor, dict[str, float]]]
+# a micro-batch's loss and its statistics: floats, or detached 0-d tensors that are read back once per optimizer step
+# (`StatAccumulator`), so that no statistic makes the host wait for the device between a forward and its backward
+Stat = float | torch.Tensor
+MicroLoss = Callable[[TrainBatch, float, bool], tuple[torch.Tensor, dict[str, Stat]]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,8 +156,26 @@ def mini_batches(batch: TrainBatch, size: int, group_size: int, generator: torch
 # ----------------------------------------------------------------------------------------------
 
 
+def read_floats(values: Sequence[Stat]) -> list[float]:
+    """Floats of `values` (floats or 0-d tensors), with one transfer per device instead of one per tensor."""
+    out: list[float | None] = [v if not isinstance(v, torch.Tensor) else None for v in values]
+    by_device: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, torch.Tensor):
+            by_device.setdefault(v.device, []).append(i)
+    for idx in by_device.values():
+        read = torch.stack([values[i].detach().reshape(()).to(torch.float64) for i in idx]).tolist()
+        for i, x in zip(idx, read):
+            out[i] = x
+    return [float(x) for x in out]
+
+
 class StatAccumulator:
-    """Token-weighted means of micro-batch statistics, and per-optimizer-step sums of additive losses."""
+    """Token-weighted means of micro-batch statistics, and per-optimizer-step sums of additive losses.
+
+    Statistics may be detached tensors on the device; they are read back together at the end of each optimizer
+    step (`end_step`), not one by one as the micro-batches run.
+    """
 
     ADDITIVE = ("loss/policy", "loss/kl", "loss/entropy", "loss/total", "loss/value")
 
@@ -162,23 +183,27 @@ class StatAccumulator:
         self.dp = dp
         self.weighted: dict[str, float] = {}
         self.weights: dict[str, float] = {}
-        self.step_sums: dict[str, float] = {}
+        self.pending: list[tuple[str, Stat, float]] = []  # this optimizer step's (key, value, token weight)
         self.steps: list[dict[str, float]] = []
         self.skipped = 0
 
-    def add(self, stats: Mapping[str, float], weight: float) -> None:
-        for k, v in stats.items():
+    def add(self, stats: Mapping[str, Stat], weight: float) -> None:
+        self.pending.extend((k, v, weight) for k, v in stats.items())
+
+    def end_step(self, **values: float) -> None:
+        step_sums: dict[str, float] = {}
+        for (k, _, weight), v in zip(self.pending, read_floats([v for _, v, _ in self.pending])):
             if k in self.ADDITIVE:
-                self.step_sums[k] = self.step_sums.get(k, 0.0) + v
+                step_sums[k] = step_sums.get(k, 0.0) + v
             else:
                 self.weighted[k] = self.weighted.get(k, 0.0) + v * weight
                 self.weights[k] = self.weights.get(k, 0.0) + weight
-
-    def end_step(self, **values: float) -> None:
-        self.steps.append({**self.dp.sum_dicts(self.step_sums), **values})
-        self.step_sums = {}
+        self.pending = []
+        self.steps.append({**self.dp.sum_dicts(step_sums), **values})
 
     def result(self) -> dict[str, float]:
+        if self.pending:
+            raise RuntimeError("StatAccumulator.result() before end_step(): statistics of an unfinished step")
         both = self.dp.sum_dicts({**{f"w:{k}": v for k, v in self.weighted.items()},
                                   **{f"n:{k}": v for k, v in self.weights.items()}})
         out = {k[2:]: v / both[f"n:{k[2:]}"] for k, v in both.items() if k.startswith("w:") and both[f"n:{k[2:]}"] > 0}
@@ -217,8 +242,9 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
                 optimizer.zero_grad(set_to_none=True)
             for micro in micro_batches(mine, tr.micro_batch_size, tr.token_budget, group):
                 compiled.micro_batch_begin(model)
-                micro = micro.trimmed(widths).to(device)
-                tokens = float(micro.response_mask.sum())
+                micro = micro.trimmed(widths)
+                tokens = float(micro.response_mask.sum())  # on the host, before the copy: no wait for the device
+                micro = micro.to(device)
                 loss, stats = micro_loss(micro, denominator, epoch == 0 and m == 0)
                 if tokens > 0:
                     (loss * dp.loss_scale).backward()
@@ -241,7 +267,7 @@ def optimize(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatch, cf
 
 def loss_terms(logprobs: torch.Tensor, entropy: torch.Tensor | None, micro: TrainBatch, alg: Any, kl_in: str,
                kl_coef: float, denominator: float, norm_len: int | None = None,
-               is_cap: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+               is_cap: float | None = None) -> tuple[torch.Tensor, dict[str, Stat]]:
     """The policy loss of one micro-batch: the registered policy loss (`algorithm.policy_loss`: ppo, gspo or a
     plugin's) + KL to the reference (if in the loss) - entropy bonus.
 
@@ -266,24 +292,24 @@ def loss_terms(logprobs: torch.Tensor, entropy: torch.Tensor | None, micro: Trai
         PolicyLossInput(logprobs, old, micro["advantages"], mask, alg.loss_agg, denominator, norm_len, is_weights), alg)
     pg = out.loss
     total = pg
-    stats = {"loss/policy": float(pg.detach()), **out.stats}
+    stats: dict[str, Stat] = {"loss/policy": pg.detach(), **out.stats}
     if is_weights is not None:
-        stats["actor/tis_weight_mean"] = float(masked_mean(is_weights, mask))
+        stats["actor/tis_weight_mean"] = masked_mean(is_weights.detach(), mask)
     ref = micro.get("ref_logprobs")
     if ref is not None:
         kl = kl_estimate(logprobs, ref, alg.kl_estimator)
-        stats["actor/kl"] = float(masked_mean(kl.detach(), mask))
+        stats["actor/kl"] = masked_mean(kl.detach(), mask)
         if kl_in == "loss" and kl_coef > 0:
             kl_loss = aggregate(kl, mask, alg.loss_agg, denominator, norm_len)
             total = total + kl_coef * kl_loss
-            stats["loss/kl"] = float(kl_loss.detach())
+            stats["loss/kl"] = kl_loss.detach()
     if entropy is not None:
-        stats["actor/entropy"] = float(masked_mean(entropy.detach(), mask))
+        stats["actor/entropy"] = masked_mean(entropy.detach(), mask)
         if alg.entropy_coef > 0:
             ent = aggregate(entropy, mask, alg.loss_agg, denominator, norm_len)
             total = total - alg.entropy_coef * ent
-            stats["loss/entropy"] = float(ent.detach())
-    stats["loss/total"] = float(total.detach())
+            stats["loss/entropy"] = ent.detach()
+    stats["loss/total"] = total.detach()
     return total, stats
 
 
@@ -296,15 +322,15 @@ def update_policy(model: Any, optimizer: torch.optim.Optimizer, batch: TrainBatc
     # a group's prompt runs once per pass (not under checkpointing, nor with compiled layers: its KV cache)
     share = cfg.trainer.share_prompt and not checkpointing and not compiled.is_prepared(model)
 
-    def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, Stat]]:
         logprobs, entropy = response_logprobs(model, micro, temperature, with_entropy=True,
                                               entropy_grad=alg.entropy_coef > 0, share_prompt=share,
                                               logits_chunk=cfg.trainer.logits_chunk)
         loss, stats = loss_terms(logprobs, entropy, micro, alg, cfg.kl_in, kl_coef, denominator, loss_norm_len(cfg),
                                  is_cap)
-        if first_pass and float(micro.response_mask.sum()) > 0:  # the weights that sampled: compare with the rollout
+        if first_pass:  # the weights that sampled: compare with the rollout (weighted by tokens: none, no weight)
             diff = (logprobs.detach() - micro["rollout_logprobs"]).abs()
-            stats["actor/rollout_logprob_diff"] = float(masked_mean(diff, micro.response_mask))
+            stats["actor/rollout_logprob_diff"] = masked_mean(diff, micro.response_mask)
         return loss, stats
 
     with train_mode(model, checkpointing or cfg.model.lora.dropout > 0), compiled.compiled_layers(model):
@@ -323,12 +349,12 @@ def update_critic(critic: Any, optimizer: torch.optim.Optimizer, batch: TrainBat
     alg = cfg.algorithm
     share = cfg.trainer.share_prompt and not uses_gradient_checkpointing(getattr(critic, "backbone", critic))
 
-    def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    def micro_loss(micro: TrainBatch, denominator: float, first_pass: bool) -> tuple[torch.Tensor, dict[str, Stat]]:
         values = critic_values(critic, micro, share)
         vl, clip_frac = value_loss(values, micro["values"], micro["returns"], micro.response_mask,
                                    clip=alg.value_clip, agg=alg.loss_agg, denominator=denominator)
-        stats = {"loss/value": float(vl.detach()), "critic/clip_frac": clip_frac,
-                 "critic/value_mean": float(masked_mean(values.detach(), micro.response_mask))}
+        stats = {"loss/value": vl.detach(), "critic/clip_frac": clip_frac,
+                 "critic/value_mean": masked_mean(values.detach(), micro.response_mask)}
         return alg.vf_coef * vl, stats
 
     acc = optimize(critic, optimizer, batch, cfg, seed=seed + 1, micro_loss=micro_loss, prefix="critic",

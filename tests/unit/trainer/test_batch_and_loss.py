@@ -292,3 +292,42 @@ def test_prompt_runs_match_a_sample_by_sample_comparison(seed):
     got = prompt_runs(_PromptBatch(ids, mask))
     assert got == _runs_by_loop(ids, mask)
     assert got is None or sum(got) == n
+
+
+def test_loss_statistics_stay_tensors_until_the_step_ends(tiny_llama, make_traj, make_config, monkeypatch):
+    """A micro-batch's statistics are detached tensors (reading one back would make the host wait for the device
+    between the forward and the backward); the accumulator reads a whole optimizer step's at once, and its means
+    equal those of the same statistics given as floats."""
+    from toolrl.trainer import optimize
+    from toolrl.trainer.optimize import DataParallel, StatAccumulator, read_floats
+
+    cfg = make_config(**{"rollout.n": 2, "data.prompts_per_step": 2, "trainer.micro_batch_size": 2})
+    model = tiny_llama()
+    trajs = [make_traj(g, [3, 4], [30 + i, 31, 32], [1, 1, 1], sample=i % 2) for i, g in enumerate("aabb")]
+    b = build_batch(trajs, ["0", "0", "1", "1"], [True] * 4, 0)
+    b.extras["advantages"] = torch.tensor([[1.0], [-1.0], [0.5], [-0.5]]) * b.response_mask
+    with torch.no_grad():
+        b.extras["old_logprobs"] = response_logprobs(model, b)[0]
+    lp, ent = response_logprobs(model, b, with_entropy=True)
+    _, stats = loss_terms(lp, ent, b, cfg.algorithm, "loss", 0.0, float(b.response_mask.sum()))
+    assert stats and all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad
+                         for v in stats.values()), stats
+
+    reads = []
+    real = optimize.read_floats
+    monkeypatch.setattr(optimize, "read_floats", lambda values: reads.append(len(values)) or real(values))
+    out = update_policy(model, torch.optim.AdamW(model.parameters(), lr=1e-3), b, cfg, kl_coef=0.0, seed=0)
+    assert len(reads) == 1 and reads[0] >= 2 * len(stats)  # one read for the step's two micro-batches
+    assert all(isinstance(v, float) for v in out.values())
+
+    as_tensors, as_floats = StatAccumulator(DataParallel()), StatAccumulator(DataParallel())
+    for weight, (kl, loss) in ((3.0, (0.5, 2.0)), (1.0, (0.1, 1.0))):
+        as_tensors.add({"actor/kl": torch.tensor(kl), "loss/total": torch.tensor(loss)}, weight)
+        as_floats.add({"actor/kl": kl, "loss/total": loss}, weight)
+    with pytest.raises(RuntimeError, match="before end_step"):
+        as_tensors.result()
+    as_tensors.end_step(**{"actor/grad_norm": 1.0})
+    as_floats.end_step(**{"actor/grad_norm": 1.0})
+    assert as_tensors.result() == pytest.approx(as_floats.result())
+    assert as_floats.result()["actor/kl"] == pytest.approx((3 * 0.5 + 0.1) / 4)
+    assert read_floats([1.0, torch.tensor(2.5), 3, torch.tensor([4.0])]) == [1.0, 2.5, 3.0, 4.0]
