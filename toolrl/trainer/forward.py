@@ -440,9 +440,10 @@ def batched_logprobs(model: Any, batch: TrainBatch, micro_batch_size: int, tempe
             lp, _ = response_logprobs(model, micro.trimmed(widths).to(device), temperature,
                                       share_prompt=share_prompt, logits_chunk=logits_chunk)
             lp = lp[:, : batch.response_width]  # (rounded-up widths may be wider than the batch)
-            lp = torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1]))
-            parts.append(lp.cpu())
-    return torch.cat(parts, 0) * batch.response_mask
+            # a copy of its own on the device (nothing of a replayed CUDA graph's memory is kept across micro-batches)
+            parts.append(torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1])).clone())
+    # one copy back at the end ([B, T] floats: small), so the host never waits for the device between micro-batches
+    return torch.cat(parts, 0).cpu() * batch.response_mask
 
 
 def critic_values(critic: Any, batch: TrainBatch, share_prompt: bool = True) -> torch.Tensor:
@@ -461,6 +462,6 @@ def batched_values(critic: Any, batch: TrainBatch, micro_batch_size: int, share_
     device = next(critic.parameters()).device
     parts = []
     for micro in batch.split(micro_batch_size):
-        v = critic_values(critic, micro.trimmed().to(device), share_prompt).cpu()
+        v = critic_values(critic, micro.trimmed().to(device), share_prompt)
         parts.append(torch.nn.functional.pad(v, (0, batch.response_width - v.shape[1])))
-    return torch.cat(parts, 0) * batch.response_mask
+    return torch.cat(parts, 0).cpu() * batch.response_mask
