@@ -161,8 +161,15 @@ def delta_of(completion: Any) -> tuple[list[int], list[float]]:
     starts = getattr(entries, "start_indices", None)
     if starts is not None:  # FlatLogprobs: position i's entries start at start_indices[i], the sampled token first
         flat_ids, flat_lps = entries.token_ids, entries.logprobs
-        if len(starts) != len(ids) or any(flat_ids[k] != t for k, t in zip(starts, ids)):
-            raise ToolrlError(f"vLLM's flat logprobs ({len(starts)} positions) do not match its {len(ids)} tokens",
+        n = len(ids)
+        if len(flat_ids) == n == len(starts) and list(starts) == list(range(n)):
+            # logprobs=0 (the trainer's requests): one entry per position, the sampled token's; compared and copied
+            # as whole lists (this runs on the engine thread, for every finished request's every token)
+            if list(flat_ids) != ids:
+                raise ToolrlError(f"vLLM's flat logprobs do not match its {n} tokens", where="vllm backend")
+            return ids, list(flat_lps)
+        if len(starts) != n or any(flat_ids[k] != t for k, t in zip(starts, ids)):
+            raise ToolrlError(f"vLLM's flat logprobs ({len(starts)} positions) do not match its {n} tokens",
                               where="vllm backend")
         return ids, [flat_lps[k] for k in starts]
     lps: list[float] = []

@@ -131,6 +131,13 @@ def test_vllm_output_conversion():
     assert vlb.delta_of(SimpleNamespace(token_ids=[7, 2], logprobs=flat)) == ([7, 2], [-0.5, -0.25])
     with pytest.raises(ToolrlError, match="flat logprobs"):
         vlb.delta_of(SimpleNamespace(token_ids=[7, 3], logprobs=flat))
+    # logprobs=0 (the trainer's requests): one entry per position, read as whole lists, still checked
+    one = SimpleNamespace(start_indices=[0, 1, 2], token_ids=[7, 2, 5], logprobs=[-0.5, -0.25, -2.0])
+    assert vlb.delta_of(SimpleNamespace(token_ids=[7, 2, 5], logprobs=one)) == ([7, 2, 5], [-0.5, -0.25, -2.0])
+    with pytest.raises(ToolrlError, match="flat logprobs do not match its 3 tokens"):
+        vlb.delta_of(SimpleNamespace(token_ids=[7, 2, 6], logprobs=one))
+    empty = SimpleNamespace(start_indices=[], token_ids=[], logprobs=[])
+    assert vlb.delta_of(SimpleNamespace(token_ids=[], logprobs=empty)) == ([], [])
 
 
 class FakeRenderer:
