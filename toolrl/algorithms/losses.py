@@ -51,7 +51,14 @@ def _masked_max(values: torch.Tensor, mask: torch.Tensor, empty: float) -> torch
 
 
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Shift and scale to mean 0, std 1 over the masked entries (masked-out entries become 0)."""
+    """Shift and scale to mean 0, std 1 over the masked entries (masked-out entries become 0).
+
+    Masked entries that are all the same give exactly 0: their float mean can be an ulp off, and scaled by
+    `1 / sqrt(eps)` that ulp would become a spurious value (about 1e-3 for entries of 1.2).
+    """
+    picked = values[mask > 0]
+    if not picked.numel() or bool(picked.max() == picked.min()):
+        return torch.zeros_like(values)
     mean = masked_mean(values, mask)
     var = masked_mean((values - mean) ** 2, mask)
     n = mask.sum()
