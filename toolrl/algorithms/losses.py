@@ -200,12 +200,12 @@ def value_loss(
     clip: float | None = 0.2,
     agg: LossAgg = "token-mean",
     denominator: float | None = None,
-) -> tuple[torch.Tensor, float]:
+) -> tuple[torch.Tensor, float | torch.Tensor]:
     """The clipped value loss `0.5 * max((V - R)^2, (V_clip - R)^2)`.
 
     `V_clip = old_V + clip(V - old_V, -clip, clip)`; `clip=None` gives the plain
     squared error. Returns the loss and the share of masked tokens where the
-    clipped term was used.
+    clipped term was used (a 0-d tensor; 0.0 without clipping).
     """
     unclipped = (values - returns) ** 2
     if clip is None:
@@ -215,8 +215,8 @@ def value_loss(
         v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
         clipped = (v_clipped - returns) ** 2
         per_token = 0.5 * torch.maximum(unclipped, clipped)
-        with torch.no_grad():
-            frac = float(masked_mean((clipped > unclipped).to(values.dtype), mask.to(values.dtype)))
+        with torch.no_grad():  # a 0-d tensor: read back with the step's other statistics
+            frac = masked_mean((clipped > unclipped).to(values.dtype), mask.to(values.dtype))
     return aggregate(per_token, mask, agg, denominator), frac
 
 
