@@ -110,8 +110,9 @@ def own_gradients(model: Any, params: list[torch.nn.Parameter]) -> bool:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        else:
-            p.grad.zero_()
+    grads = [p.grad for p in params]
+    if grads:
+        torch._foreach_zero_(grads)  # one launch for all of them (a `zero_()` each: ~290 for Qwen2-0.5B)
     return True
 
 
