@@ -440,8 +440,9 @@ def batched_logprobs(model: Any, batch: TrainBatch, micro_batch_size: int, tempe
             lp, _ = response_logprobs(model, micro.trimmed(widths).to(device), temperature,
                                       share_prompt=share_prompt, logits_chunk=logits_chunk)
             lp = lp[:, : batch.response_width]  # (rounded-up widths may be wider than the batch)
-            # a copy of its own on the device (nothing of a replayed CUDA graph's memory is kept across micro-batches)
-            parts.append(torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1])).clone())
+            # `pad` always returns new memory (a clone when there is nothing to pad), so no part refers to a replayed
+            # CUDA graph's buffers, which the next micro-batch overwrites
+            parts.append(torch.nn.functional.pad(lp, (0, batch.response_width - lp.shape[1])))
     # one copy back at the end ([B, T] floats: small), so the host never waits for the device between micro-batches
     return torch.cat(parts, 0).cpu() * batch.response_mask
 
