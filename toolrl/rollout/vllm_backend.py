@@ -129,6 +129,30 @@ def engine_in_own_process(llm: Any) -> bool:
     return core is not None and type(core).__name__ != "InprocClient"
 
 
+def free_inprocess_engine(llm: Any) -> bool:
+    """Free an in-process engine's GPU memory (weights, KV cache, CUDA graphs, sleep-mode pools) on close.
+
+    Without this the memory stays taken until the `vllm.LLM` is garbage-collected, so a second engine made in the
+    same process (an evaluation after training, a notebook, a test module) may not fit. vLLM's own
+    `EngineCore.shutdown` frees it and then destroys torch.distributed's default process group, which in a
+    colocated run is the trainer's; so only the model executor is shut down here (its workers release the model
+    runner's tensors). Returns whether there was an executor to shut down.
+    """
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    executor = getattr(getattr(core, "engine_core", None), "model_executor", None)
+    if executor is None:
+        return False
+    executor.shutdown()
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True
+
+
 def sampling_kwargs(sp: SamplingParams) -> dict[str, Any]:
     """Keyword arguments for `vllm.SamplingParams` (one sample, the sampled token's logprob)."""
     kw: dict[str, Any] = dict(
@@ -415,6 +439,8 @@ class VLLMBackend:
 
     def close(self) -> None:
         with self._cond:
+            if self._closed:
+                return
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=60)
@@ -423,6 +449,13 @@ class VLLMBackend:
                 self.llm.llm_engine.engine_core.shutdown()
             except Exception:
                 logger.exception("stopping the vLLM engine process failed")
+        elif self._thread.is_alive():
+            logger.warning("vllm engine thread still busy 60 s after close; its GPU memory is not freed")
+        else:
+            try:
+                free_inprocess_engine(self.llm)
+            except Exception:
+                logger.exception("freeing the in-process vLLM engine's GPU memory failed")
 
     def _control(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the engine thread between two steps and wait for it."""

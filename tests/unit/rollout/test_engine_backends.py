@@ -245,6 +245,37 @@ class FakeMPLLM(FakeLLM):
         return [getattr(self.worker, method)(bytes(payload))]
 
 
+class InprocClient:  # named as vLLM's client for an engine core in the caller's process
+    def __init__(self, fail=False):
+        self.shutdowns, self.fail = 0, fail
+        self.engine_core = SimpleNamespace(model_executor=SimpleNamespace(shutdown=self._executor_shutdown))
+
+    def _executor_shutdown(self):
+        self.shutdowns += 1
+        if self.fail:
+            raise RuntimeError("worker gone")
+
+    def shutdown(self, timeout=None):  # EngineCore.shutdown: would also destroy torch.distributed's default group
+        raise AssertionError("close must not tear down the process's distributed state")
+
+
+def test_vllm_close_frees_an_inprocess_engine_once_without_the_distributed_teardown(caplog):
+    llm = FakeLLM()
+    llm.llm_engine.engine_core = InprocClient()
+    b = vlb.VLLMBackend(SETTINGS, llm=llm, types=VLLM_TYPES)
+    assert b.generate([GenerationRequest(prompt_ids=[5], sampling=SamplingParams(max_tokens=2))])[0].token_ids == (6, 7)
+    b.close()
+    b.close()  # a second close is a no-op
+    assert llm.llm_engine.engine_core.shutdowns == 1
+    assert vlb.free_inprocess_engine(FakeLLM()) is False  # an engine without the executor API: nothing to free
+    broken = FakeLLM()
+    broken.llm_engine.engine_core = InprocClient(fail=True)
+    b = vlb.VLLMBackend(SETTINGS, llm=broken, types=VLLM_TYPES)
+    with caplog.at_level("ERROR"):
+        b.close()  # a failing release is logged, not raised: closing still ends the run
+    assert "freeing the in-process vLLM engine's GPU memory failed" in caplog.text
+
+
 def test_vllm_engine_stream_priority_is_checked_and_not_passed_to_vllm():
     assert vlb.stream_priority("high") == -1 and vlb.stream_priority("NORMAL") == 0
     with pytest.raises(ToolrlError) as err:
