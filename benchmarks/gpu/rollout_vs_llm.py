@@ -9,7 +9,8 @@ One `VLLMBackend` (engine settings from `llm_kwargs`: prefix caching, processed 
 with `logprobs=0` as a user would write it (no flat container). N prompts (chat-rendered questions),
 temperature 1, per-request seeds; `--forced` (default) samples exactly --max-tokens tokens
 (ignore_eos + min_tokens), `--natural` stops at EOS. Alternating order, `--reps` repetitions each, the
-median is reported. The engine thread is idle while (c)/(d) run, so they own the engine. `--model-runner v1|v2`
+median is reported, with each repetition's time in Python's garbage collector (any thread: a collection
+holds the interpreter lock, so the engine thread waits through it). The engine thread is idle while (c)/(d) run, so they own the engine. `--model-runner v1|v2`
 picks vLLM's model runner for the one engine all four share (VLLM_USE_V2_MODEL_RUNNER; vLLM 0.25 picks V2 for
 Qwen2 by default).
 """
@@ -49,6 +50,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from toolrl.rollout.base import BackendSettings, GenerationRequest, SamplingParams
+    from toolrl.metrics.resources import gc_pauses
     from toolrl.rollout.vllm_backend import VLLMBackend, sampling_kwargs
 
     model = str(shapes.build_model("qwen2-0.5b", a.tokenizer, Path(a.work) / "qwen2-0.5b"))
@@ -99,17 +101,24 @@ def main() -> None:
     for f in methods.values():  # warm-up (CUDA graphs, allocator)
         f()
     times: dict[str, list[float]] = {k: [] for k in methods}
+    gc_s: dict[str, list[float]] = {k: [] for k in methods}  # the collector's pauses in each repetition
+    gc_full: dict[str, list[int]] = {k: [] for k in methods}
     tokens: dict[str, int] = {}
     for _ in range(a.reps):
         for name, f in methods.items():
             torch.cuda.synchronize()
+            g0 = gc_pauses()
             t = time.perf_counter()
             tokens[name] = f()
             torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t)
+            g1 = gc_pauses()
+            gc_s[name].append(g1[0] - g0[0])
+            gc_full[name].append(g1[1] - g0[1])
     backend.close()
     rows = {k: {"tokens": tokens[k], "seconds": times[k], "median_s": statistics.median(times[k]),
-                "tok_per_s": tokens[k] / statistics.median(times[k])} for k in methods}
+                "tok_per_s": tokens[k] / statistics.median(times[k]), "gc_seconds": gc_s[k],
+                "gc_full_collections": gc_full[k]} for k in methods}
     base = rows["LLM.generate (backend's params)"]["tok_per_s"]
     res = {"device": torch.cuda.get_device_name(0), "prompts": a.prompts, "max_tokens": a.max_tokens,
            "forced_length": forced, "engine_start_s": start_s, "model_runner": runner, "rows": rows}
@@ -117,9 +126,12 @@ def main() -> None:
     Path(a.out).write_text(json.dumps(res, indent=2))
     print(f"{a.prompts} prompts x {'exactly' if forced else 'up to'} {a.max_tokens} tokens, temperature 1, "
           f"random-init Qwen2-0.5B bf16 ({res['device']}), vLLM model runner {runner}")
-    print(f"{'method':<34}{'tokens':>9}{'median s':>10}{'tok/s':>10}{'vs LLM.generate':>17}")
+    print(f"{'method':<34}{'tokens':>9}{'median s':>10}{'tok/s':>10}{'vs LLM.generate':>17}"
+          f"{'slowest s':>11}{'its gc s':>10}")
     for k, r in rows.items():
-        print(f"{k:<34}{r['tokens']:>9}{r['median_s']:>10.3f}{r['tok_per_s']:>10.0f}{r['tok_per_s'] / base:>17.2f}")
+        slow = max(range(len(r["seconds"])), key=r["seconds"].__getitem__)
+        print(f"{k:<34}{r['tokens']:>9}{r['median_s']:>10.3f}{r['tok_per_s']:>10.0f}{r['tok_per_s'] / base:>17.2f}"
+              f"{r['seconds'][slow]:>11.3f}{r['gc_seconds'][slow]:>10.3f}")
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sampl
                 f"wait {m.get('timing/rollout_wait', 0):.2f}s update {m.get('timing/update', 0):.2f}s "
                 f"sync {m.get('timing/sync', 0):.2f}s sleep {m.get('timing/sleep', 0):.2f}s "
                 f"wake {m.get('timing/wake', 0):.2f}s lag {m.get('rollout/weight_lag', 0):.0f} "
-                f"len {m.get('rollout/response_length', 0):.0f} "
+                f"len {m.get('rollout/response_length', 0):.0f} gc {m.get('resources/driver/gc_seconds', 0):.2f}s "
                 f"peak(torch) {m['bench/torch_peak_reserved_gib']:.1f} GiB peak(nvml) {nvml.gib():.1f} GiB", flush=True)
     finally:
         sampling.close()
@@ -183,6 +183,7 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sampl
     timed = [seconds[k - 1] for k in range(first, last + 1) if k != profile_step] or [seconds[0]]
     completions = cfg.data.prompts_per_step * cfg.rollout.n
     return {"completions": completions, "start_seconds": start_s, "step_seconds": [r["bench/step_seconds"] for r in rows],
+            "gc_seconds": [r.get("resources/driver/gc_seconds", 0.0) for r in rows],  # the collector, any thread
             "median_step_s": statistics.median(timed), "samples_per_s": completions / statistics.median(timed),
             "nvml_peak_gib": nvml.gib(), "torch_peak_reserved_gib": max(r["bench/torch_peak_reserved_gib"] for r in rows),
             "max_staleness": cfg.trainer.async_rollouts.max_staleness, "torch_threads": torch_threads,
@@ -191,7 +192,7 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sampl
             "phases_median": {k: statistics.median(r.get(k, 0.0) for r in rows[first - 1:last] or rows)
                               for k in ("timing/rollout", "timing/rollout_wait", "timing/reward", "timing/update",
                                         "timing/sync", "timing/forward", "timing/sleep", "timing/wake",
-                                        "async/rollout_overlap", "rollout/weight_lag")},
+                                        "async/rollout_overlap", "rollout/weight_lag", "resources/driver/gc_seconds")},
             "metrics_last": {k: v for k, v in rows[-1].items() if isinstance(v, (int, float))},
             **({"profile": profile} if profile else {}),
             **({"engine_stacks": sampler.summary()} if sampler is not None else {})}

@@ -40,6 +40,9 @@ def test_three_cpu_steps_with_the_engine_thread_sampled(inproc, tiny_model_dir, 
         torch.set_num_threads(before)
     assert res["torch_threads"] == all_cores == (os.cpu_count() or 1) and one["torch_threads"] == 1
     assert len(res["step_seconds"]) == 3 and res["completions"] == 8 and res["steps_timed"] == "2..3"
+    # the collector's pauses per step (resources/driver/gc_seconds): real times, never more than the step took
+    assert len(res["gc_seconds"]) == 3 and all(0.0 <= g <= s for g, s in zip(res["gc_seconds"], res["step_seconds"]))
+    assert "resources/driver/gc_seconds" in res["metrics_last"] and res["phases_median"]["resources/driver/gc_seconds"] >= 0
     st = res["engine_stacks"]
     assert st["thread"] == "toolrl-hf-engine" and st["samples"] > 0
     # the engine thread's own loop is on every sampled stack

@@ -12,6 +12,10 @@ merge without collisions:
     resources/<role>/gpu_mem_reserved_mib   memory held by torch's caching allocator
     resources/<role>/gpu_mem_peak_mib       peak allocated since the previous snapshot
     resources/<role>/gpu_utilization        percent of time a kernel ran (nvidia-ml-py)
+    resources/<role>/gc_seconds             time in Python's garbage collector since this process's previous
+                                            snapshot (every thread: a collection holds the interpreter lock,
+                                            so an engine thread waits through it too; 0.0 on the first call)
+    resources/<role>/gc_full_collections    generation-2 (full) collections since the previous snapshot
 
 The GPU keys appear only where CUDA is initialised in this process (a CPU-only
 process reports none, instead of zeros that look like measurements); the
@@ -27,10 +31,12 @@ Example::
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
 import sys
+import time
 
 from toolrl.errors import ToolrlError
 
@@ -41,6 +47,51 @@ _ROLE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 _process = None  # psutil.Process of this pid, kept so cpu_percent measures since the last call
 _process_pid: int | None = None
 _warned: set[str] = set()
+
+
+class _GCClock:
+    """Totals of the collector's pauses in this process, from `gc.callbacks` (installed on first use)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+        self._pid: int | None = None
+        self._last = (0.0, 0)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started:
+            self.seconds += time.perf_counter() - self._started
+            self._started = 0.0
+            self.full += info.get("generation") == 2
+
+    def totals(self) -> tuple[float, int]:
+        """Seconds spent collecting and full collections since this process first asked."""
+        if self._pid != os.getpid():  # first use, or a forked child: count from now, in this process
+            if self._callback not in gc.callbacks:
+                gc.callbacks.append(self._callback)
+            self.seconds, self.full, self._started, self._pid = 0.0, 0, 0.0, os.getpid()
+            self._last = (0.0, 0)
+        return self.seconds, self.full
+
+    def since_last(self) -> tuple[float, int]:
+        seconds, full = self.totals()
+        out = (seconds - self._last[0], full - self._last[1])
+        self._last = (seconds, full)
+        return out
+
+
+GC_CLOCK = _GCClock()
+
+
+def gc_pauses() -> tuple[float, int]:
+    """Cumulative (seconds in the garbage collector, full collections) of this process since the first call.
+
+    For timing a piece of work: call before and after and subtract (benchmarks/gpu/rollout_vs_llm.py does).
+    """
+    return GC_CLOCK.totals()
 
 
 def _warn_once(key: str, msg: str) -> None:
@@ -119,4 +170,7 @@ def snapshot(role: str) -> dict[str, float]:
     prefix = f"resources/{role}/"
     out = _host(prefix)
     out.update(_gpu(prefix))
+    seconds, full = GC_CLOCK.since_last()
+    out[f"{prefix}gc_seconds"] = seconds
+    out[f"{prefix}gc_full_collections"] = float(full)
     return out

@@ -57,3 +57,32 @@ def test_cpu_percent_measures_since_the_previous_snapshot():
 def test_bad_role_says_how_to_fix(role):
     with pytest.raises(ToolrlError, match="letters, digits"):
         snapshot(role)
+
+
+def test_gc_seconds_and_full_collections_count_since_the_previous_snapshot():
+    """A fresh process, so no other test's objects or collections count: a large graph of cyclic objects makes
+    each full collection take milliseconds; the snapshot after two of them reports both and their time, the next
+    one (no collection between) none, and gc_pauses() keeps the cumulative totals."""
+    code = (
+        "import gc, json, time\n"
+        "from toolrl.metrics.resources import snapshot, gc_pauses\n"
+        "first = snapshot('driver')\n"
+        "junk = []\n"
+        "for i in range(300_000):\n"
+        "    a = [i]; a.append(a); junk.append(a)  # cycles the collector must traverse\n"
+        "t0 = time.perf_counter(); gc.collect(); gc.collect(); wall = time.perf_counter() - t0\n"
+        "after = snapshot('driver')\n"
+        "gc.disable()\n"
+        "quiet = snapshot('driver')\n"
+        "print(json.dumps([first, after, quiet, wall, gc_pauses()]))\n"
+    )
+    import json
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    first, after, quiet, wall, totals = json.loads(out.stdout)
+    k_s, k_full = "resources/driver/gc_seconds", "resources/driver/gc_full_collections"
+    assert first[k_s] == 0.0 and first[k_full] == 0.0
+    assert after[k_full] >= 2  # the two explicit ones (and any the allocations triggered)
+    assert 0.5 * wall <= after[k_s], (after[k_s], wall)  # the two explicit collections alone took `wall`
+    assert quiet[k_s] == 0.0 and quiet[k_full] == 0.0
+    assert totals[0] == pytest.approx(after[k_s], rel=1e-9) and totals[1] == after[k_full]
