@@ -10,7 +10,9 @@ with `logprobs=0` as a user would write it (no flat container). N prompts (chat-
 temperature 1, per-request seeds; `--forced` (default) samples exactly --max-tokens tokens
 (ignore_eos + min_tokens), `--natural` stops at EOS. Alternating order, `--reps` repetitions each, the
 median is reported, with each repetition's time in Python's garbage collector (any thread: a collection
-holds the interpreter lock, so the engine thread waits through it). The engine thread is idle while (c)/(d) run, so they own the engine. `--model-runner v1|v2`
+holds the interpreter lock, so the engine thread waits through it) and, for the backend's paths, the engine
+steps it ran (about --max-tokens when every request is in the first step; more when requests reach the engine
+over several steps). The engine thread is idle while (c)/(d) run, so they own the engine. `--model-runner v1|v2`
 picks vLLM's model runner for the one engine all four share (VLLM_USE_V2_MODEL_RUNNER; vLLM 0.25 picks V2 for
 Qwen2 by default).
 """
@@ -103,22 +105,24 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in methods}
     gc_s: dict[str, list[float]] = {k: [] for k in methods}  # the collector's pauses in each repetition
     gc_full: dict[str, list[int]] = {k: [] for k in methods}
+    steps: dict[str, list[int]] = {k: [] for k in methods}  # engine steps the backend ran (not LLM.generate's)
     tokens: dict[str, int] = {}
     for _ in range(a.reps):
         for name, f in methods.items():
             torch.cuda.synchronize()
-            g0 = gc_pauses()
+            g0, s0 = gc_pauses(), backend.stats()["engine_steps"]
             t = time.perf_counter()
             tokens[name] = f()
             torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t)
             g1 = gc_pauses()
+            steps[name].append(int(backend.stats()["engine_steps"] - s0))
             gc_s[name].append(g1[0] - g0[0])
             gc_full[name].append(g1[1] - g0[1])
     backend.close()
     rows = {k: {"tokens": tokens[k], "seconds": times[k], "median_s": statistics.median(times[k]),
                 "tok_per_s": tokens[k] / statistics.median(times[k]), "gc_seconds": gc_s[k],
-                "gc_full_collections": gc_full[k]} for k in methods}
+                "gc_full_collections": gc_full[k], "backend_engine_steps": steps[k]} for k in methods}
     base = rows["LLM.generate (backend's params)"]["tok_per_s"]
     res = {"device": torch.cuda.get_device_name(0), "prompts": a.prompts, "max_tokens": a.max_tokens,
            "forced_length": forced, "engine_start_s": start_s, "model_runner": runner, "rows": rows}
@@ -127,11 +131,12 @@ def main() -> None:
     print(f"{a.prompts} prompts x {'exactly' if forced else 'up to'} {a.max_tokens} tokens, temperature 1, "
           f"random-init Qwen2-0.5B bf16 ({res['device']}), vLLM model runner {runner}")
     print(f"{'method':<34}{'tokens':>9}{'median s':>10}{'tok/s':>10}{'vs LLM.generate':>17}"
-          f"{'slowest s':>11}{'its gc s':>10}")
+          f"{'slowest s':>11}{'its gc s':>10}{'steps':>12}")
     for k, r in rows.items():
         slow = max(range(len(r["seconds"])), key=r["seconds"].__getitem__)
         print(f"{k:<34}{r['tokens']:>9}{r['median_s']:>10.3f}{r['tok_per_s']:>10.0f}{r['tok_per_s'] / base:>17.2f}"
-              f"{r['seconds'][slow]:>11.3f}{r['gc_seconds'][slow]:>10.3f}")
+              f"{r['seconds'][slow]:>11.3f}{r['gc_seconds'][slow]:>10.3f}"
+              f"{'/'.join(map(str, r['backend_engine_steps'])) if k.startswith('backend') else '-':>12}")
 
 
 if __name__ == "__main__":

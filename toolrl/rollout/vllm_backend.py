@@ -353,6 +353,7 @@ class VLLMBackend:
         self._controls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
         self._active: dict[str, RequestHandle] = {}
         self._closed = False
+        self._steps = 0  # engine steps run (stats()["engine_steps"])
         # an in-process engine on CUDA launches its kernels on a stream of its own (see the module doc)
         priority = stream_priority(extra.get("engine_stream_priority", "normal"))
         self._stream = _engine_stream(llm, priority) if bool(extra.get("engine_stream", True)) else None
@@ -435,7 +436,7 @@ class VLLMBackend:
     def stats(self) -> dict[str, float]:
         with self._cond:
             return {"queue_depth": float(len(self._waiting)), "batch_size": float(len(self._active)),
-                    "max_batch_size": float(self.settings.max_batch_size)}
+                    "max_batch_size": float(self.settings.max_batch_size), "engine_steps": float(self._steps)}
 
     def close(self) -> None:
         with self._cond:
@@ -561,6 +562,7 @@ class VLLMBackend:
                 self._active.pop(rid).finish("abort")
         if not self._active:
             return
+        self._steps += 1  # read by stats() from other threads: one int, no lock needed
         for out in engine.step():
             h = self._active.get(out.request_id)
             if h is None:

@@ -264,6 +264,7 @@ def test_vllm_close_frees_an_inprocess_engine_once_without_the_distributed_teard
     llm.llm_engine.engine_core = InprocClient()
     b = vlb.VLLMBackend(SETTINGS, llm=llm, types=VLLM_TYPES)
     assert b.generate([GenerationRequest(prompt_ids=[5], sampling=SamplingParams(max_tokens=2))])[0].token_ids == (6, 7)
+    assert b.stats()["engine_steps"] == 2  # one engine step per token of the one request
     b.close()
     b.close()  # a second close is a no-op
     assert llm.llm_engine.engine_core.shutdowns == 1
