@@ -70,6 +70,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import functools
+import gc
 import itertools
 import logging
 import os
@@ -143,9 +144,7 @@ def free_inprocess_engine(llm: Any) -> bool:
     if executor is None:
         return False
     executor.shutdown()
-    import gc
-
-    gc.collect()
+    gc.collect()  # vLLM's V2 runner collects in its shutdown; the V1 runner does not
     import torch
 
     if torch.cuda.is_available():
