@@ -73,6 +73,18 @@ def test_fork_bomb_leaves_no_process(single_pool: SyncSandboxPool) -> None:
     assert processes_in_container(single_pool) == []
 
 
+def test_snippet_runs_below_the_executors_priority(single_pool: SyncSandboxPool) -> None:
+    """Snippets run at nice 19 and cannot raise their priority again, so the executor (nice 0) gets the CPU to
+    enforce deadlines when a snippet fills every core (test_fork_bomb_leaves_no_process once took 3.4 s for a
+    1.5 s timeout in CI, when snippets ran at the executor's priority)."""
+    code = ("import os\nprint(os.getpriority(os.PRIO_PROCESS, 0), os.getpriority(os.PRIO_PROCESS, 1))\n"
+            "try:\n    os.setpriority(os.PRIO_PROCESS, 0, 0)\n    print('raised')\nexcept OSError as e:\n"
+            "    print('refused', e.errno)\n")
+    r = single_pool.run(code, timeout=5)
+    assert r.status == "ok", r
+    assert r.stdout.split("\n")[:2] == ["19 0", "refused 1"], r.stdout  # EPERM
+
+
 def test_memory_bomb(any_pool: SyncSandboxPool) -> None:
     code = "x = []\nwhile True:\n    x.append(bytearray(10 * 1024 * 1024))"
     r = timed(any_pool, code, timeout=5, memory_mb=128)
