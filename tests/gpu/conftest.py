@@ -66,13 +66,22 @@ def perturbed_state_dict(model_dir, scale=0.5, seed=1):
 
 def spin_cycles_per_second() -> float:
     """GPU clock cycles per second as `torch.cuda._sleep` counts them (one spinning thread block): tests keep a
-    stream busy for a chosen time with `torch.cuda._sleep(int(seconds * spin_cycles_per_second()))`."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    torch.cuda._sleep(50_000_000)
-    end.record()
-    end.synchronize()
-    return 50_000_000 / (start.elapsed_time(end) / 1000)
+    stream busy for a chosen time with `torch.cuda._sleep(int(seconds * spin_cycles_per_second()))`.
+
+    The fastest of three timings after a warm-up spin: an idle GPU's clock is still rising during the first
+    tens of milliseconds, and one 25 ms timing taken then (2026-12-05, H200) read 2.25x too few cycles per second,
+    so a spin meant for 3.0 s lasted 1.33 s."""
+    cycles = 200_000_000
+    torch.cuda._sleep(cycles)  # warm-up: let the clock rise
+    rates = []
+    for _ in range(3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        end.synchronize()
+        rates.append(cycles / (start.elapsed_time(end) / 1000))
+    return max(rates)
 
 
 @pytest.fixture(scope="session")

@@ -461,3 +461,27 @@ def test_sglang_missing_names_the_extra():
     with pytest.raises(MissingExtraError) as err:
         sgb.SGLangBackend(SETTINGS)
     assert "pip install 'toolrl[sglang]'" in str(err.value)
+
+
+def test_drop_module_tensors_frees_a_closed_models_tensors_whoever_still_holds_the_model():
+    """vLLM keeps a closed in-process engine's model reachable (2026-12-05 GPU run: all of a 28 GiB engine still
+    taken after the executor's shutdown); emptying the modules' tensors frees the memory anyway."""
+    import weakref
+
+    import torch
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+            self.register_buffer("cos", torch.ones(8))
+            self.kv_cache = [torch.zeros(16, 4)]  # how vLLM binds the KV cache: a plain attribute
+            self.scale = torch.ones(3)
+
+    model = torch.nn.Sequential(Attn(), torch.nn.Linear(4, 2))
+    holder = [model]  # the engine's stray reference
+    watched = [weakref.ref(t) for t in (model[0].proj.weight, model[0].cos, model[0].kv_cache[0], model[1].bias)]
+    assert vlb.drop_module_tensors(model) == 7  # 4 parameters, 1 buffer, 1 KV-cache entry, 1 tensor attribute
+    assert all(w() is None for w in watched) and holder[0] is model
+    assert model[0].kv_cache[0].numel() == 0 and model[0].kv_cache[0].dtype == torch.float32
+    assert model[0].scale.numel() == 0 and list(model.parameters()) == []
