@@ -16,6 +16,7 @@ import torch
 from toolrl.errors import MissingExtraError, ToolrlError
 from toolrl.rollout import sglang_backend as sgb
 from toolrl.rollout import vllm_backend as vlb
+from toolrl.rollout import vllm_engine
 from toolrl.rollout import vllm_weights as vlb_weights
 from toolrl.rollout.base import BackendSettings, GenerationRequest, RolloutBackend, SamplingParams
 
@@ -268,7 +269,7 @@ def test_vllm_close_frees_an_inprocess_engine_once_without_the_distributed_teard
     b.close()
     b.close()  # a second close is a no-op
     assert llm.llm_engine.engine_core.shutdowns == 1
-    assert vlb.free_inprocess_engine(FakeLLM()) is False  # an engine without the executor API: nothing to free
+    assert vllm_engine.free_inprocess_engine(FakeLLM()) is False  # an engine without the executor API: nothing to free
     broken = FakeLLM()
     broken.llm_engine.engine_core = InprocClient(fail=True)
     b = vlb.VLLMBackend(SETTINGS, llm=broken, types=VLLM_TYPES)
@@ -481,7 +482,7 @@ def test_drop_module_tensors_frees_a_closed_models_tensors_whoever_still_holds_t
     model = torch.nn.Sequential(Attn(), torch.nn.Linear(4, 2))
     holder = [model]  # the engine's stray reference
     watched = [weakref.ref(t) for t in (model[0].proj.weight, model[0].cos, model[0].kv_cache[0], model[1].bias)]
-    assert vlb.drop_module_tensors(model) == 7  # 4 parameters, 1 buffer, 1 KV-cache entry, 1 tensor attribute
+    assert vllm_engine.drop_module_tensors(model) == 7  # 4 parameters, 1 buffer, 1 KV-cache entry, 1 tensor attribute
     assert all(w() is None for w in watched) and holder[0] is model
     assert model[0].kv_cache[0].numel() == 0 and model[0].kv_cache[0].dtype == torch.float32
     assert model[0].scale.numel() == 0 and list(model.parameters()) == []
