@@ -72,7 +72,8 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
                   device: str = "cuda", engine_stream_priority: str | None = None,
                   logits_chunk: int | None = None, compile_layers: bool = False,
                   update_sm_fraction: float | None = None, compile_mode: str = "default",
-                  micro_batch_size: int = 32, torch_threads: int | None = None) -> dict:
+                  micro_batch_size: int = 32, torch_threads: int | None = None,
+                  kv_cache: str | None = None) -> dict:
     backend_args: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization, "max_model_len": 1024,
                                     "max_num_batched_tokens": 4096}
     if sleep_level is not None:
@@ -81,6 +82,8 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
         backend_args["engine_process"] = True
     if engine_stream_priority is not None:  # the in-process engine thread's CUDA stream priority
         backend_args["engine_stream_priority"] = engine_stream_priority
+    if kv_cache is not None:  # "fit": a KV cache for max_batch_size x max_model_len tokens, not 0.3 of the card
+        backend_args["kv_cache"] = kv_cache
     return {
         "model": {"name_or_path": model_dir, "dtype": dtype, "device": device,
                   "gradient_checkpointing": gradient_checkpointing},

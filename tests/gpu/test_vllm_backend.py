@@ -206,6 +206,32 @@ def test_close_frees_the_engines_gpu_memory_and_keeps_the_process_group(tiny_qwe
     assert dist.is_initialized() == group_before
 
 
+def test_kv_cache_fit_reserves_the_batch_and_generates(tiny_qwen2):
+    """backend_args.kv_cache=fit: vLLM's cache holds max_batch_size x max_model_len tokens (plus the 10% margin),
+    not gpu_memory_utilization of the card, and the engine generates with it."""
+    import torch
+
+    from toolrl.rollout.vllm_backend import VLLMBackend
+
+    torch.cuda.empty_cache()
+    free0 = torch.cuda.mem_get_info()[0]
+    b = VLLMBackend(BackendSettings(model_path=str(tiny_qwen2), dtype="float32", max_batch_size=8, seed=0,
+                                    extra={"kv_cache": "fit", "gpu_memory_utilization": 0.2, "enforce_eager": True,
+                                           "skip_tokenizer_init": True, "max_model_len": 1024}))
+    try:
+        core = b.llm.llm_engine.engine_core.engine_core  # the in-process EngineCore sets the block count
+        cache = core.vllm_config.cache_config
+        tokens = cache.num_gpu_blocks * cache.block_size
+        assert 8 * 1024 <= tokens <= 1.2 * 8 * 1024, (cache.num_gpu_blocks, cache.block_size)
+        outs = b.generate([GenerationRequest(p, SamplingParams(temperature=1.0, max_tokens=16, seed=i))
+                           for i, p in enumerate(PROMPTS)])
+        assert all(len(o.token_ids) == 16 for o in outs)
+        taken = free0 - torch.cuda.mem_get_info()[0]
+        assert taken < 0.05 * torch.cuda.get_device_properties(0).total_memory, taken  # not the 0.2 share
+    finally:
+        b.close()
+
+
 def test_engine_process_loads_weights_through_cuda_ipc(tiny_qwen2, gpu_helpers):
     """backend_args.engine_process: vLLM's engine core in its own process; update_weights crosses by CUDA IPC,
     in buckets (a small weight_bucket_mb forces several), and the new weights are the ones that generate."""

@@ -47,3 +47,26 @@ def test_three_cpu_steps_with_the_engine_thread_sampled(inproc, tiny_model_dir, 
     assert st["thread"] == "toolrl-hf-engine" and st["samples"] > 0
     # the engine thread's own loop is on every sampled stack
     assert any(k.startswith("rollout/hf_engine.py:") and share == pytest.approx(1.0) for k, share in st["inclusive"])
+
+
+def test_a_grpo_vs_trl_system_with_kv_cache_fit_gives_the_engine_a_batch_sized_cache(inproc, load_benchmark,
+                                                                                      tmp_path):
+    """`grpo_vs_trl.py --systems "toolrl_async_graphs+kv_cache=fit"` (next sitting's run): the option reaches
+    the backend's arguments, the config validates, and vLLM would get kv_cache_memory_bytes for 256 x 1024 tokens."""
+    from transformers import Qwen2Config
+
+    from toolrl.config import Config
+    from toolrl.rollout.base import BackendSettings
+    from toolrl.rollout.vllm_backend import llm_kwargs
+
+    Qwen2Config(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                intermediate_size=4864, vocab_size=151936).save_pretrained(tmp_path)
+    with load_benchmark("gpu/grpo_vs_trl.py") as g:
+        name, opts = g.system_opts("toolrl_async_graphs+engine_stream_priority=high+kv_cache=fit")
+        g.check_system("toolrl_async_graphs+kv_cache=fit")
+        opts = {**g.TOOLRL_SYSTEMS[name], **opts}
+    cfg = inproc.toolrl_config(str(tmp_path), str(tmp_path / "tasks.jsonl"), 256, **opts)
+    args = Config.model_validate(cfg).rollout.backend_args
+    assert args["kv_cache"] == "fit" and args["engine_stream_priority"] == "high"
+    kw = llm_kwargs(BackendSettings(str(tmp_path), dtype="bfloat16", max_batch_size=256, extra=args))
+    assert kw["kv_cache_memory_bytes"] == int(-(-256 * 1024 * 12288 * 1.1 // 1))

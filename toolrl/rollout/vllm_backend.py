@@ -58,11 +58,16 @@ for it, so the stepping thread does no per-token Python work.
   layers, `trainer.compile_mode=reduce-overhead`) waits until the engine thread is
   between two steps, and the engine waits until the recording ends.
 
+- `backend_args.kv_cache="fit"` reserves a KV cache for `max_batch_size`
+  sequences of `max_model_len` tokens (vLLM's `kv_cache_memory_bytes`, from the
+  model's config.json; `toolrl.rollout.vllm_kv`) instead of the
+  `gpu_memory_utilization` share of the card ("share", the default).
+
 `rollout.backend_args` are passed to `vllm.LLM(...)` (e.g.
 `gpu_memory_utilization`, `max_model_len`, `enforce_eager`,
 `tensor_parallel_size`), except `max_queue` (requests that may wait, default 4096),
-`sleep_level`, `engine_process`, `weight_bucket_mb`, `engine_stream` and
-`engine_stream_priority`.
+`sleep_level`, `engine_process`, `weight_bucket_mb`, `engine_stream`,
+`engine_stream_priority` and `kv_cache`.
 """
 
 from __future__ import annotations
@@ -91,12 +96,13 @@ from toolrl.rollout.base import (
 from toolrl.rollout.capture_gate import GATE, install_graph_hook
 from toolrl.rollout.requests import RequestHandle, StreamCallback, await_handle, stream_handle
 from toolrl.rollout.vllm_engine import engine_in_own_process, free_inprocess_engine
+from toolrl.rollout.vllm_kv import kv_cache_kwargs
 from toolrl.rollout.vllm_weights import RECEIVER_CLS, RECEIVER_METHOD, pack_buckets, share_payload
 
 logger = logging.getLogger(__name__)
 
 _OUR_KEYS = ("max_queue", "sleep_level", "engine_process", "weight_bucket_mb", "engine_stream",
-             "engine_stream_priority")
+             "engine_stream_priority", "kv_cache")
 _STREAM_PRIORITIES = {"normal": 0, "high": -1}  # torch.cuda.Stream(priority=...): lower is higher
 
 
@@ -121,6 +127,9 @@ def llm_kwargs(settings: BackendSettings) -> dict[str, Any]:
                               fix="drop worker_extension_cls, or engine_process (weights then load in-process)")
         kwargs["worker_extension_cls"] = RECEIVER_CLS
     kwargs.update(extra)
+    kwargs.update(kv_cache_kwargs(dict(settings.extra or {}).get("kv_cache", "share"), extra,
+                                  model_path=settings.model_path, dtype=settings.dtype,
+                                  max_num_seqs=settings.max_batch_size))
     return kwargs
 
 
