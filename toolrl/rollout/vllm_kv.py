@@ -93,3 +93,16 @@ def kv_cache_kwargs(mode: Any, extra: dict[str, Any], *, model_path: str, dtype:
                           where=WHERE, fix="drop one of kv_cache=fit and kv_cache_memory_bytes")
     return {"kv_cache_memory_bytes": fit_kv_cache_bytes(model_path, dtype, max_num_seqs,
                                                         extra.get("max_model_len"))}
+
+
+def awake_engine_warning(backend: str, backend_args: dict[str, Any], max_staleness: int) -> str | None:
+    """A warning for an asynchronous run whose colocated vLLM engine keeps vLLM's default share of the card
+    (`gpu_memory_utilization` 0.9) awake through every update, when nothing sizes it; None otherwise."""
+    if backend != "vllm" or max_staleness <= 0:
+        return None
+    if any(k in backend_args for k in ("gpu_memory_utilization", "kv_cache_memory_bytes", "kv_cache")):
+        return None
+    return ("trainer.async_rollouts keeps the vllm engine awake beside every update, and no "
+            "rollout.backend_args.gpu_memory_utilization, kv_cache_memory_bytes or kv_cache is set: vLLM takes "
+            "0.9 of the card by default, leaving the trainer a tenth. Set rollout.backend_args.kv_cache=fit (with "
+            "max_model_len) to reserve only the batch's KV cache, or gpu_memory_utilization.")

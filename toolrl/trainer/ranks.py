@@ -227,6 +227,12 @@ class PolicyRank(_Distributed):
         cfg = self.cfg
         factory = plugins.registry("rollout_backends").get(cfg.rollout.backend)
         extra = {**(sleep_backend_args(cfg.rollout.backend) if self.sleeps else {}), **cfg.rollout.backend_args}
+        if self.device.type == "cuda":
+            from toolrl.rollout.vllm_kv import awake_engine_warning
+
+            if hint := awake_engine_warning(cfg.rollout.backend, cfg.rollout.backend_args,
+                                            cfg.trainer.async_rollouts.max_staleness):
+                logger.warning(hint)
         self.backend = factory(BackendSettings(
             model_path=str(self.model_path), dtype=cfg.model.dtype, device=str(self.device),
             max_batch_size=cfg.rollout.max_batch_size, module=self.model, tokenizer=self.tokenizer,

@@ -70,3 +70,12 @@ def test_fit_refuses_what_it_cannot_size_with_a_fix(tmp_path, qwen_folder):
     cfg = json.loads((qwen_folder / "config.json").read_text())
     assert vllm_kv.kv_bytes_per_token({**cfg, "torch_dtype": "float32"}, "auto") == 24576  # "auto": the model's
     assert vllm_kv.kv_bytes_per_token({"text_config": cfg}, "bfloat16") == 12288  # a multimodal wrapper
+
+
+def test_an_async_vllm_run_without_memory_settings_is_warned_and_pointed_at_fit():
+    hint = vllm_kv.awake_engine_warning("vllm", {}, max_staleness=1)
+    assert hint and "kv_cache=fit" in hint and "0.9" in hint
+    assert vllm_kv.awake_engine_warning("vllm", {"kv_cache": "fit", "max_model_len": 1024}, 1) is None
+    assert vllm_kv.awake_engine_warning("vllm", {"gpu_memory_utilization": 0.3}, 1) is None
+    assert vllm_kv.awake_engine_warning("vllm", {}, max_staleness=0) is None  # synchronous: the engine sleeps
+    assert vllm_kv.awake_engine_warning("hf", {}, max_staleness=1) is None  # the hf backend shares the module
