@@ -25,8 +25,7 @@ def free_inprocess_engine(llm: Any) -> bool:
     executor = getattr(getattr(core, "engine_core", None), "model_executor", None)
     if executor is None:
         return False
-    worker = getattr(getattr(executor, "driver_worker", None), "worker", None)
-    model = getattr(getattr(worker, "model_runner", None), "model", None)
+    model = _engine_model(executor)
     executor.shutdown()
     if model is not None:
         # The runner's shutdown drops its own references, but the model stays reachable from elsewhere in the
@@ -39,6 +38,17 @@ def free_inprocess_engine(llm: Any) -> bool:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return True
+
+
+def _engine_model(executor: Any) -> Any:
+    """The in-process worker's model as an `nn.Module` (unwrapped from the V1 runner's CUDA-graph wrapper), or
+    None where this vLLM has no such path."""
+    runner = getattr(getattr(getattr(executor, "driver_worker", None), "worker", None), "model_runner", None)
+    try:
+        model = runner.get_model() if hasattr(runner, "get_model") else getattr(runner, "model", None)
+    except Exception:  # a runner without a model yet
+        return None
+    return model if hasattr(model, "modules") else None
 
 
 def drop_module_tensors(model: Any) -> int:

@@ -486,3 +486,26 @@ def test_drop_module_tensors_frees_a_closed_models_tensors_whoever_still_holds_t
     assert all(w() is None for w in watched) and holder[0] is model
     assert model[0].kv_cache[0].numel() == 0 and model[0].kv_cache[0].dtype == torch.float32
     assert model[0].scale.numel() == 0 and list(model.parameters()) == []
+
+
+def test_the_engine_model_is_found_through_get_model_and_only_as_a_module():
+    import types as pytypes
+
+    import torch
+
+    net = torch.nn.Linear(2, 2)
+
+    def executor(runner):
+        return pytypes.SimpleNamespace(driver_worker=pytypes.SimpleNamespace(worker=pytypes.SimpleNamespace(
+            model_runner=runner)))
+
+    wrapped = pytypes.SimpleNamespace(get_model=lambda: net, model=object())  # V1: the model behind a graph wrapper
+    assert vllm_engine._engine_model(executor(wrapped)) is net
+    assert vllm_engine._engine_model(executor(pytypes.SimpleNamespace(model=net))) is net
+    assert vllm_engine._engine_model(executor(pytypes.SimpleNamespace(model=object()))) is None  # not a module
+
+    def no_model():
+        raise ValueError("Cannot get model before model has been initialized")
+
+    assert vllm_engine._engine_model(executor(pytypes.SimpleNamespace(get_model=no_model))) is None
+    assert vllm_engine._engine_model(object()) is None
