@@ -127,9 +127,7 @@ def llm_kwargs(settings: BackendSettings) -> dict[str, Any]:
                               fix="drop worker_extension_cls, or engine_process (weights then load in-process)")
         kwargs["worker_extension_cls"] = RECEIVER_CLS
     kwargs.update(extra)
-    kwargs.update(kv_cache_kwargs(dict(settings.extra or {}).get("kv_cache", "share"), extra,
-                                  model_path=settings.model_path, dtype=settings.dtype,
-                                  max_num_seqs=settings.max_batch_size))
+    kwargs.update(kv_cache_kwargs(dict(settings.extra or {}).get("kv_cache", "share"), kwargs))
     return kwargs
 
 

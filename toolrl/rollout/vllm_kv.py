@@ -78,21 +78,24 @@ def fit_kv_cache_bytes(model_path: str, dtype: str, max_num_seqs: int, max_model
     return int(math.ceil(tokens * kv_bytes_per_token(config, dtype) * margin))
 
 
-def kv_cache_kwargs(mode: Any, extra: dict[str, Any], *, model_path: str, dtype: str,
-                    max_num_seqs: int) -> dict[str, Any]:
-    """The `vllm.LLM` keywords `backend_args.kv_cache` adds: nothing for "share" (vLLM's
-    `gpu_memory_utilization`), `kv_cache_memory_bytes` for "fit"."""
+def kv_cache_kwargs(mode: Any, llm_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The `vllm.LLM` keywords `backend_args.kv_cache` adds to `llm_kwargs` (the engine's other keywords, the
+    user's backend_args included): nothing for "share" (vLLM's `gpu_memory_utilization`), `kv_cache_memory_bytes`
+    for "fit", sized with the engine's own `max_num_seqs`, `max_model_len` and `kv_cache_dtype` (else `dtype`)."""
     if mode not in MODES:
         raise ToolrlError(f"backend_args.kv_cache must be one of {', '.join(MODES)}, not {mode!r}", where=WHERE,
                           fix='"fit" sizes the KV cache to max_batch_size x max_model_len; "share" (default) '
                               "takes gpu_memory_utilization of the card")
     if mode == "share":
         return {}
-    if extra.get("kv_cache_memory_bytes") is not None:
+    if llm_kwargs.get("kv_cache_memory_bytes") is not None:
         raise ToolrlError("backend_args.kv_cache=fit computes kv_cache_memory_bytes, which is also set",
                           where=WHERE, fix="drop one of kv_cache=fit and kv_cache_memory_bytes")
-    return {"kv_cache_memory_bytes": fit_kv_cache_bytes(model_path, dtype, max_num_seqs,
-                                                        extra.get("max_model_len"))}
+    cache_dtype = str(llm_kwargs.get("kv_cache_dtype") or "auto")
+    dtype = str(llm_kwargs.get("dtype") or "auto") if cache_dtype == "auto" else cache_dtype
+    return {"kv_cache_memory_bytes": fit_kv_cache_bytes(str(llm_kwargs["model"]), dtype,
+                                                        int(llm_kwargs["max_num_seqs"]),
+                                                        llm_kwargs.get("max_model_len"))}
 
 
 def awake_engine_warning(backend: str, backend_args: dict[str, Any], max_staleness: int) -> str | None:

@@ -40,6 +40,11 @@ def test_llm_kwargs_pass_fit_to_vllm_as_kv_cache_memory_bytes_and_share_changes_
     assert "kv_cache" not in fit and fit["kv_cache_memory_bytes"] == int(-(-8 * 512 * 12288 * 1.1 // 1))
     assert fit["gpu_memory_utilization"] == 0.3  # still passed: vLLM ignores it for the KV cache, not elsewhere
     assert "kv_cache_memory_bytes" not in kw(max_model_len=512) == kw(kv_cache="share", max_model_len=512)
+    # the engine's own settings decide: backend_args' max_num_seqs over max_batch_size, an fp8 cache halves it
+    assert kw(kv_cache="fit", max_model_len=512, max_num_seqs=4)["kv_cache_memory_bytes"] == \
+        int(-(-4 * 512 * 12288 * 1.1 // 1))
+    assert kw(kv_cache="fit", max_model_len=512, kv_cache_dtype="fp8")["kv_cache_memory_bytes"] == \
+        int(-(-8 * 512 * 6144 * 1.1 // 1))
 
 
 @pytest.mark.parametrize("extra, where, words", [
