@@ -59,8 +59,9 @@ def test_a_grpo_vs_trl_system_with_kv_cache_fit_gives_the_engine_a_batch_sized_c
     from toolrl.rollout.base import BackendSettings
     from toolrl.rollout.vllm_backend import llm_kwargs
 
-    Qwen2Config(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                intermediate_size=4864, vocab_size=151936).save_pretrained(tmp_path)
+    import shapes  # the benchmarks' model shapes (on the path through the inproc fixture)
+
+    Qwen2Config(**shapes.SHAPES["qwen2-0.5b"]).save_pretrained(tmp_path)
     with load_benchmark("gpu/grpo_vs_trl.py") as g:
         name, opts = g.system_opts("toolrl_async_graphs+engine_stream_priority=high+kv_cache=fit")
         g.check_system("toolrl_async_graphs+kv_cache=fit")
