@@ -68,9 +68,9 @@ def spin_cycles_per_second() -> float:
     """GPU clock cycles per second as `torch.cuda._sleep` counts them (one spinning thread block): tests keep a
     stream busy for a chosen time with `torch.cuda._sleep(int(seconds * spin_cycles_per_second()))`.
 
-    The fastest of three timings after a warm-up spin: an idle GPU's clock is still rising during the first
-    tens of milliseconds, and one 25 ms timing taken then (2026-12-05, H200) read 2.25x too few cycles per second,
-    so a spin meant for 3.0 s lasted 1.33 s."""
+    The fastest of three timings after a warm-up spin. With one timing of a 50M-cycle spin (2026-12-05, H200) a
+    spin meant for 3.0 s lasted 1.33 s: the timing read too few cycles per second, probably because an idle
+    GPU's clock was still rising (not measured)."""
     cycles = 200_000_000
     torch.cuda._sleep(cycles)  # warm-up: let the clock rise
     rates = []
