@@ -9,7 +9,9 @@ One `VLLMBackend` (engine settings from `llm_kwargs`: prefix caching, processed 
 with `logprobs=0` as a user would write it (no flat container). N prompts (chat-rendered questions),
 temperature 1, per-request seeds; `--forced` (default) samples exactly --max-tokens tokens
 (ignore_eos + min_tokens), `--natural` stops at EOS. Alternating order, `--reps` repetitions each, the
-median is reported, with each repetition's time in Python's garbage collector (any thread: a collection
+median is reported (and the median of each repetition's ratio to `LLM.generate`'s in the same repetition,
+`paired_ratio_median`, which a host whose speed drifts between repetitions moves less), with each
+repetition's time in Python's garbage collector (any thread: a collection
 holds the interpreter lock, so the engine thread waits through it) and, for the backend's paths, the engine
 steps it ran (about --max-tokens when every request is in the first step; more when requests reach the engine
 over several steps). The engine thread is idle while (c)/(d) run, so they own the engine. `--model-runner v1|v2`
@@ -124,17 +126,22 @@ def main() -> None:
                 "tok_per_s": tokens[k] / statistics.median(times[k]), "gc_seconds": gc_s[k],
                 "gc_full_collections": gc_full[k], "backend_engine_steps": steps[k]} for k in methods}
     base = rows["LLM.generate (backend's params)"]["tok_per_s"]
+    ref = rows["LLM.generate (backend's params)"]
+    for r in rows.values():  # each repetition against LLM.generate's in the same repetition (run just after/before)
+        r["paired_ratios"] = [(r["tokens"] / t) / (ref["tokens"] / u) for t, u in zip(r["seconds"], ref["seconds"])]
+        r["paired_ratio_median"] = statistics.median(r["paired_ratios"])
     res = {"device": torch.cuda.get_device_name(0), "prompts": a.prompts, "max_tokens": a.max_tokens,
            "forced_length": forced, "engine_start_s": start_s, "model_runner": runner, "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
     print(f"{a.prompts} prompts x {'exactly' if forced else 'up to'} {a.max_tokens} tokens, temperature 1, "
           f"random-init Qwen2-0.5B bf16 ({res['device']}), vLLM model runner {runner}")
-    print(f"{'method':<34}{'tokens':>9}{'median s':>10}{'tok/s':>10}{'vs LLM.generate':>17}"
+    print(f"{'method':<34}{'tokens':>9}{'median s':>10}{'tok/s':>10}{'vs LLM.generate':>17}{'paired':>8}"
           f"{'slowest s':>11}{'its gc s':>10}{'steps':>12}")
     for k, r in rows.items():
         slow = max(range(len(r["seconds"])), key=r["seconds"].__getitem__)
         print(f"{k:<34}{r['tokens']:>9}{r['median_s']:>10.3f}{r['tok_per_s']:>10.0f}{r['tok_per_s'] / base:>17.2f}"
+              f"{r['paired_ratio_median']:>8.2f}"
               f"{r['seconds'][slow]:>11.3f}{r['gc_seconds'][slow]:>10.3f}"
               f"{'/'.join(map(str, r['backend_engine_steps'])) if k.startswith('backend') else '-':>12}")
 
