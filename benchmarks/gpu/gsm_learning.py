@@ -13,7 +13,10 @@ from `toolrl data make gsm` (reasoning-gym gsm_symbolic, 1 worked example, `####
 
 One child process per seed, all seeds at the same time on the one GPU (each with its own vLLM engine at
 `--gpu-mem` of the card; engine start-ups one at a time behind a file lock, then a barrier so no engine
-profiles memory while another process trains). Each child: held-out accuracy of the initial weights
+profiles memory while another process trains), or with `--one-at-a-time` one seed after the other, so that
+an asynchronous run's overlap is not shared with another seed's process (the 2026-12-03 run shared it, and
+its asynchronous mode was not faster). `--kv-cache fit` sizes each engine's KV cache to its batch
+(`rollout.backend_args.kv_cache=fit`) instead of what is left of `--gpu-mem`. Each child: held-out accuracy of the initial weights
 (greedy, the same prompts), then for each mode (sync = max_staleness 0, async = max_staleness 1) the
 weights, optimizer and engine are reset to the initial model, `--steps` steps are trained (or fewer if
 `--budget-s` runs out: the result says how many), and the held-out accuracy is measured again. Reported:
@@ -50,11 +53,13 @@ def log(*a: Any) -> None:
 
 def learning_config(model: str, train: str, out: str, *, seed: int, staleness: int, steps: int, lr: float,
                     prompts: int, group: int, gpu_mem: float, dry: bool,
-                    engine_process: bool = False) -> dict[str, Any]:
+                    engine_process: bool = False, kv_cache: str = "share") -> dict[str, Any]:
     backend_args = {} if dry else {"gpu_memory_utilization": gpu_mem, "max_model_len": 4096,
                                    "max_num_batched_tokens": 8192}
     if engine_process and not dry:  # vLLM's engine core in a process of its own (weights through CUDA IPC)
         backend_args["engine_process"] = True
+    if kv_cache != "share" and not dry:  # "fit": 256 sequences x max_model_len, not what is left of gpu_mem
+        backend_args["kv_cache"] = kv_cache
     return {
         "model": {"name_or_path": model, "dtype": "float32" if dry else "bfloat16",
                   "device": "cpu" if dry else "cuda", "gradient_checkpointing": not dry},
@@ -189,7 +194,7 @@ def child(a: argparse.Namespace) -> None:
     runtime.register_plugins(plugins())
     base = learning_config(a.model, a.train, str(work / f"run-s{a.seed}"), seed=a.seed, staleness=0, steps=a.steps,
                            lr=a.lr, prompts=a.prompts, group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run,
-                           engine_process=a.engine_process)
+                           engine_process=a.engine_process, kv_cache=a.kv_cache)
     cfg = Config.model_validate(base)
     rank = PolicyRank(cfg.model_dump(), cfg.model.name_or_path, with_engine=True, plugins=plugins())
     if rank.fsdp:  # FSDP2 on one rank: float32 master weights and optimizer, bfloat16 compute
@@ -216,7 +221,8 @@ def child(a: argparse.Namespace) -> None:
         reset()
         cfg_dict = learning_config(a.model, a.train, str(work / f"run-s{a.seed}-{mode}"), seed=a.seed,
                                    staleness=staleness, steps=a.steps, lr=a.lr, prompts=a.prompts, group=a.group,
-                                   gpu_mem=a.gpu_mem, dry=a.dry_run, engine_process=a.engine_process)
+                                   gpu_mem=a.gpu_mem, dry=a.dry_run, engine_process=a.engine_process,
+                                   kv_cache=a.kv_cache)
         log(f"seed {a.seed}: {mode} (max_staleness {staleness})")
         run = train_mode(rank, cfg_dict, train_tasks, a.steps, a.budget_s, staleness)
         run["after"] = evaluate(rank, eval_tasks, rewards, seed=10_000)
@@ -246,6 +252,49 @@ def summarise(results: dict) -> None:
                 f"{s['acc_before']:>11.3f}{s['acc_after']:>10.3f}{first:>14.3f}{last:>13.3f}")
 
 
+def waves(seeds: list[int], together: int) -> list[list[int]]:
+    """The seeds in groups of `together` that run at the same time, in order."""
+    return [seeds[i:i + together] for i in range(0, len(seeds), max(together, 1))]
+
+
+def run_children(cmds: dict[int, list[str]], work: Path, deadline: float, timeout: int
+                 ) -> tuple[dict[int, str], dict[int, int | None]]:
+    """Start one child per seed, relay its step lines, wait until all end or `deadline` (monotonic) passes
+    (then kill them: their last PARTIAL result is kept). Returns each seed's last RESULT/PARTIAL json text and
+    return code."""
+    import threading
+
+    procs = {s: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}) for s, cmd in cmds.items()}
+    logs = {s: open(work / f"child-{s}.log", "w") for s in cmds}
+    last: dict[int, str] = {}
+
+    def pump(s: int) -> None:
+        assert procs[s].stdout is not None
+        for ln in procs[s].stdout:
+            logs[s].write(ln)
+            logs[s].flush()
+            if ln.startswith(("RESULT ", "PARTIAL ")):
+                last[s] = ln.split(" ", 1)[1]
+            elif ln.startswith(("  step", "seed ", "  budget")) or "Error" in ln or "Traceback" in ln:
+                log(f"[{s}] {ln.rstrip()[:400]}")
+
+    threads = [threading.Thread(target=pump, args=(s,), daemon=True) for s in cmds]
+    for th in threads:
+        th.start()
+    for s, p in procs.items():
+        try:
+            p.wait(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            log(f"seed {s}: killed at the {timeout}s timeout (partial results kept)")
+    for th in threads:
+        th.join(timeout=5)
+    for f in logs.values():
+        f.close()
+    return last, {s: p.returncode for s, p in procs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="")
@@ -266,6 +315,10 @@ def main() -> None:
     ap.add_argument("--out", default="gsm_learning.json")
     ap.add_argument("--dry-run", action="store_true", help="CPU: SmolLM2-135M, hf backend, tiny shapes")
     ap.add_argument("--engine-process", action="store_true", help="rollout.backend_args.engine_process=true")
+    ap.add_argument("--kv-cache", choices=("share", "fit"), default="share",
+                    help="rollout.backend_args.kv_cache: fit sizes the KV cache to the batch (docs/rollout.md)")
+    ap.add_argument("--one-at-a-time", action="store_true",
+                    help="run the seeds one after the other (default: all at once on the one GPU)")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-children", type=int, default=1)
@@ -291,53 +344,33 @@ def main() -> None:
 
     a.model = str(models.resolve(a.model))
     seeds = [int(s) for s in a.seeds.split(",")]
-    base = [sys.executable, __file__, "--child", "--n-children", str(len(seeds))]
+    together = 1 if a.one_at_a_time else len(seeds)
+    base = [sys.executable, __file__, "--child", "--n-children", str(together)]
     for k in ("model", "train", "eval", "eval_n", "steps", "budget_s", "modes", "lr", "prompts", "group", "gpu_mem",
-              "work"):
+              "work", "kv_cache"):
         base += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
     if a.dry_run:
         base.append("--dry-run")
     if a.engine_process:
         base.append("--engine-process")
     t0 = time.perf_counter()
-    procs = {s: subprocess.Popen(base + ["--seed", str(s)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}) for s in seeds}
     results: dict[str, Any] = {"config": {k: v for k, v in vars(a).items() if k not in ("child", "seed")},
                                "config_example": learning_config(a.model, a.train, "OUT", seed=0, staleness=1,
                                                                  steps=a.steps, lr=a.lr, prompts=a.prompts,
                                                                  group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run,
-                                                                 engine_process=a.engine_process),
+                                                                 engine_process=a.engine_process,
+                                                                 kv_cache=a.kv_cache),
                                "runs": {}}
-    logs = {s: open(work / f"child-{s}.log", "w") for s in seeds}
-    import threading
-
-    last: dict[int, str] = {}
-
-    def pump(s: int) -> None:
-        assert procs[s].stdout is not None
-        for ln in procs[s].stdout:
-            logs[s].write(ln)
-            logs[s].flush()
-            if ln.startswith(("RESULT ", "PARTIAL ")):
-                last[s] = ln.split(" ", 1)[1]
-            elif ln.startswith(("  step", "seed ", "  budget")) or "Error" in ln or "Traceback" in ln:
-                log(f"[{s}] {ln.rstrip()[:400]}")
-
-    threads = [threading.Thread(target=pump, args=(s,), daemon=True) for s in seeds]
-    for th in threads:
-        th.start()
     deadline = time.monotonic() + a.timeout
-    for s, p in procs.items():
-        try:
-            p.wait(timeout=max(deadline - time.monotonic(), 1))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            log(f"seed {s}: killed at the {a.timeout}s timeout (partial results kept)")
-    for th in threads:
-        th.join(timeout=5)
+    last: dict[int, str] = {}
+    codes: dict[int, int | None] = {}
+    for wave in waves(seeds, together):  # all seeds at once, or one after the other (--one-at-a-time)
+        last_wave, codes_wave = run_children({s: base + ["--seed", str(s)] for s in wave}, work, deadline, a.timeout)
+        last.update(last_wave)
+        codes.update(codes_wave)
     for s in seeds:
         results["runs"][f"seed{s}"] = json.loads(last[s]) if s in last else {
-            "error": f"rc={procs[s].returncode}, no result (see {work}/child-{s}.log)"}
+            "error": f"rc={codes.get(s)}, no result (see {work}/child-{s}.log)"}
     results["wall_seconds"] = time.perf_counter() - t0
     summarise(results)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
