@@ -232,6 +232,30 @@ def test_kv_cache_fit_reserves_the_batch_and_generates(tiny_qwen2):
         b.close()
 
 
+def test_kv_cache_fit_starts_beside_a_trainer_that_holds_half_the_card(tiny_qwen2):
+    """kv_cache=fit with no gpu_memory_utilization: vLLM's default share (0.92) would fail its start-up check once
+    a colocated trainer holds more than 8% of the card; fit passes its own small share, so the engine starts."""
+    import torch
+
+    from toolrl.rollout.vllm_backend import VLLMBackend
+
+    torch.cuda.empty_cache()
+    held = torch.empty(torch.cuda.mem_get_info()[0] // 2, dtype=torch.uint8, device="cuda")  # the "trainer"
+    try:
+        b = VLLMBackend(BackendSettings(model_path=str(tiny_qwen2), dtype="float32", max_batch_size=8, seed=0,
+                                        extra={"kv_cache": "fit", "enforce_eager": True, "skip_tokenizer_init": True,
+                                               "max_model_len": 1024}))
+        try:
+            outs = b.generate([GenerationRequest(p, SamplingParams(temperature=1.0, max_tokens=8, seed=i))
+                               for i, p in enumerate(PROMPTS)])
+            assert all(len(o.token_ids) == 8 for o in outs)
+        finally:
+            b.close()
+    finally:
+        del held
+        torch.cuda.empty_cache()
+
+
 def test_engine_process_loads_weights_through_cuda_ipc(tiny_qwen2, gpu_helpers):
     """backend_args.engine_process: vLLM's engine core in its own process; update_weights crosses by CUDA IPC,
     in buckets (a small weight_bucket_mb forces several), and the new weights are the ones that generate."""

@@ -23,6 +23,11 @@ from toolrl.errors import ToolrlError
 WHERE = "rollout.backend_args.kv_cache"
 MODES = ("share", "fit")
 FIT_MARGIN = 1.1  # block rounding and a little headroom: a sequence's last block is partly empty
+# With kv_cache_memory_bytes set, vLLM (0.25) reads gpu_memory_utilization only in its start-up check that the
+# card has that share free (vllm/v1/worker/utils.py, request_memory); its default (0.92) fails that check
+# whenever a colocated trainer already holds more than 8% of the card. `fit` passes this share unless the user
+# sets one.
+FIT_START_SHARE = 0.05
 _ELEMENT_BYTES = {"float32": 4, "float": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "half": 2,
                   "fp16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
@@ -81,7 +86,8 @@ def fit_kv_cache_bytes(model_path: str, dtype: str, max_num_seqs: int, max_model
 def kv_cache_kwargs(mode: Any, llm_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The `vllm.LLM` keywords `backend_args.kv_cache` adds to `llm_kwargs` (the engine's other keywords, the
     user's backend_args included): nothing for "share" (vLLM's `gpu_memory_utilization`), `kv_cache_memory_bytes`
-    for "fit", sized with the engine's own `max_num_seqs`, `max_model_len` and `kv_cache_dtype` (else `dtype`)."""
+    for "fit", sized with the engine's own `max_num_seqs`, `max_model_len` and `kv_cache_dtype` (else `dtype`),
+    and `gpu_memory_utilization` `FIT_START_SHARE` unless the user set one (vLLM then only checks it at start)."""
     if mode not in MODES:
         raise ToolrlError(f"backend_args.kv_cache must be one of {', '.join(MODES)}, not {mode!r}", where=WHERE,
                           fix='"fit" sizes the KV cache to max_batch_size x max_model_len; "share" (default) '
@@ -93,19 +99,31 @@ def kv_cache_kwargs(mode: Any, llm_kwargs: dict[str, Any]) -> dict[str, Any]:
                           where=WHERE, fix="drop one of kv_cache=fit and kv_cache_memory_bytes")
     cache_dtype = str(llm_kwargs.get("kv_cache_dtype") or "auto")
     dtype = str(llm_kwargs.get("dtype") or "auto") if cache_dtype == "auto" else cache_dtype
-    return {"kv_cache_memory_bytes": fit_kv_cache_bytes(str(llm_kwargs["model"]), dtype,
-                                                        int(llm_kwargs["max_num_seqs"]),
-                                                        llm_kwargs.get("max_model_len"))}
+    out: dict[str, Any] = {"kv_cache_memory_bytes": fit_kv_cache_bytes(str(llm_kwargs["model"]), dtype,
+                                                                       int(llm_kwargs["max_num_seqs"]),
+                                                                       llm_kwargs.get("max_model_len"))}
+    if llm_kwargs.get("gpu_memory_utilization") is None:
+        out["gpu_memory_utilization"] = FIT_START_SHARE
+    return out
 
 
-def awake_engine_warning(backend: str, backend_args: dict[str, Any], max_staleness: int) -> str | None:
-    """A warning for an asynchronous run whose colocated vLLM engine keeps vLLM's default share of the card
-    (`gpu_memory_utilization` 0.9) awake through every update, when nothing sizes it; None otherwise."""
-    if backend != "vllm" or max_staleness <= 0:
-        return None
-    if any(k in backend_args for k in ("gpu_memory_utilization", "kv_cache_memory_bytes", "kv_cache")):
-        return None
-    return ("trainer.async_rollouts keeps the vllm engine awake beside every update, and no "
-            "rollout.backend_args.gpu_memory_utilization, kv_cache_memory_bytes or kv_cache is set: vLLM takes "
-            "0.9 of the card by default, leaving the trainer a tenth. Set rollout.backend_args.kv_cache=fit (with "
-            "max_model_len) to reserve only the batch's KV cache, or gpu_memory_utilization.")
+MEMORY_KEYS = ("gpu_memory_utilization", "kv_cache_memory_bytes", "kv_cache")
+
+
+def awake_engine_args(backend: str, backend_args: dict[str, Any], max_staleness: int
+                      ) -> tuple[dict[str, Any], str | None]:
+    """Backend arguments to add for an asynchronous run's colocated vLLM engine, which stays awake beside every
+    update, and a warning to log. When nothing sizes the engine's memory (none of `MEMORY_KEYS`), vLLM would take
+    0.9 of the card and leave the trainer a tenth: with `max_model_len` set the engine gets `kv_cache=fit`
+    (measured on an H100: the asynchronous peak under TRL-vLLM's, docs/BENCHMARKS.md); without it, a warning.
+    Synchronous runs (the engine sleeps during the update), other backends and any explicit setting (including
+    `kv_cache=share`) are left as they are."""
+    if backend != "vllm" or max_staleness <= 0 or any(k in backend_args for k in MEMORY_KEYS):
+        return {}, None
+    if backend_args.get("max_model_len"):
+        return {"kv_cache": "fit"}, None
+    return {}, ("trainer.async_rollouts keeps the vllm engine awake beside every update, and no "
+                "rollout.backend_args.gpu_memory_utilization, kv_cache_memory_bytes or kv_cache is set: vLLM takes "
+                "0.9 of the card by default, leaving the trainer a tenth. Set rollout.backend_args.max_model_len (the "
+                "longest prompt plus response) and the engine reserves only the batch's KV cache (kv_cache=fit, the "
+                "default then), or set gpu_memory_utilization.")

@@ -227,11 +227,16 @@ class PolicyRank(_Distributed):
         cfg = self.cfg
         factory = plugins.registry("rollout_backends").get(cfg.rollout.backend)
         extra = {**(sleep_backend_args(cfg.rollout.backend) if self.sleeps else {}), **cfg.rollout.backend_args}
-        if self.device.type == "cuda":
-            from toolrl.rollout.vllm_kv import awake_engine_warning
+        if self.device.type == "cuda":  # an asynchronous run's engine stays awake beside the update
+            from toolrl.rollout.vllm_kv import awake_engine_args
 
-            if hint := awake_engine_warning(cfg.rollout.backend, cfg.rollout.backend_args,
-                                            cfg.trainer.async_rollouts.max_staleness):
+            added, hint = awake_engine_args(cfg.rollout.backend, cfg.rollout.backend_args,
+                                            cfg.trainer.async_rollouts.max_staleness)
+            if added:
+                logger.info("asynchronous run: the vllm engine's KV cache is sized to its batch "
+                            "(rollout.backend_args.kv_cache=fit, the default here; kv_cache=share keeps vLLM's)")
+            extra.update(added)
+            if hint:
                 logger.warning(hint)
         self.backend = factory(BackendSettings(
             model_path=str(self.model_path), dtype=cfg.model.dtype, device=str(self.device),

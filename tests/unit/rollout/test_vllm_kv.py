@@ -39,6 +39,10 @@ def test_llm_kwargs_pass_fit_to_vllm_as_kv_cache_memory_bytes_and_share_changes_
     fit = kw(kv_cache="fit", max_model_len=512, gpu_memory_utilization=0.3)
     assert "kv_cache" not in fit and fit["kv_cache_memory_bytes"] == int(-(-8 * 512 * 12288 * 1.1 // 1))
     assert fit["gpu_memory_utilization"] == 0.3  # still passed: vLLM ignores it for the KV cache, not elsewhere
+    # unset, fit passes a small share: vLLM's default (0.92) would fail its start-up check ("free memory ...
+    # less than desired GPU memory utilization") whenever the colocated trainer holds over 8% of the card
+    assert kw(kv_cache="fit", max_model_len=512)["gpu_memory_utilization"] == vllm_kv.FIT_START_SHARE == 0.05
+    assert "gpu_memory_utilization" not in kw(kv_cache="share", max_model_len=512)
     assert "kv_cache_memory_bytes" not in kw(max_model_len=512) == kw(kv_cache="share", max_model_len=512)
     # the engine's own settings decide: backend_args' max_num_seqs over max_batch_size, an fp8 cache halves it
     assert kw(kv_cache="fit", max_model_len=512, max_num_seqs=4)["kv_cache_memory_bytes"] == \
@@ -77,10 +81,14 @@ def test_fit_refuses_what_it_cannot_size_with_a_fix(tmp_path, qwen_folder):
     assert vllm_kv.kv_bytes_per_token({"text_config": cfg}, "bfloat16") == 12288  # a multimodal wrapper
 
 
-def test_an_async_vllm_run_without_memory_settings_is_warned_and_pointed_at_fit():
-    hint = vllm_kv.awake_engine_warning("vllm", {}, max_staleness=1)
-    assert hint and "kv_cache=fit" in hint and "0.9" in hint
-    assert vllm_kv.awake_engine_warning("vllm", {"kv_cache": "fit", "max_model_len": 1024}, 1) is None
-    assert vllm_kv.awake_engine_warning("vllm", {"gpu_memory_utilization": 0.3}, 1) is None
-    assert vllm_kv.awake_engine_warning("vllm", {}, max_staleness=0) is None  # synchronous: the engine sleeps
-    assert vllm_kv.awake_engine_warning("hf", {}, max_staleness=1) is None  # the hf backend shares the module
+def test_an_async_vllm_run_gets_fit_by_default_when_max_model_len_is_set_and_a_warning_when_not():
+    added, hint = vllm_kv.awake_engine_args("vllm", {}, max_staleness=1)
+    assert added == {} and hint and "max_model_len" in hint and "kv_cache=fit" in hint and "0.9" in hint
+    assert vllm_kv.awake_engine_args("vllm", {"max_model_len": 1024, "enforce_eager": True}, 1) == (
+        {"kv_cache": "fit"}, None)
+    for explicit in ({"kv_cache": "share", "max_model_len": 1024}, {"kv_cache": "fit", "max_model_len": 1024},
+                     {"gpu_memory_utilization": 0.3, "max_model_len": 1024}, {"kv_cache_memory_bytes": 1 << 30}):
+        assert vllm_kv.awake_engine_args("vllm", explicit, 1) == ({}, None)  # the user's choice stands
+    assert vllm_kv.awake_engine_args("vllm", {"max_model_len": 1024}, max_staleness=0) == ({}, None)  # sync: sleeps
+    assert vllm_kv.awake_engine_args("hf", {"max_model_len": 1024}, 1) == ({}, None)  # hf shares the module
+    assert vllm_kv.awake_engine_args("sglang", {}, 1) == ({}, None)
