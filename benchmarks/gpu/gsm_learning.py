@@ -16,7 +16,8 @@ One child process per seed, all seeds at the same time on the one GPU (each with
 profiles memory while another process trains), or with `--one-at-a-time` one seed after the other, so that
 an asynchronous run's overlap is not shared with another seed's process (the 2026-12-03 run shared it, and
 its asynchronous mode was not faster). `--kv-cache fit` sizes each engine's KV cache to its batch
-(`rollout.backend_args.kv_cache=fit`) instead of what is left of `--gpu-mem`. Each child: held-out accuracy of the initial weights
+(`rollout.backend_args.kv_cache=fit`) instead of what is left of `--gpu-mem`. Each child: held-out accuracy of the
+initial weights
 (greedy, the same prompts), then for each mode (sync = max_staleness 0, async = max_staleness 1) the
 weights, optimizer and engine are reset to the initial model, `--steps` steps are trained (or fewer if
 `--budget-s` runs out: the result says how many), and the held-out accuracy is measured again. Reported:

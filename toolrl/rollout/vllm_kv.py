@@ -1,7 +1,7 @@
 """Sizing the `vllm` backend's KV cache to the batch it serves (`rollout.backend_args.kv_cache=fit`).
 
-vLLM reserves a share of the card for its KV cache (`gpu_memory_utilization`, 0.9 by default, 0.3 in our GPU
-benchmarks: 42 GiB of an H200). A trainer's engine never holds more than `max_num_seqs` sequences of at most
+vLLM reserves a share of the card for its KV cache (`gpu_memory_utilization`, 0.92 by default in vLLM 0.25, 0.3
+in our GPU benchmarks: 42 GiB of an H200). A trainer's engine never holds more than `max_num_seqs` sequences of at most
 `max_model_len` tokens, which for a 0.5B model is a few GiB; the rest of the share is memory the update cannot
 use. With the engine asleep during the update (synchronous mode) that costs little, but an asynchronous run
 keeps the engine awake beside the update, so the whole share adds to its peak.
@@ -114,8 +114,9 @@ def awake_engine_args(backend: str, backend_args: dict[str, Any], max_staleness:
                       ) -> tuple[dict[str, Any], str | None]:
     """Backend arguments to add for an asynchronous run's colocated vLLM engine, which stays awake beside every
     update, and a warning to log. When nothing sizes the engine's memory (none of `MEMORY_KEYS`), vLLM would take
-    0.9 of the card and leave the trainer a tenth: with `max_model_len` set the engine gets `kv_cache=fit`
-    (measured on an H100: the asynchronous peak under TRL-vLLM's, docs/BENCHMARKS.md); without it, a warning.
+    0.92 of the card (vLLM 0.25) and leave the trainer less than a tenth: with `max_model_len` set the engine gets
+    `kv_cache=fit` (measured on an H100: the asynchronous peak under TRL-vLLM's, docs/BENCHMARKS.md); without it,
+    a warning.
     Synchronous runs (the engine sleeps during the update), other backends and any explicit setting (including
     `kv_cache=share`) are left as they are."""
     if backend != "vllm" or max_staleness <= 0 or any(k in backend_args for k in MEMORY_KEYS):
@@ -124,6 +125,6 @@ def awake_engine_args(backend: str, backend_args: dict[str, Any], max_staleness:
         return {"kv_cache": "fit"}, None
     return {}, ("trainer.async_rollouts keeps the vllm engine awake beside every update, and no "
                 "rollout.backend_args.gpu_memory_utilization, kv_cache_memory_bytes or kv_cache is set: vLLM takes "
-                "0.9 of the card by default, leaving the trainer a tenth. Set rollout.backend_args.max_model_len (the "
-                "longest prompt plus response) and the engine reserves only the batch's KV cache (kv_cache=fit, the "
-                "default then), or set gpu_memory_utilization.")
+                "0.92 of the card by default (vLLM 0.25), leaving the trainer less than a tenth. Set "
+                "rollout.backend_args.max_model_len (the longest prompt plus response) and the engine reserves only "
+                "the batch's KV cache (kv_cache=fit, the default then), or set gpu_memory_utilization.")
