@@ -8,7 +8,9 @@ One `VLLMBackend` (engine settings from `llm_kwargs`: prefix caching, processed 
 (c) `llm.generate` with the very SamplingParams the backend builds (logprobs=0, flat), (d) `llm.generate`
 with `logprobs=0` as a user would write it (no flat container). N prompts (chat-rendered questions),
 temperature 1, per-request seeds; `--forced` (default) samples exactly --max-tokens tokens
-(ignore_eos + min_tokens), `--natural` stops at EOS. Alternating order, `--reps` repetitions each, the
+(ignore_eos + min_tokens), `--natural` stops at EOS. `--reps` repetitions of all four in the orders of a balanced
+Latin square (`rep_order`; use a multiple of 4; until 2026-12-05 the order was fixed, `agenerate` always right
+after the slowest method), the
 median is reported (and the median of each repetition's ratio to `LLM.generate`'s in the same repetition,
 `paired_ratio_median`, which a host whose speed drifts between repetitions moves less), with each
 repetition's time in Python's garbage collector (any thread: a collection
@@ -31,6 +33,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def rep_order(names: list[str], rep: int) -> list[str]:
+    """The methods' order in repetition `rep`, from a Williams design (a balanced Latin square): over
+    `len(names)` repetitions (twice that for an odd count) every method runs equally often in every position and
+    right after every other method, so no method always runs first or always follows the slowest."""
+    n = len(names)
+    base = [0]
+    for i in range(1, n):  # 0, 1, n-1, 2, n-2, ...
+        base.append((i + 1) // 2 if i % 2 else n - i // 2)
+    rows = [[(x + r) % n for x in base] for r in range(n)]
+    if n % 2:
+        rows += [row[::-1] for row in rows]
+    return [names[i] for i in rows[rep % len(rows)]]
 
 
 def main() -> None:
@@ -109,8 +125,9 @@ def main() -> None:
     gc_full: dict[str, list[int]] = {k: [] for k in methods}
     steps: dict[str, list[int]] = {k: [] for k in methods}  # engine steps the backend ran (not LLM.generate's)
     tokens: dict[str, int] = {}
-    for _ in range(a.reps):
-        for name, f in methods.items():
+    for rep in range(a.reps):
+        for name in rep_order(list(methods), rep):
+            f = methods[name]
             torch.cuda.synchronize()
             g0, s0 = gc_pauses(), backend.stats()["engine_steps"]
             t = time.perf_counter()
