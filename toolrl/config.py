@@ -80,11 +80,8 @@ class RolloutConfig(Section):
     max_tool_result_chars: int = Field(2000, ge=100, description="Tool output beyond this is truncated with a marker.")
     debug: bool = Field(False, description="Log prompt, response, tool calls, results and logprobs per sample.")
     backend_args: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Backend-specific options, e.g. for vllm gpu_memory_utilization, max_model_len, kv_cache=fit "
-                    "(a KV cache sized to max_batch_size x max_model_len; the default of an asynchronous run's "
-                    "colocated engine when max_model_len is set and no memory share is), engine_stream_priority; "
-                    "docs/rollout.md lists them.")
+        default_factory=dict, description="Backend-specific options, e.g. for vllm gpu_memory_utilization, "
+        "max_model_len, kv_cache=fit (a batch-sized KV cache), engine_stream_priority; docs/rollout.md lists them.")
     placement: Literal["colocated", "separate"] = Field(
         "colocated", description="Where the rollout engine runs: 'colocated' inside trainer rank 0 (the hf backend "
         "samples with the live training weights), or 'separate': rollout.replicas engine actors of their own, each "

@@ -1,9 +1,9 @@
 """Sizing the `vllm` backend's KV cache to the batch it serves (`rollout.backend_args.kv_cache=fit`).
 
-vLLM reserves a share of the card for its KV cache (`gpu_memory_utilization`, 0.92 by default in vLLM 0.25, 0.3
-in our GPU benchmarks: 42 GiB of an H200). A trainer's engine never holds more than `max_num_seqs` sequences of at most
-`max_model_len` tokens, which for a 0.5B model is a few GiB; the rest of the share is memory the update cannot
-use. With the engine asleep during the update (synchronous mode) that costs little, but an asynchronous run
+vLLM reserves a share of the card for its KV cache (`gpu_memory_utilization`, 0.92 by default in vLLM 0.25,
+0.3 in our GPU benchmarks: 42 GiB of an H200). A trainer's engine never holds more than `max_num_seqs`
+sequences of at most `max_model_len` tokens, which for a 0.5B model is a few GiB; the rest of the share is
+memory the update cannot use. With the engine asleep during the update (synchronous mode) that costs little, but an asynchronous run
 keeps the engine awake beside the update, so the whole share adds to its peak.
 
 `kv_cache=fit` reserves instead `max_num_seqs x max_model_len` tokens (plus a margin) through vLLM's
@@ -116,9 +116,8 @@ def awake_engine_args(backend: str, backend_args: dict[str, Any], max_staleness:
     update, and a warning to log. When nothing sizes the engine's memory (none of `MEMORY_KEYS`), vLLM would take
     0.92 of the card (vLLM 0.25) and leave the trainer less than a tenth: with `max_model_len` set the engine gets
     `kv_cache=fit` (measured on an H100: the asynchronous peak under TRL-vLLM's, docs/BENCHMARKS.md); without it,
-    a warning.
-    Synchronous runs (the engine sleeps during the update), other backends and any explicit setting (including
-    `kv_cache=share`) are left as they are."""
+    a warning. Synchronous runs (the engine sleeps during the update), other backends and any explicit setting
+    (including `kv_cache=share`) are left as they are."""
     if backend != "vllm" or max_staleness <= 0 or any(k in backend_args for k in MEMORY_KEYS):
         return {}, None
     if backend_args.get("max_model_len"):
