@@ -27,3 +27,11 @@ def test_list_adds_trl_datasets_and_ray_to_the_shared_vllm_wheels(tmp_path):
 def test_a_missing_wheel_list_is_an_error_that_names_it(tmp_path):
     proc = _list(str(tmp_path / "nope.txt"))
     assert proc.returncode == 1 and "nope.txt not found" in proc.stderr and not proc.stdout
+
+
+def test_an_unknown_option_is_refused_before_anything_is_downloaded(tmp_path):
+    wheels = tmp_path / "wheels.txt"
+    wheels.write_text("vllm==0.25.0\n")
+    proc = subprocess.run(["bash", str(SCRIPT), "--learn"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "STAGE_WHEEL_LIST": str(wheels)})
+    assert proc.returncode == 2 and "unknown option --learn" in proc.stderr and not proc.stdout
