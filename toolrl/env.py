@@ -123,6 +123,10 @@ class EnvContext:
             try:
                 import toolrl_sandbox as sandbox
             except ImportError as exc:
+                if exc.name and exc.name.split(".")[0] != "toolrl_sandbox":  # it is there, a dependency is not
+                    raise ToolrlError(f"toolrl_sandbox cannot be imported: {exc}", where=where,
+                                      fix=f"install the missing dependency ({exc.name}), e.g. "
+                                          "pip install -e ./sandbox, which installs them all") from exc
                 raise ToolrlError("a sandbox pool needs the toolrl-sandbox distribution, which is not installed",
                                   where=where, fix="pip install -e ./sandbox (then build the image: "
                                                    "toolrl-sandbox build)") from exc

@@ -52,3 +52,32 @@ def test_environment_variable_selects_it_and_unknown_backends_are_refused(monkey
     assert EnvContext({}).sandbox_backend() == "docker"
     with pytest.raises(ToolrlError, match="unknown sandbox backend 'chroot'"):
         EnvContext({"sandbox": {"backend": "chroot"}}).sandbox_backend()
+
+
+def test_a_missing_dependency_of_the_sandbox_package_is_named(monkeypatch) -> None:
+    """On the GPU machine (2026-12-05) toolrl_sandbox was on the path but its `docker` dependency was not; the
+    error said the distribution was not installed. Now it names the missing module (injected here: `docker`
+    made unimportable, toolrl_sandbox imported afresh)."""
+    import sys
+
+    ours = [m for m in sys.modules if m == "toolrl_sandbox" or m.startswith("toolrl_sandbox.")]
+    for name in ours:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` now raises ImportError(name="docker")
+
+    async def go():
+        ctx = EnvContext({"sandbox": {"backend": "process"}})
+        try:
+            await ctx.sandbox_pool(size=1, where="envs.python")
+        finally:
+            await ctx.aclose()
+
+    try:
+        with pytest.raises(ToolrlError) as err:
+            asyncio.run(go())
+    finally:  # modules the failed import left behind go, so the originals come back whole
+        for name in [m for m in sys.modules if m.startswith("toolrl_sandbox") and m not in ours]:
+            del sys.modules[name]
+    text = str(err.value)
+    assert text.startswith("envs.python: toolrl_sandbox cannot be imported: ") and "docker" in text
+    assert "install the missing dependency (docker)" in text and "not installed" not in text.split("Fix")[0]

@@ -43,6 +43,7 @@ class StepContext:
     pad_token_id: int
     version: int = 0  # trainer updates so far: the weight version the engines hold (async: the trainer's)
     sleep: bool | None = None  # engines sleep during the update; None = from rollout.sleep_during_update
+    failed_steps: int = 0  # steps in a row whose every episode ended with an error (step.failed_episodes_check)
 
 
 def step_seed(seed: int, step: int) -> int:

@@ -39,6 +39,7 @@ from toolrl.algorithms.advantages import AdvantageInput
 from toolrl.algorithms.kl import kl_estimate
 from toolrl.algorithms.losses import masked_mean
 from toolrl.algorithms.spec import estimator_needs
+from toolrl.errors import ToolrlError
 from toolrl.metrics.resources import snapshot
 from toolrl.metrics.rollout_stats import reward_metrics, rollout_metrics
 from toolrl.metrics.samples import debug_line, per_sample_advantages, sample_records, write_samples
@@ -97,6 +98,7 @@ def train_step(step: int, ctx: StepContext, pipeline: AsyncRollouts | None = Non
     valid = [s is not None for s in got.scores]
     scores = torch.tensor([s if s is not None else 0.0 for s in got.scores], dtype=torch.float32)
     metrics.update(reward_metrics(results, cfg.trainer.accuracy_reward, cfg.trainer.success_threshold))
+    ctx.failed_steps = failed_episodes_check(step, trajectories, ctx.failed_steps)
     metrics.update(no_signal_check(step, scores, valid, group_ids, group_based=estimator_needs(ctx.estimator).groups))
     if sleep:  # the engine's KV cache (and weights) go back to the device for phases 4-6
         with timer("sleep"):
@@ -228,6 +230,30 @@ def needs_old_logprobs(cfg: Config, batch_size: int, has_reference: bool) -> boo
     mini = cfg.trainer.mini_batch_size or batch_size
     optimizer_steps = cfg.trainer.ppo_epochs * (batch_size // mini)
     return optimizer_steps > 1 or (has_reference and cfg.kl_in == "reward")
+
+
+FAILED_STEPS_LIMIT = 3  # steps in a row with every episode ended by an error before the run stops
+
+
+def failed_episodes_check(step: int, trajectories: Sequence[Trajectory], streak: int) -> int:
+    """When every episode of the step ended with an error (an environment that cannot start, a prompt too long
+    for the engine...), nothing can be learned: warn with the most common error, and raise after
+    FAILED_STEPS_LIMIT such steps in a row, so a misconfigured run stops instead of training on nothing.
+    Returns the new streak (0 once any episode completes)."""
+    errors = [t.error for t in trajectories if t.error is not None]
+    if not trajectories or len(errors) < len(trajectories):
+        return 0
+    common, count = Counter(errors).most_common(1)[0]
+    streak += 1
+    if streak >= FAILED_STEPS_LIMIT:
+        raise ToolrlError(
+            f"every episode of the last {streak} steps ended with an error, so nothing is being learned. The most "
+            f"common error ({count} of {len(errors)} episodes at step {step}): {common}", where="rollout",
+            fix="fix the cause in the error above; `toolrl inspect` on the run's samples (trainer.log_samples) "
+                "shows every episode's error, and rollout.debug=true logs each episode")
+    logger.warning("step %d: all %d episodes ended with an error (%d of them: %s); the run stops after %d such "
+                   "steps in a row", step, len(errors), count, common, FAILED_STEPS_LIMIT)
+    return streak
 
 
 def no_signal_check(step: int, scores: torch.Tensor, valid: Sequence[bool], group_ids: Sequence[str],

@@ -18,7 +18,7 @@ from toolrl.trainer.checkpoint import (
 from toolrl.trainer.oom import OutOfMemoryError, oom_hint
 from toolrl.trainer.optim import lr_factor
 from toolrl.trainer.sampler import TaskSampler
-from toolrl.trainer.step import needs_old_logprobs, no_signal_check, step_seed
+from toolrl.trainer.step import FAILED_STEPS_LIMIT, failed_episodes_check, needs_old_logprobs, no_signal_check, step_seed
 
 
 def test_sampler_epochs_are_permutations_and_resume_exactly():
@@ -155,6 +155,39 @@ def test_all_zero_reward_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="toolrl.trainer.step"):
         m = no_signal_check(1, torch.tensor([1.0, 0.0, 1.0, 1.0]), [True] * 4, ["0", "0", "1", "1"], True)
     assert caplog.text == "" and m["reward/zero_std_groups"] == 0.5
+
+
+def _episode(i: int, error: str | None):
+    from toolrl.types import Trajectory
+
+    return Trajectory(task_id=f"t{i}", sample_index=0, prompt_ids=(1, 2), response_ids=(), loss_mask=(), logprobs=(),
+                      messages=(), finish_reason="error" if error else "stop", num_turns=0, error=error)
+
+
+def test_steps_whose_every_episode_failed_warn_then_stop_the_run(caplog):
+    """The 2026-12-05 GPU learning run trained 60 steps on episodes whose environment could not start; now the
+    run warns with the error at once and stops after FAILED_STEPS_LIMIT such steps in a row."""
+    broken = "environment reset (python) raised ToolrlError: envs.python: no sandbox"
+    streak = 0
+    for step in range(1, FAILED_STEPS_LIMIT):
+        with caplog.at_level(logging.WARNING, logger="toolrl.trainer.step"):
+            streak = failed_episodes_check(step, [_episode(0, broken), _episode(1, broken), _episode(2, "other")],
+                                           streak)
+        assert streak == step
+        assert f"step {step}: all 3 episodes ended with an error (2 of them: {broken})" in caplog.text
+        caplog.clear()
+    with pytest.raises(ToolrlError) as err:
+        failed_episodes_check(FAILED_STEPS_LIMIT, [_episode(0, broken), _episode(1, broken)], streak)
+    text = str(err.value)
+    assert f"the last {FAILED_STEPS_LIMIT} steps" in text and f"(2 of 2 episodes at step {FAILED_STEPS_LIMIT}): " in text
+    assert broken in text and "toolrl inspect" in text and text.startswith("rollout: ")
+
+
+def test_one_completed_episode_resets_the_failed_step_count(caplog):
+    with caplog.at_level(logging.WARNING, logger="toolrl.trainer.step"):
+        assert failed_episodes_check(5, [_episode(0, "boom"), _episode(1, None)], FAILED_STEPS_LIMIT - 1) == 0
+        assert failed_episodes_check(6, [], 1) == 0
+    assert caplog.text == ""
 
 
 def test_step_seeds_differ_and_repeat():
