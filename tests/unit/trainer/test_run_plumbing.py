@@ -18,7 +18,8 @@ from toolrl.trainer.checkpoint import (
 from toolrl.trainer.oom import OutOfMemoryError, oom_hint
 from toolrl.trainer.optim import lr_factor
 from toolrl.trainer.sampler import TaskSampler
-from toolrl.trainer.step import FAILED_STEPS_LIMIT, failed_episodes_check, needs_old_logprobs, no_signal_check, step_seed
+from toolrl.trainer.step import (FAILED_STEPS_LIMIT, failed_episodes_check, needs_old_logprobs, no_signal_check,
+                                 step_seed)
 
 
 def test_sampler_epochs_are_permutations_and_resume_exactly():
@@ -179,7 +180,8 @@ def test_steps_whose_every_episode_failed_warn_then_stop_the_run(caplog):
     with pytest.raises(ToolrlError) as err:
         failed_episodes_check(FAILED_STEPS_LIMIT, [_episode(0, broken), _episode(1, broken)], streak)
     text = str(err.value)
-    assert f"the last {FAILED_STEPS_LIMIT} steps" in text and f"(2 of 2 episodes at step {FAILED_STEPS_LIMIT}): " in text
+    assert f"the last {FAILED_STEPS_LIMIT} steps" in text
+    assert f"(2 of 2 episodes at step {FAILED_STEPS_LIMIT}): " in text
     assert broken in text and "toolrl inspect" in text and text.startswith("rollout: ")
 
 
