@@ -19,11 +19,10 @@ One child process per seed, all seeds at the same time on the one GPU (each with
 profiles memory while another process trains), or with `--one-at-a-time` one seed after the other, so that
 an asynchronous run's overlap is not shared with another seed's process (the 2026-12-03 run shared it, and
 its asynchronous mode was not faster). `--kv-cache fit` sizes each engine's KV cache to its batch
-(`rollout.backend_args.kv_cache=fit`) instead of what is left of `--gpu-mem`. Each child: held-out accuracy of the
-initial weights
-(greedy, the same prompts), then for each mode (sync = max_staleness 0, async = max_staleness 1) the
-weights, optimizer and engine are reset to the initial model, `--steps` steps are trained (or fewer if
-`--budget-s` runs out: the result says how many), and the held-out accuracy is measured again. Reported:
+(`rollout.backend_args.kv_cache=fit`) instead of what is left of `--gpu-mem`. Each child: held-out accuracy
+of the initial weights (greedy, the same prompts), then for each mode (sync = max_staleness 0, async =
+max_staleness 1) the weights, optimizer and engine are reset to the initial model, `--steps` steps are trained
+(or fewer if `--budget-s` runs out: the result says how many), and the held-out accuracy is measured again. Reported:
 accuracy before/after, wall-clock minutes of training, the reward curve per step, step times.
 
 `--dry-run` runs the same code on the CPU with SmolLM2-135M and the `hf` backend in tiny shapes.
@@ -80,6 +79,13 @@ def learning_config(model: str, train: str, out: str, *, seed: int, staleness: i
                     "accuracy_reward": "gsm8k_exact", "fsdp": {"enabled": not dry},
                     "async_rollouts": {"max_staleness": staleness}},
     }
+
+
+def config_for(a: argparse.Namespace, out: str, *, seed: int, staleness: int) -> dict[str, Any]:
+    """learning_config with the command line's settings."""
+    return learning_config(a.model, a.train, out, seed=seed, staleness=staleness, steps=a.steps, lr=a.lr,
+                           prompts=a.prompts, group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run,
+                           engine_process=a.engine_process, kv_cache=a.kv_cache)
 
 
 def plugins() -> list[Any]:
@@ -196,9 +202,7 @@ def child(a: argparse.Namespace) -> None:
     from toolrl.types import load_tasks
 
     runtime.register_plugins(plugins())
-    base = learning_config(a.model, a.train, str(work / f"run-s{a.seed}"), seed=a.seed, staleness=0, steps=a.steps,
-                           lr=a.lr, prompts=a.prompts, group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run,
-                           engine_process=a.engine_process, kv_cache=a.kv_cache)
+    base = config_for(a, str(work / f"run-s{a.seed}"), seed=a.seed, staleness=0)
     cfg = Config.model_validate(base)
     rank = PolicyRank(cfg.model_dump(), cfg.model.name_or_path, with_engine=True, plugins=plugins())
     if rank.fsdp:  # FSDP2 on one rank: float32 master weights and optimizer, bfloat16 compute
@@ -223,10 +227,7 @@ def child(a: argparse.Namespace) -> None:
     for mode in a.modes.split(","):
         staleness = MODES[mode]
         reset()
-        cfg_dict = learning_config(a.model, a.train, str(work / f"run-s{a.seed}-{mode}"), seed=a.seed,
-                                   staleness=staleness, steps=a.steps, lr=a.lr, prompts=a.prompts, group=a.group,
-                                   gpu_mem=a.gpu_mem, dry=a.dry_run, engine_process=a.engine_process,
-                                   kv_cache=a.kv_cache)
+        cfg_dict = config_for(a, str(work / f"run-s{a.seed}-{mode}"), seed=a.seed, staleness=staleness)
         log(f"seed {a.seed}: {mode} (max_staleness {staleness})")
         run = train_mode(rank, cfg_dict, train_tasks, a.steps, a.budget_s, staleness)
         run["after"] = evaluate(rank, eval_tasks, rewards, seed=10_000)
@@ -359,11 +360,7 @@ def main() -> None:
         base.append("--engine-process")
     t0 = time.perf_counter()
     results: dict[str, Any] = {"config": {k: v for k, v in vars(a).items() if k not in ("child", "seed")},
-                               "config_example": learning_config(a.model, a.train, "OUT", seed=0, staleness=1,
-                                                                 steps=a.steps, lr=a.lr, prompts=a.prompts,
-                                                                 group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run,
-                                                                 engine_process=a.engine_process,
-                                                                 kv_cache=a.kv_cache),
+                               "config_example": config_for(a, "OUT", seed=0, staleness=1),
                                "runs": {}}
     deadline = time.monotonic() + a.timeout
     last: dict[int, str] = {}

@@ -36,10 +36,6 @@ class NoSandboxPlugin:
     def register_environments(self, register):
         register("no_sandbox", NoSandboxEnv)
 
-    @hookimpl
-    def register_rewards(self, register):
-        register("answer_tag", S.answer_tag_reward)
-
 
 def test_a_run_whose_every_episode_fails_stops_at_the_third_step_with_the_error(tmp_path, caplog):
     from toolrl.config import Config
@@ -53,7 +49,7 @@ def test_a_run_whose_every_episode_fails_stops_at_the_third_step_with_the_error(
                         trainer={"total_steps": 5, "lr": 1e-5, "micro_batch_size": 2, "metric_sinks": [],
                                  "output_dir": str(tmp_path / "run"), "seed": 0, "log_samples": False})
     cfg["ray"] = {"torch_threads": 2}
-    ctx = local_context(Config.model_validate(cfg), plugins=[NoSandboxPlugin()])
+    ctx = local_context(Config.model_validate(cfg), plugins=[NoSandboxPlugin(), S.AnswerTagPlugin()])
     done = []
     with pytest.raises(ToolrlError) as err:
         for step in range(1, 6):

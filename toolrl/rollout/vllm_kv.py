@@ -3,8 +3,8 @@
 vLLM reserves a share of the card for its KV cache (`gpu_memory_utilization`, 0.92 by default in vLLM 0.25,
 0.3 in our GPU benchmarks: 42 GiB of an H200). A trainer's engine never holds more than `max_num_seqs`
 sequences of at most `max_model_len` tokens, which for a 0.5B model is a few GiB; the rest of the share is
-memory the update cannot use. With the engine asleep during the update (synchronous mode) that costs little, but an asynchronous run
-keeps the engine awake beside the update, so the whole share adds to its peak.
+memory the update cannot use. With the engine asleep during the update (synchronous mode) that costs little,
+but an asynchronous run keeps the engine awake beside the update, so the whole share adds to its peak.
 
 `kv_cache=fit` reserves instead `max_num_seqs x max_model_len` tokens (plus a margin) through vLLM's
 `kv_cache_memory_bytes`, computed from the model's `config.json`:
