@@ -142,6 +142,18 @@ def _async_problems(cfg: Any) -> list[ConfigProblem]:
             + ("no rollout overlaps the update (max_staleness=0), so the update would only lose SMs"
                if not staleness else f"the engines run apart (rollout.placement={cfg.rollout.placement})"),
             "leave it unset, or set trainer.async_rollouts.max_staleness=1 with rollout.placement=colocated"))
+    per_job = cfg.trainer.async_rollouts.steps_per_rollout
+    if per_job > staleness + 1:  # the job's last batch could never be within the bound: the run would hang
+        out.append(ConfigProblem(
+            "trainer.async_rollouts.steps_per_rollout", per_job, f"a job of {per_job} batches waits until its last "
+            f"batch is within max_staleness={staleness} of the trainer, which needs the job's first batch trained",
+            f"set trainer.async_rollouts.max_staleness to at least {per_job - 1} ({per_job} or more lets the job "
+            f"overlap an update), or steps_per_rollout={staleness + 1}"))
+    if per_job > 1 and cfg.algorithm.dynamic_sampling:
+        out.append(ConfigProblem(
+            "trainer.async_rollouts.steps_per_rollout", per_job, "algorithm.dynamic_sampling draws more prompts "
+            "until a step's batch is full, which one job for several steps cannot do",
+            "set steps_per_rollout=1, or algorithm.dynamic_sampling=false"))
     if not staleness:
         return out
     if cfg.rollout.sleep_during_update is True:

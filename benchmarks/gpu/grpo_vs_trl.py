@@ -20,7 +20,8 @@ with gradient checkpointing off and are compared with `trl_vllm_nockpt` (also of
 median of steps 2..N (step 1 warms up; asynchronous toolrl runs: 3..N-1, `toolrl_inproc.steady_steps`: step 2
 trains a batch made beside the long step 1 and the last step has no next rollout to overlap, both short; it was
 2..N until 2026-12-03 session 8 and 2..N-1 until 2026-12-05 session 16); samples/s =
-completions / that median. Peak memory = NVML's device-wide memory in use, sampled every 50 ms (the whole process: trainer, vLLM, caches).
+completions / that median. `toolrl_async_jobs` (two steps' batches per rollout job) is timed by the mean over
+whole jobs from step 5 (its steps alternate between waiting for a job and not); run it with `--steps 10` or more. Peak memory = NVML's device-wide memory in use, sampled every 50 ms (the whole process: trainer, vLLM, caches).
 
 A system may change options: `name+key=value+...` (values read as JSON), e.g.
 `toolrl_async_graphs+engine_stream_priority=high+update_sm_fraction=0.5`. Besides toolrl_inproc.toolrl_config's
@@ -161,6 +162,10 @@ TOOLRL_SYSTEMS = {
     "toolrl_async_proc_graphs": {"sleep": False, "staleness": 1, "engine_process": True, "compile_layers": True,
                                  "compile_mode": "reduce-overhead", "gradient_checkpointing": False,
                                  "token_budget": None},
+    # two steps' batches per rollout job (trainer.async_rollouts.steps_per_rollout=2: one engine batch of 512),
+    # max_staleness 3 so that a whole job overlaps two updates (2m-1); timed by the mean over whole jobs
+    "toolrl_async_jobs": {"sleep": False, "staleness": 3, "steps_per_rollout": 2, "compile_layers": True,
+                          "compile_mode": "reduce-overhead", "gradient_checkpointing": False, "token_budget": None},
     # synchronous, the engine asleep during the update (its memory given to the trainer)
     "toolrl_graphs_sleep": {"sleep": True, "sleep_level": 2, "compile_layers": True, "compile_mode": "reduce-overhead",
                             "gradient_checkpointing": False, "token_budget": None},

@@ -73,7 +73,7 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
                   logits_chunk: int | None = None, compile_layers: bool = False,
                   update_sm_fraction: float | None = None, compile_mode: str = "default",
                   micro_batch_size: int = 32, torch_threads: int | None = None,
-                  kv_cache: str | None = None) -> dict:
+                  kv_cache: str | None = None, steps_per_rollout: int = 1) -> dict:
     backend_args: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization, "max_model_len": 1024,
                                     "max_num_batched_tokens": 4096}
     if sleep_level is not None:
@@ -90,7 +90,8 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
         "rollout": {"backend": backend, "n": group, "max_new_tokens": new_tokens, "max_total_tokens": 2 * new_tokens,
                     "max_turns": 1, "temperature": 1.0, "ignore_eos": True,
                     "min_tokens": new_tokens if backend != "hf" else 0,
-                    "max_batch_size": 256, "backend_args": backend_args if backend == "vllm" else {},
+                    # one job of steps_per_rollout steps decodes all their completions together
+                    "max_batch_size": max(256, completions * steps_per_rollout), "backend_args": backend_args if backend == "vllm" else {},
                     "sleep_during_update": "auto" if sleep is None else bool(sleep)},
         "algorithm": {"advantage": "grpo", "kl_coef": 0.0},
         "rewards": [{"name": "bench_length", "weight": 1.0}],
@@ -100,20 +101,32 @@ def toolrl_config(model_dir: str, tasks_file: str, completions: int, *, group: i
                     "output_dir": out, "metric_sinks": [], "seed": 0, "fsdp": {"enabled": fsdp},
                     **({"logits_chunk": logits_chunk} if logits_chunk else {}), "compile_layers": compile_layers,
                     "compile_mode": compile_mode,
-                    "async_rollouts": {"max_staleness": staleness, "update_sm_fraction": update_sm_fraction}},
+                    "async_rollouts": {"max_staleness": staleness, "update_sm_fraction": update_sm_fraction,
+                                       "steps_per_rollout": steps_per_rollout}},
         # the in-process trainer's torch CPU threads (ray.torch_threads; None: all cores)
         **({"ray": {"torch_threads": torch_threads}} if torch_threads else {}),
     }
 
 
-def steady_steps(n: int, asynchronous: bool) -> tuple[int, int]:
+def steady_steps(n: int, asynchronous: bool, per_job: int = 1) -> tuple[int, int]:
     """The steps (first, last; 1-based) whose median is a run's step time: its steady state.
 
     Step 1 warms up (graph recordings, compilation: tens of seconds). In asynchronous mode step 2's batch was
     generated beside that long step 1, so step 2 only trains (short), and the last step has no next rollout to
     overlap (a short tail): steps 3..N-1 when there are at least 5. Before 2026-12-05 (session 16) asynchronous
     runs were timed over steps 2..N-1, which counted the short step 2 (docs/BENCHMARKS.md, eleventh sitting).
+
+    With `per_job` = steps_per_rollout m > 1 the steps of a job differ (the first waits for the job, the others
+    do not), so a run is timed over whole jobs, and by their mean (`step_statistic`): from step 2m+1 (the first
+    two jobs were sampled beside the warm-up) to the last whole job before step N.
     """
+    if per_job > 1:
+        first = 2 * per_job + 1
+        last = first - 1 + (n - first) // per_job * per_job
+        if last < first:
+            raise ValueError(f"{n} steps hold no whole job after the warm-up with steps_per_rollout={per_job}: "
+                             f"run at least {first + per_job} steps")
+        return first, last
     if n < 2:
         return 1, n
     if asynchronous and n >= 5:
@@ -182,12 +195,16 @@ def run_toolrl(config: dict, steps: int, log=print, profile_step: int = 0, sampl
             pipeline.close()
         ctx.engines.close()
     seconds = [r["bench/step_seconds"] for r in rows]
-    first, last = steady_steps(len(rows), bool(cfg.trainer.async_rollouts.max_staleness))
+    per_job = cfg.trainer.async_rollouts.steps_per_rollout
+    first, last = steady_steps(len(rows), bool(cfg.trainer.async_rollouts.max_staleness), per_job)
     timed = [seconds[k - 1] for k in range(first, last + 1) if k != profile_step] or [seconds[0]]
     completions = cfg.data.prompts_per_step * cfg.rollout.n
+    statistic = "mean" if per_job > 1 else "median"  # whole jobs: their steps differ by design
+    step_s = statistics.fmean(timed) if per_job > 1 else statistics.median(timed)
     return {"completions": completions, "start_seconds": start_s, "step_seconds": [r["bench/step_seconds"] for r in rows],
             "gc_seconds": [r.get("resources/driver/gc_seconds", 0.0) for r in rows],  # the collector, any thread
-            "median_step_s": statistics.median(timed), "samples_per_s": completions / statistics.median(timed),
+            "median_step_s": statistics.median(timed), "mean_step_s": statistics.fmean(timed),
+            "step_statistic": statistic, "samples_per_s": completions / step_s, "steps_per_rollout": per_job,
             "nvml_peak_gib": nvml.gib(), "torch_peak_reserved_gib": max(r["bench/torch_peak_reserved_gib"] for r in rows),
             "max_staleness": cfg.trainer.async_rollouts.max_staleness, "torch_threads": torch_threads,
             "sleep_during_update": cfg.rollout.sleep_during_update,

@@ -75,7 +75,7 @@ def _tasks(path: Path, n: int = 16) -> Path:
 
 
 def _config(model: Path, tmp_path: Path, *, staleness: int = 0, sleep: bool | str = False, steps: int = 3,
-            update_sm_fraction: float | None = None) -> dict:
+            update_sm_fraction: float | None = None, steps_per_rollout: int = 1) -> dict:
     return {
         "model": {"name_or_path": str(model), "dtype": "bfloat16", "device": "cuda"},
         "rollout": {"backend": "vllm", "n": 4, "max_new_tokens": 24, "max_total_tokens": 256, "max_turns": 1,
@@ -86,7 +86,8 @@ def _config(model: Path, tmp_path: Path, *, staleness: int = 0, sleep: bool | st
         "data": {"train_file": str(_tasks(tmp_path / "tasks.jsonl")), "prompts_per_step": 4},
         "trainer": {"total_steps": steps, "lr": 1e-3, "micro_batch_size": 8, "output_dir": str(tmp_path / "run"),
                     "metric_sinks": [], "seed": 0,
-                    "async_rollouts": {"max_staleness": staleness, "update_sm_fraction": update_sm_fraction}},
+                    "async_rollouts": {"max_staleness": staleness, "update_sm_fraction": update_sm_fraction,
+                                       "steps_per_rollout": steps_per_rollout}},
     }
 
 
@@ -130,6 +131,47 @@ def test_async_colocated_vllm_bounded_lag_and_importance_weights(chat_model, tmp
         assert ctx.engines.version == ctx.version == steps
     finally:
         ctx.engines.close()
+
+
+def test_two_steps_per_rollout_job_in_one_vllm_batch(chat_model, tmp_path):
+    """trainer.async_rollouts.steps_per_rollout=2 with max_staleness 3: the engine decodes two steps' episodes
+    together (a job of 32 episodes of 24 tokens takes about 24 engine steps, not 48), every batch stays within
+    the bound, and it trains."""
+    pytest.importorskip("vllm")
+    from toolrl.config import Config
+    from toolrl.trainer.local import local_context
+    from toolrl.trainer.pipeline import AsyncRollouts
+    from toolrl.trainer.step import train_step
+
+    steps = 6
+    raw = _config(chat_model, tmp_path, staleness=3, steps=steps, steps_per_rollout=2)
+    raw["rollout"].update(ignore_eos=True, min_tokens=24)  # every episode 24 tokens: 24 decode steps per batch
+    cfg = Config.model_validate(raw)
+    ctx = local_context(cfg, plugins=[LENGTH])
+    engine_steps = []
+    inner = ctx.engines.rollout
+    backend = ctx.trainer.rank.backend
+
+    def rollout(job):
+        before = backend.stats()["engine_steps"]
+        out = inner(job)
+        engine_steps.append(backend.stats()["engine_steps"] - before)
+        return out
+
+    ctx.engines.rollout = rollout
+    pipe = AsyncRollouts(ctx, first_step=1, last_step=steps)
+    try:
+        rows = [train_step(step, ctx, pipe) for step in range(1, steps + 1)]
+    finally:
+        pipe.close()
+        ctx.engines.close()
+    lags = [r["rollout/weight_lag"] for r in rows]
+    print("lags", lags, "engine steps per job", engine_steps)
+    # one job per two steps, decoded together: about 24 steps each (a few more for prefill), not 48
+    assert len(engine_steps) == 3 and all(24 <= n <= 32 for n in engine_steps), engine_steps
+    assert all(0 <= lag <= 3 for lag in lags) and lags[:2] == [0, 1]
+    assert all(r["async/steps_per_rollout"] == 2 for r in rows)
+    assert all(math.isfinite(r["loss/total"]) for r in rows)
 
 
 def test_sleep_during_update_frees_the_engine_memory_and_both_settings_train(chat_model, tmp_path):

@@ -88,6 +88,41 @@ def test_async_one_step_off_policy_trains(tmp_path, plugin_manager):
     assert pipe.sampler_state(3)["position"] == 6  # 3 batches of 2 prompts
 
 
+def test_one_job_samples_two_steps_batches(tmp_path, plugin_manager):
+    """trainer.async_rollouts.steps_per_rollout=2 (max_staleness 2): the engines get one job per two steps,
+    each step's prompts with its own seeds; every batch stays within the bound; the prompts are those the
+    sampler gives one step at a time."""
+    from toolrl.trainer.context import step_seed
+    from toolrl.trainer.local import local_context
+    from toolrl.trainer.pipeline import AsyncRollouts
+    from toolrl.trainer.sampler import TaskSampler
+    from toolrl.trainer.step import train_step
+
+    cfg = _config(tmp_path, total_steps=4, async_rollouts={"max_staleness": 2, "steps_per_rollout": 2})
+    ctx = local_context(cfg, plugins=[LengthRewardPlugin()])
+    jobs = []
+    rollout = ctx.engines.rollout
+    ctx.engines.rollout = lambda job: (jobs.append(job), rollout(job))[1]
+    before = _params(ctx)
+    pipe = AsyncRollouts(ctx, 1, 4)
+    try:
+        seen = [train_step(step, ctx, pipe) for step in (1, 2, 3, 4)]
+    finally:
+        pipe.close()
+        ctx.engines.close()
+    assert len(jobs) == 2 and [len(j.tasks) for j in jobs] == [4, 4]  # 2 steps x 2 prompts per job
+    assert [j.task_seeds for j in jobs] == [
+        (step_seed(0, a),) * 2 + (step_seed(0, a + 1),) * 2 for a in (1, 3)]
+    reference = TaskSampler(len(ctx.tasks), 2, cfg.data.shuffle, cfg.trainer.seed)
+    drawn = [ctx.tasks[i].id for _ in range(4) for i in reference.next_indices()]
+    assert [t.id for j in jobs for t in j.tasks] == drawn
+    lags = [r["rollout/weight_lag"] for r in seen]
+    assert lags[:2] == [0.0, 1.0] and all(0.0 <= x <= 2.0 for x in lags)  # batches 1, 2 from version 0
+    assert all(r["async/steps_per_rollout"] == 2.0 for r in seen)
+    assert all(math.isfinite(r["loss/policy"]) for r in seen)
+    assert not torch.equal(before, _params(ctx)), "the policy did not change"
+
+
 class Recording:
     """Delegates to a real role and records the calls (the call order is what the test checks)."""
 

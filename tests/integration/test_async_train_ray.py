@@ -18,7 +18,7 @@ def answer_tag(plugin_manager):
     return plugin_manager
 
 
-def _config(tmp_path: Path, placement: str, total_steps: int) -> dict:
+def _config(tmp_path: Path, placement: str, total_steps: int, **async_rollouts) -> dict:
     ray = {"num_cpus": 2, "torch_threads": 1, "policy": {"num_cpus": 1}}
     if placement == "separate":
         ray["engine"] = {"num_cpus": 1}
@@ -27,7 +27,7 @@ def _config(tmp_path: Path, placement: str, total_steps: int) -> dict:
         rollout={"placement": placement},
         data={"eval_file": str(S.write_tasks(tmp_path / "eval.jsonl", 2, seed=9))},
         trainer={"total_steps": total_steps, "save_freq": 1, "eval_freq": 2, "lr": 1e-4, "keep_checkpoints": 0,
-                 "metric_sinks": ["jsonl"], "async_rollouts": {"max_staleness": 1}},
+                 "metric_sinks": ["jsonl"], "async_rollouts": {"max_staleness": 1, **async_rollouts}},
         ray=ray,
     )
 
@@ -57,3 +57,16 @@ def test_async_train_through_ray(tmp_path, answer_tag, shared_ray, placement):
     assert resumed.first_step == 3
     row = [r for r in S.read_metrics(resumed.run_dir) if r["step"] == 3][-1]
     assert row["rollout/weight_version"] == 2.0 and row["rollout/weight_lag"] == 0.0
+
+
+def test_one_job_for_two_steps_through_a_separate_engine_actor(tmp_path, answer_tag, shared_ray):
+    """trainer.async_rollouts.steps_per_rollout=2: the engine actor gets one job of both steps' prompts, each
+    with its own step seed; batch 1 is fresh, batch 2 one update behind, both from version 0."""
+    import toolrl
+
+    result = toolrl.train(_config(tmp_path, "separate", 2, max_staleness=2, steps_per_rollout=2),
+                          ["trainer.eval_freq=0", "trainer.save_freq=0"])
+    steps = [r for r in S.read_metrics(result.run_dir) if r["step"] > 0]
+    assert [r["rollout/weight_lag"] for r in steps] == [0.0, 1.0]
+    assert [r["rollout/weight_version"] for r in steps] == [0.0, 0.0]
+    assert all(r["async/steps_per_rollout"] == 2.0 and r["async/max_staleness"] == 2.0 for r in steps)

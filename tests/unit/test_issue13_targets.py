@@ -210,6 +210,11 @@ def test_steady_steps_leave_out_the_asynchronous_step_2_and_tail(load_benchmark)
         assert t.steady_steps(5, True) == (3, 4)
         assert t.steady_steps(4, True) == (2, 3)
         assert t.steady_steps(3, True) == (2, 3) and t.steady_steps(1, False) == (1, 1)
+        # two steps per rollout job: whole jobs after the two sampled beside the warm-up, none at the tail
+        assert t.steady_steps(12, True, 2) == (5, 10) and t.steady_steps(11, True, 2) == (5, 10)
+        assert t.steady_steps(12, True, 3) == (7, 9)
+        with pytest.raises(ValueError, match="run at least 7 steps"):
+            t.steady_steps(6, True, 2)
 
 
 def test_the_eleventh_sitting_reads_as_documented(it):

@@ -7,6 +7,7 @@ apart so neither imports the other.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from toolrl.algorithms.advantages import AdvantageInput, AdvantageOutput
 from toolrl.algorithms.kl import KLController
 from toolrl.metrics.timing import PhaseTimer
 from toolrl.rewards import PreparedReward, compute_rewards_sync
-from toolrl.trainer.collect import Collected, collect
+from toolrl.trainer.collect import Collected, collect, round_seed
 from toolrl.trainer.roles import Critic, Reference, RolloutEngines, RolloutJob, TrainerGroup
 from toolrl.trainer.sampler import TaskSampler
 from toolrl.types import Task, Trajectory
@@ -67,3 +68,42 @@ def gather(step: int, ctx: StepContext, timer: PhaseTimer) -> Collected:
 
     seed = step_seed(cfg.trainer.seed, step)
     return collect(cfg, lambda: [ctx.tasks[i] for i in ctx.sampler.next_indices()], rollout, score, seed)
+
+
+def gather_many(steps: Sequence[int], ctx: StepContext, timers: Sequence[PhaseTimer]
+                ) -> list[tuple[Collected, dict[str, int]]]:
+    """Phases 1-3 of several steps with one rollout job (trainer.async_rollouts.steps_per_rollout): each step's
+    prompts are drawn in order, all their episodes run together (one engine batch, each with its own step's
+    seeds, so the samples are those `gather` would draw), then each batch is scored on its own. Returns each
+    step's Collected and the sampler's state after its prompts (what a checkpoint at that step saves).
+    `timers[i]` gets step i's phases; the shared rollout's seconds go to each of them."""
+    cfg = ctx.cfg
+    if cfg.algorithm.dynamic_sampling:  # the config check refuses this combination first
+        raise ValueError("gather_many cannot run dynamic sampling (more rounds per step)")
+    n = cfg.rollout.n
+    drawn = []
+    for step in steps:
+        prompts = [ctx.tasks[i] for i in ctx.sampler.next_indices()]
+        drawn.append((prompts, dict(ctx.sampler.state_dict()), step_seed(cfg.trainer.seed, step)))
+    job = RolloutJob(tuple(t for prompts, _, _ in drawn for t in prompts), n, drawn[0][2],
+                     task_seeds=tuple(seed for prompts, _, seed in drawn for _ in prompts))
+    t0 = time.perf_counter()
+    trajs = ctx.engines.rollout(job)
+    seconds = time.perf_counter() - t0
+    out, start = [], 0
+    for (prompts, state, seed), timer in zip(drawn, timers):
+        part, start = trajs[start:start + len(prompts) * n], start + len(prompts) * n
+        timer.seconds["rollout"] = timer.seconds.get("rollout", 0.0) + seconds
+
+        def rollout(tasks: Sequence[Task], got_seed: int, part: list[Trajectory] = part, seed: int = seed
+                    ) -> list[Trajectory]:
+            assert got_seed == round_seed(seed, 0), (got_seed, seed)
+            return part
+
+        def score(ts: Sequence[Trajectory], tasks: Sequence[Task], timer: PhaseTimer = timer
+                  ) -> tuple[list[Any], dict[str, float]]:
+            with timer("reward"):
+                return compute_rewards_sync(ts, tasks, ctx.rewards)
+
+        out.append((collect(cfg, lambda prompts=prompts: prompts, rollout, score, seed), state))
+    return out

@@ -79,14 +79,15 @@ class EngineActor:
 
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(), "replica": self.replica}
 
-    def rollout(self, tasks: list[Any], n: int, seed: int, temperature: float | None) -> list[Trajectory]:
+    def rollout(self, tasks: list[Any], n: int, seed: int | list[int], temperature: float | None
+                ) -> list[Trajectory]:
         import torch
 
         from toolrl.trainer.oom import oom_hint
         from toolrl.trainer.rollout import run_rollouts
 
         if temperature is None:
-            torch.manual_seed(seed)
+            torch.manual_seed(seed if isinstance(seed, int) else seed[0])  # one seed per task: the first
         with oom_hint("rollout" if temperature is None else "evaluation rollout"):
             return run_rollouts(self.backend, self.tokenizer, tasks, n, self.cfg, seed=seed, temperature=temperature,
                                 weight_version=self.version)
@@ -127,6 +128,14 @@ def split_tasks(n_tasks: int, replicas: int) -> list[range]:
         out.append(range(start, start + size))
         start += size
     return out
+
+
+def share_args(job: RolloutJob, replicas: int) -> list[tuple[list[Any], int, int | list[int], float | None]]:
+    """`EngineActor.rollout`'s arguments for each replica's contiguous share of the job (its tasks and, for a
+    job of several steps, their seeds)."""
+    seeds = job.seeds()
+    return [([job.tasks[i] for i in share], job.n, seeds if isinstance(seeds, int) else [seeds[i] for i in share],
+             job.temperature) for share in split_tasks(len(job.tasks), replicas)]
 
 
 class SeparateEngines:
@@ -219,9 +228,7 @@ class SeparateEngines:
         return self._version
 
     def rollout(self, job: RolloutJob) -> list[Trajectory]:
-        shares = split_tasks(len(job.tasks), self.replicas)
-        args = [([job.tasks[i] for i in share], job.n, job.seed, job.temperature) for share in shares]
-        parts = self._all("rollout", args)
+        parts = self._all("rollout", share_args(job, self.replicas))
         return [t for part in parts for t in part]  # shares are contiguous: task-major order is kept
 
     def sync_weights(self, update: WeightUpdate) -> dict[str, float]:

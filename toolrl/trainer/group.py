@@ -226,7 +226,7 @@ class ColocatedEngines:
         return self._version
 
     def rollout(self, job: RolloutJob) -> list[Trajectory]:
-        return ray_get(self.rank0.rollout.remote(list(job.tasks), job.n, job.seed, job.temperature))
+        return ray_get(self.rank0.rollout.remote(list(job.tasks), job.n, job.seeds(), job.temperature))
 
     def sync_weights(self, update: WeightUpdate) -> dict[str, float]:
         # a copy gathers the weights, which under FSDP2 every rank must join

@@ -115,7 +115,7 @@ class LocalEngines:
         return self.rank.engine_version
 
     def rollout(self, job: RolloutJob) -> list[Trajectory]:
-        return self.rank.rollout(list(job.tasks), job.n, job.seed, job.temperature)
+        return self.rank.rollout(list(job.tasks), job.n, job.seeds(), job.temperature)
 
     def sync_weights(self, update: WeightUpdate) -> dict[str, float]:
         t0 = time.perf_counter()

@@ -45,20 +45,22 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from toolrl.errors import ToolrlError
 from toolrl.metrics.timing import PhaseTimer
 from toolrl.trainer.collect import Collected
-from toolrl.trainer.context import StepContext, gather
+from toolrl.trainer.context import StepContext, gather, gather_many
 from toolrl.trainer.roles import WeightUpdate
 from toolrl.trainer.staleness import StalenessBound
 
 logger = logging.getLogger(__name__)
 
 Produce = Callable[[int, PhaseTimer], Collected]  # (step, timer) -> that step's prompts, rollouts, rewards
+# (steps, a timer each) -> each step's Collected and the sampler's state after its prompts (steps_per_rollout > 1)
+ProduceMany = Callable[[Sequence[int], Sequence[PhaseTimer]], list[tuple[Collected, dict[str, int]]]]
 
 _IDLE_STATES = ("gated", "done")
 
@@ -83,17 +85,27 @@ class AsyncRollouts:
         first_step, last_step: the batches to sample (a resumed run starts after its checkpoint); last_step
             None = cfg.trainer.total_steps (batches sampled beyond the last step trained are dropped at close).
         max_staleness: S; None = ctx.cfg.trainer.async_rollouts.max_staleness.
-        produce: phases 1-3 of a step (default `step.gather`); tests pass their own.
+        produce: phases 1-3 of a step (default `context.gather`); tests pass their own.
+        steps_per_rollout: m; None = ctx.cfg.trainer.async_rollouts.steps_per_rollout. With m > 1 the thread
+            samples batches j..j+m-1 in one job (`produce_many`, default `context.gather_many`), once batch j+m-1
+            may start (so every batch of the job stays within the bound; m <= max_staleness + 1).
         wait_for_sync: see the module docstring; None = on for rollout.placement=colocated.
     """
 
     def __init__(self, ctx: StepContext, first_step: int = 1, last_step: int | None = None, *,
                  max_staleness: int | None = None, produce: Produce | None = None, wait_for_sync: bool | None = None,
-                 start: bool = True):
+                 start: bool = True, steps_per_rollout: int | None = None, produce_many: ProduceMany | None = None):
         cfg = ctx.cfg
         last_step = cfg.trainer.total_steps if last_step is None else last_step
         staleness = cfg.trainer.async_rollouts.max_staleness if max_staleness is None else max_staleness
+        per_job = cfg.trainer.async_rollouts.steps_per_rollout if steps_per_rollout is None else steps_per_rollout
+        if not 1 <= per_job <= staleness + 1:
+            raise ToolrlError(f"steps_per_rollout={per_job} with max_staleness={staleness}: a job's last batch "
+                              "would wait for its first to be trained", where="trainer.async_rollouts",
+                              fix="use 1 <= steps_per_rollout <= max_staleness + 1")
         self.bound = StalenessBound(staleness)
+        self.steps_per_rollout = per_job
+        self._produce_many: ProduceMany = produce_many or (lambda steps, timers: gather_many(steps, ctx, timers))
         self.ctx = ctx
         self.first_step, self.last_step = first_step, last_step
         self._produce: Produce = produce or (lambda step, timer: gather(step, ctx, timer))
@@ -122,22 +134,24 @@ class AsyncRollouts:
 
     def _run(self) -> None:
         try:
-            for step in range(self.first_step, self.last_step + 1):
+            step = self.first_step
+            while step <= self.last_step:
+                steps = list(range(step, min(step + self.steps_per_rollout, self.last_step + 1)))
                 with self._cond:
                     self._state, self._gate_step = "gated", step
                     self._cond.notify_all()
-                    while not self._stop and not self._gate_open(step):
+                    while not self._stop and not self._gate_open(steps[-1]):  # the job's last batch
                         self._cond.wait()
                     if self._stop:
                         return
                     update, self._pending = self._pending, None
                     self._state = "syncing" if update is not None else "rolling"
                     self._cond.notify_all()
-                timer = PhaseTimer()
+                timers = [PhaseTimer() for _ in steps]
                 metrics: dict[str, float] = {}
                 t0 = time.perf_counter()
                 if update is not None:
-                    with timer("engine_sync"):
+                    with timers[0]("engine_sync"):
                         sync = self.ctx.engines.sync_weights(update)
                     metrics.update({(f"timing/{k}" if "seconds" in k else k): v for k, v in sync.items()})
                     self._record("sync", step, update.version)
@@ -145,18 +159,25 @@ class AsyncRollouts:
                         self._state = "rolling"
                         self._cond.notify_all()
                 version = self.ctx.engines.version
-                self._record("rollout", step, version)
-                collected = self._produce(step, timer)
+                for s in steps:
+                    self._record("rollout", s, version)
+                if len(steps) == 1:
+                    produced = [(self._produce(step, timers[0]), dict(self.ctx.sampler.state_dict()))]
+                else:
+                    produced = self._produce_many(steps, timers)
                 busy = time.perf_counter() - t0
-                sampler_state = dict(self.ctx.sampler.state_dict())
-                metrics.update(timer.metrics())
-                metrics.pop("timing/step", None)
-                self._record("ready", step, version)
-                with self._cond:
-                    self._ready[step] = ReadyBatch(step, collected, version, sampler_state, busy, metrics)
-                    # straight to the next gate, in the same critical section: next_batch sees a due sync
-                    self._state, self._gate_step = ("gated", step + 1) if step < self.last_step else ("done", step)
-                    self._cond.notify_all()
+                for s, timer, (collected, sampler_state) in zip(steps, timers, produced):
+                    batch_metrics = {**metrics, **timer.metrics(), "async/steps_per_rollout": float(len(steps))}
+                    batch_metrics.pop("timing/step", None)
+                    self._record("ready", s, version)
+                    with self._cond:
+                        self._ready[s] = ReadyBatch(s, collected, version, sampler_state, busy, batch_metrics)
+                        if s == steps[-1]:  # straight to the next gate, in the same critical section: next_batch
+                            # sees a due sync
+                            nxt = s + 1
+                            self._state, self._gate_step = ("gated", nxt) if s < self.last_step else ("done", s)
+                        self._cond.notify_all()
+                step = steps[-1] + 1
         except BaseException as exc:  # noqa: BLE001 - handed to the trainer thread, which re-raises it
             logger.debug("the rollout thread failed", exc_info=True)
             with self._cond:
@@ -186,7 +207,13 @@ class AsyncRollouts:
         """
         if self._paused or self._state == "done":
             return False
-        return self._state == "syncing" or self._pending is not None
+        if self._state == "syncing":
+            return True
+        # a job of several steps may wait for a later version: the thread then loads the newest when its gate
+        # opens, and this step's update runs first (with one step per job the gate is always open here)
+        job_last = min(self._gate_step + self.steps_per_rollout - 1, self.last_step)
+        return self._pending is not None and (self._state != "gated" or self.bound.may_start(job_last,
+                                                                                              self._published))
 
     def next_batch(self, step: int) -> ReadyBatch:
         """Batch `step` (waits for it); raises the rollout thread's error if it failed."""

@@ -273,14 +273,15 @@ class PolicyRank(_Distributed):
         }
 
     # -- rollout (rank 0, colocated engines) --------------------------------------------------------
-    def rollout(self, tasks: list[Any], n: int, seed: int, temperature: float | None) -> list[Trajectory]:
+    def rollout(self, tasks: list[Any], n: int, seed: int | list[int], temperature: float | None
+                ) -> list[Trajectory]:
         from toolrl.trainer.rollout import run_rollouts
 
         if self.backend is None:
             raise ToolrlError(f"trainer rank {self.rank} holds no rollout engine", where="rollout.placement",
                               fix="this is a bug in toolrl's placement; please report it")
         if temperature is None:
-            torch.manual_seed(seed)
+            torch.manual_seed(seed if isinstance(seed, int) else seed[0])  # one seed per task: the first
         with oom_hint("rollout" if temperature is None else "evaluation rollout"):
             return run_rollouts(self.backend, self.tokenizer, tasks, n, self.cfg, seed=seed, temperature=temperature,
                                 weight_version=self.engine_version)

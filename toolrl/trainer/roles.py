@@ -46,6 +46,13 @@ class RolloutJob:
     n: int  # samples per task (task-major output order)
     seed: int  # step seed (the agent loop seeds per (seed, task id, sample index))
     temperature: float | None = None  # None = cfg.rollout.temperature (evaluation overrides it)
+    task_seeds: tuple[int, ...] = ()  # a step seed per task (one job for several steps' batches); () = `seed`
+
+    def seeds(self) -> int | tuple[int, ...]:
+        """What the engines pass on to `run_rollouts`: the one step seed, or one per task."""
+        if self.task_seeds and len(self.task_seeds) != len(self.tasks):
+            raise ValueError(f"a rollout job of {len(self.tasks)} tasks has {len(self.task_seeds)} task seeds")
+        return self.task_seeds or self.seed
 
 
 @dataclass(frozen=True)

@@ -308,6 +308,68 @@ def test_async_config_problems():
         load_config(None, ["trainer.async_rollouts.max_staleness=1", "trainer.data_parallel=2"])
     load_config(None, ["trainer.async_rollouts.max_staleness=1", "trainer.data_parallel=2",
                        "rollout.placement=separate", "ray.engine.num_cpus=1"])
+    # a job of 3 batches with max_staleness 1 would wait for its own first batch to be trained
+    with pytest.raises(ConfigError, match=r"steps_per_rollout.*at least 2 \(3 or more lets the job overlap"):
+        load_config(None, ["trainer.async_rollouts.max_staleness=1", "trainer.async_rollouts.steps_per_rollout=3"])
+    with pytest.raises(ConfigError, match="steps_per_rollout.*dynamic_sampling"):
+        load_config(None, ["trainer.async_rollouts.max_staleness=2", "trainer.async_rollouts.steps_per_rollout=2",
+                           "algorithm.dynamic_sampling=true"])
+    with pytest.raises(ConfigError, match="steps_per_rollout"):  # synchronous: one batch per job
+        load_config(None, ["trainer.async_rollouts.steps_per_rollout=2"])
+    assert load_config(None, ["trainer.async_rollouts.max_staleness=1",
+                              "trainer.async_rollouts.steps_per_rollout=2"]).trainer.async_rollouts.steps_per_rollout == 2
+
+
+def _many_producer(ctx, log: list, seconds: float = 0.0):
+    """Phases 1-3 of several steps at once: one job per call, each batch stamped with the engines' version."""
+
+    def produce_many(steps, timers):
+        log.append(("job", tuple(steps), ctx.engines.version))
+        out = []
+        for step, timer in zip(steps, timers):
+            with timer("rollout"):
+                indices = ctx.sampler.next_indices()
+                time.sleep(seconds)
+            trajs = [_traj(i, s, ctx.engines.version) for i in indices for s in range(2)]
+            out.append((Collected(prompts=[], trajectories=trajs, results=[], scores=[1.0] * len(trajs)),
+                        dict(ctx.sampler.state_dict())))
+        return out
+
+    return produce_many
+
+
+@pytest.mark.parametrize("staleness, per_job", [(1, 2), (2, 2), (3, 2), (2, 3)])
+def test_jobs_of_several_steps_stay_within_the_bound(staleness, per_job):
+    """steps_per_rollout = m: batches j..j+m-1 come from one job, sampled with one weight version once batch
+    j+m-1 may start; every batch within max_staleness; the sampler state is each step's own."""
+    rng = random.Random(per_job * 10 + staleness)
+    log: list = []
+    ctx = _ctx(staleness, 11, log)
+    with AsyncRollouts(ctx, 1, 11, steps_per_rollout=per_job, produce=_producer(ctx, log),
+                       produce_many=_many_producer(ctx, log, 0.005)) as pipe:
+        batches = _train(pipe, ctx, 11, log, lambda k: rng.uniform(0, 0.02))
+    jobs = [e for e in log if e[0] == "job"]
+    expected = [tuple(range(j, min(j + per_job, 12))) for j in range(1, 12, per_job)]
+    # the last job may be a single step (produced alone); every other is one call of m steps
+    assert [j[1] for j in jobs] == [s for s in expected if len(s) > 1]
+    bound = StalenessBound(staleness)
+    reference = TaskSampler(10, 2, shuffle=False)
+    for k, ready in enumerate(batches, start=1):
+        assert {t.weight_version for t in ready.collected.trajectories} == {ready.version}
+        assert bound.oldest_version(k) <= ready.version <= k - 1
+        assert ready.metrics["async/batch_lag"] <= staleness
+        reference.next_indices()
+        assert ready.sampler_state == reference.state_dict()  # after this step's own prompts
+    for _, steps, version in jobs:  # a job starts only once its last batch is within the bound
+        assert version >= bound.oldest_version(steps[-1])
+        assert len({batches[s - 1].version for s in steps}) == 1
+    assert batches[1].metrics["async/steps_per_rollout"] == float(min(per_job, 11))
+
+
+def test_a_job_longer_than_the_bound_allows_is_refused():
+    ctx = _ctx(1, 4, [])
+    with pytest.raises(ToolrlError, match="steps_per_rollout=3 with max_staleness=1"):
+        AsyncRollouts(ctx, 1, 4, steps_per_rollout=3, start=False)
 
 
 @pytest.mark.parametrize("overrides, device, expected", [

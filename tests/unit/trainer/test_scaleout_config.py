@@ -9,7 +9,8 @@ import pytest
 from toolrl.config import load_config
 from toolrl.errors import ConfigError
 from toolrl.trainer.cluster import MIN_MEMORY, bundle, is_loopback_address
-from toolrl.trainer.engines import split_tasks
+from toolrl.trainer.engines import share_args, split_tasks
+from toolrl.trainer.roles import RolloutJob
 
 
 @pytest.mark.parametrize(("tasks", "replicas", "sizes"), [
@@ -19,6 +20,15 @@ def test_split_tasks_keeps_order_and_balances(tasks, replicas, sizes):
     shares = split_tasks(tasks, replicas)
     assert [len(s) for s in shares] == sizes
     assert [i for s in shares for i in s] == list(range(tasks))  # contiguous: task-major order survives
+
+
+def test_replica_shares_of_a_job_of_two_steps_keep_each_task_s_seed():
+    tasks = tuple(SimpleNamespace(id=f"t{i}") for i in range(5))
+    two_steps = share_args(RolloutJob(tasks, 4, 11, task_seeds=(11, 11, 22, 22, 22)), 2)
+    assert [([t.id for t in ts], n, seeds) for ts, n, seeds, _ in two_steps] == [
+        (["t0", "t1", "t2"], 4, [11, 11, 22]), (["t3", "t4"], 4, [22, 22])]
+    one_step = share_args(RolloutJob(tasks, 4, 11, temperature=0.5), 2)
+    assert [(len(ts), seeds, temp) for ts, _, seeds, temp in one_step] == [(3, 11, 0.5), (2, 11, 0.5)]
 
 
 @pytest.mark.parametrize(("address", "loopback"), [
