@@ -209,11 +209,16 @@ class AsyncRollouts:
             return False
         if self._state == "syncing":
             return True
-        # a job of several steps may wait for a later version: the thread then loads the newest when its gate
-        # opens, and this step's update runs first (with one step per job the gate is always open here)
+        if self._pending is None:
+            return False
+        if self.steps_per_rollout == 1:  # the rollout in flight is the batch this step waited for
+            return True
+        # jobs of several steps: a job in flight may have a whole step to go, and a gated job may wait for a later
+        # version. The thread loads the newest published weights when it next starts a job; only a load about to
+        # start is waited for. Otherwise this step's update may run first, and a colocated engine's copy then
+        # holds that update under the older label (a lower bound: the correction uses the engine's own logprobs)
         job_last = min(self._gate_step + self.steps_per_rollout - 1, self.last_step)
-        return self._pending is not None and (self._state != "gated" or self.bound.may_start(job_last,
-                                                                                              self._published))
+        return self._state == "gated" and self.bound.may_start(job_last, self._published)
 
     def next_batch(self, step: int) -> ReadyBatch:
         """Batch `step` (waits for it); raises the rollout thread's error if it failed."""
