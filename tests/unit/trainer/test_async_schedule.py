@@ -366,6 +366,41 @@ def test_jobs_of_several_steps_stay_within_the_bound(staleness, per_job):
     assert batches[1].metrics["async/steps_per_rollout"] == float(min(per_job, 11))
 
 
+def test_a_step_does_not_wait_for_a_load_behind_a_whole_job_in_flight():
+    """steps_per_rollout=2, max_staleness 3: job (3, 4) starts right after job (1, 2). While it is in flight,
+    step 2 takes its batch without waiting for the load of version 1 (the thread does it before job (5, 6))."""
+    log: list = []
+    ctx = _ctx(3, 6, log)
+    release, started = threading.Event(), threading.Event()
+    inner = _many_producer(ctx, log)
+
+    def produce_many(steps, timers):
+        if steps[0] == 3:
+            started.set()
+            assert release.wait(10)
+        return inner(steps, timers)
+
+    with AsyncRollouts(ctx, 1, 6, steps_per_rollout=2, produce=_producer(ctx, log),
+                       produce_many=produce_many) as pipe:
+        assert pipe.next_batch(1).version == 0
+        assert started.wait(5)
+        pipe.publish(WeightUpdate(1, None))
+        t0 = time.perf_counter()
+        second = pipe.next_batch(2)
+        assert time.perf_counter() - t0 < 2 and second.metrics["async/sync_wait_seconds"] < 2
+        assert ("engine_sync", 1) not in log  # the job in flight holds the load back; the step did not wait
+        pipe.publish(WeightUpdate(2, None))
+        release.set()
+        third = pipe.next_batch(3)
+        assert third.version == 0  # job (3, 4) was sampled with the weights it started with
+        pipe.publish(WeightUpdate(3, None))
+        pipe.next_batch(4)
+        pipe.publish(WeightUpdate(4, None))
+        assert pipe.next_batch(5).version >= 2  # the next job loaded the newest published weights first
+    [job56] = [e for e in log if e[:2] == ("job", (5, 6))]
+    assert ("engine_sync", 1) not in log and job56[2] >= 2
+
+
 def test_a_job_longer_than_the_bound_allows_is_refused():
     ctx = _ctx(1, 4, [])
     with pytest.raises(ToolrlError, match="steps_per_rollout=3 with max_staleness=1"):
