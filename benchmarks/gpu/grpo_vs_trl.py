@@ -62,7 +62,7 @@ def log(*a, **k):
 # ------------------------------------------------------------------------------------------ TRL
 def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group: int = 8, new_tokens: int = 256,
             micro: int = 32, sleep: bool = False, gradient_checkpointing: bool = True,
-            torch_compile: bool = False) -> dict:
+            torch_compile: bool = False, gen_steps: int = 1) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -96,6 +96,8 @@ def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group:
                   beta=0.0, temperature=1.0, logging_steps=1, save_strategy="no", report_to="none", bf16=True,
                   gradient_checkpointing=gradient_checkpointing, seed=0, dataloader_num_workers=0,
                   torch_compile=torch_compile)
+    if gen_steps > 1:  # one generation for gen_steps optimizer steps (TRL's steps_per_generation, in micro-steps)
+        kwargs["steps_per_generation"] = ga * gen_steps
     if use_vllm:
         kwargs.update(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
                       vllm_max_model_length=1024, vllm_enable_sleep_mode=sleep,
@@ -108,10 +110,17 @@ def run_trl(model_dir: str, completions: int, steps: int, use_vllm: bool, group:
                           callbacks=[Timer()])
     start_s = time.perf_counter() - t0
     trainer.train()
-    timed = times[1:] or times
+    if gen_steps > 1:  # the steps of a generation differ: the mean over whole generations after the first
+        whole = (len(times) - gen_steps) // gen_steps * gen_steps
+        timed = times[gen_steps:gen_steps + whole] or times
+        step_s, statistic = statistics.fmean(timed), "mean"
+    else:
+        timed = times[1:] or times
+        step_s, statistic = statistics.median(timed), "median"
     med = statistics.median(timed)
     return {"completions": completions, "start_seconds": start_s, "step_seconds": times, "median_step_s": med,
-            "samples_per_s": completions / med, "nvml_peak_gib": nvml.gib(),
+            "mean_step_s": statistics.fmean(timed), "step_statistic": statistic, "steps_per_generation": gen_steps,
+            "samples_per_s": completions / step_s, "nvml_peak_gib": nvml.gib(),
             "torch_peak_reserved_gib": torch.cuda.max_memory_reserved() / (1 << 30)}
 
 
@@ -172,7 +181,9 @@ TOOLRL_SYSTEMS = {
 }
 
 
-TRL_SYSTEMS = ("trl_vllm", "trl_vllm_sleep", "trl_vllm_nockpt", "trl_vllm_compile", "trl_hf", "trl_hf_nockpt")
+# trl_vllm_gen2: one generation for two optimizer steps (TRL's steps_per_generation), beside toolrl_async_jobs
+TRL_SYSTEMS = ("trl_vllm", "trl_vllm_sleep", "trl_vllm_nockpt", "trl_vllm_compile", "trl_hf", "trl_hf_nockpt",
+               "trl_vllm_gen2")
 # options applied to the run's process before anything is built, for toolrl and TRL alike
 PROCESS_KEYS = ("switch_interval", "cuda_connections", "model_runner")
 MODEL_RUNNERS = {"v1": "0", "v2": "1"}  # -> VLLM_USE_V2_MODEL_RUNNER
@@ -257,7 +268,7 @@ def worker(a: argparse.Namespace) -> None:
         apply_process_opts(variant)
         res = run_trl(a.model, a.completions, a.steps, use_vllm=name.startswith("trl_vllm"),
                       sleep=name == "trl_vllm_sleep", gradient_checkpointing=not name.endswith("_nockpt"),
-                      torch_compile=name.endswith("_compile"))
+                      torch_compile=name.endswith("_compile"), gen_steps=2 if name.endswith("_gen2") else 1)
     res["vllm_model_runner"] = {"0": "v1", "1": "v2"}.get(os.environ.get("VLLM_USE_V2_MODEL_RUNNER", ""),
                                                          "vLLM's default")
     print("RESULT " + json.dumps(res), flush=True)
