@@ -347,3 +347,26 @@ def test_the_sixteenth_sitting_reads_as_documented(it):
     steps = {m: learning["seed1"]["modes"][m]["steps_done"] for m in ("sync", "async")}
     assert steps == {"sync": 17, "async": 19}
     assert all(learning[s]["before"]["eval/accuracy"] == 0.0 for s in ("seed0", "seed1"))
+
+
+def test_the_seventeenth_sitting_reads_as_documented(it):
+    """docs/BENCHMARKS.md, seventeenth sitting (an H100, one work call): sync with `kv_cache=fit` 1.56x TRL-vLLM
+    at 16.7 GiB against 38.7; async 1.995x with one step per job (so not met), 2.05x with two steps per job
+    (steps_per_rollout 2, max_staleness 3, in its first form: the second step of each job waited 1.3-1.6 s)."""
+    calls = json.loads((RESULTS / "gpu_issue13_h100_sitting17.json").read_text())["calls"]
+    grpo = calls["9"]["grpo"]
+    res = it.targets(None, [grpo])
+    assert res["devices"] == ["NVIDIA H100 80GB HBM3"]
+    assert [None if r["measured"] is None else round(r["measured"], 2) for r in res["rows"]] == [1.56, 2.05, None, 0.43]
+    assert [r["met"] for r in res["rows"]] == [True, True, False, True]  # no rollout_vs_llm.py run
+    assert res["rows"][1]["run"] == "a:toolrl_async_jobs+engine_stream_priority=high+kv_cache=fit@256"
+    assert round(res["async_by_setting"]["max_staleness=1,steps_per_rollout=1"], 3) == 1.995
+    stored = json.loads((RESULTS / "gpu_issue13_targets_sitting17.json").read_text())["rows"]
+    assert stored == json.loads(json.dumps(res["rows"]))
+    jobs = grpo["runs"]["toolrl_async_jobs+engine_stream_priority=high+kv_cache=fit@256"]
+    assert jobs["steps_timed"] == "5..8" and jobs["step_statistic"] == "mean"
+    waits = [round(s, 2) for s in jobs["step_seconds"][3:8:2]]  # steps 4, 6, 8: the jobs' second steps
+    assert waits == [2.41, 2.53, 2.23]
+    assert [round(grpo["runs"][k]["nvml_peak_gib"], 1) for k in
+            ("toolrl+kv_cache=fit@256", "trl_vllm@256", "toolrl_async_jobs+engine_stream_priority=high+kv_cache=fit@256")
+            ] == [16.7, 38.7, 35.7]
