@@ -24,7 +24,9 @@ another. A colocated engine shares the trainer's process and weights, so its
 weight copy waits for the model lock while an update runs; `next_batch` lets
 a due weight load finish before the step starts its forward passes
 (`wait_for_sync`, on for colocated engines), so the next rollout does not wait
-for a whole update and the copy holds exactly the version it is labelled with. The lock orders the two
+for a whole update and the copy holds exactly the version it is labelled with
+(with `steps_per_rollout` > 1 the step waits only for a load about to start, so
+the label may be older than the copy: a lower bound, see `_sync_due`). The lock orders the two
 threads' Python; `toolrl.trainer.weight_fence` orders their GPU work (the copy waits on the GPU for the
 update's last kernels, which may still run when `update()` returns).
 Separate engines load published weights (an object ref) in their own processes.
@@ -172,10 +174,9 @@ class AsyncRollouts:
                     self._record("ready", s, version)
                     with self._cond:
                         self._ready[s] = ReadyBatch(s, collected, version, sampler_state, busy, batch_metrics)
-                        if s == steps[-1]:  # straight to the next gate, in the same critical section: next_batch
-                            # sees a due sync
-                            nxt = s + 1
-                            self._state, self._gate_step = ("gated", nxt) if s < self.last_step else ("done", s)
+                        if s == steps[-1]:  # straight to the next gate, in the same critical section:
+                            # next_batch sees a due sync
+                            self._state, self._gate_step = ("gated", s + 1) if s < self.last_step else ("done", s)
                         self._cond.notify_all()
                 step = steps[-1] + 1
         except BaseException as exc:  # noqa: BLE001 - handed to the trainer thread, which re-raises it
