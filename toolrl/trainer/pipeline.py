@@ -107,6 +107,12 @@ class AsyncRollouts:
                               fix="use 1 <= steps_per_rollout <= max_staleness + 1")
         self.bound = StalenessBound(staleness)
         self.steps_per_rollout = per_job
+        job_size = per_job * cfg.data.prompts_per_step * cfg.rollout.n
+        if per_job > 1 and cfg.rollout.max_batch_size < job_size:
+            logger.warning("a rollout job of %d steps holds %d episodes, but the engine decodes at most "
+                           "rollout.max_batch_size=%d together, so the job runs in waves: set rollout.max_batch_size="
+                           "%d (and size the engine's KV cache for it) to decode it as one batch", per_job, job_size,
+                           cfg.rollout.max_batch_size, job_size)
         self._produce_many: ProduceMany = produce_many or (lambda steps, timers: gather_many(steps, ctx, timers))
         self.ctx = ctx
         self.first_step, self.last_step = first_step, last_step

@@ -407,6 +407,19 @@ def test_a_job_longer_than_the_bound_allows_is_refused():
         AsyncRollouts(ctx, 1, 4, steps_per_rollout=3, start=False)
 
 
+def test_a_job_larger_than_the_engine_batch_is_warned_about(caplog):
+    ctx = _ctx(2, 4, [])  # 2 prompts x 2 samples per step; rollout.max_batch_size 32 by default
+    ctx.cfg.rollout.max_batch_size = 6
+    with caplog.at_level("WARNING", logger="toolrl.trainer.pipeline"):
+        AsyncRollouts(ctx, 1, 4, steps_per_rollout=2, start=False)
+    assert "holds 8 episodes" in caplog.text and "set rollout.max_batch_size=8" in caplog.text
+    caplog.clear()
+    ctx.cfg.rollout.max_batch_size = 8
+    with caplog.at_level("WARNING", logger="toolrl.trainer.pipeline"):
+        AsyncRollouts(ctx, 1, 4, steps_per_rollout=2, start=False)
+    assert "waves" not in caplog.text
+
+
 @pytest.mark.parametrize("overrides, device, expected", [
     (["rollout.backend=vllm"], "cuda:0", True),
     (["rollout.backend=sglang"], "cuda:0", True),
