@@ -199,10 +199,9 @@ class AsyncRolloutsConfig(Section):
         "is_cap): proximal = the trainer's logprobs before the update, behaviour = the engine's (decoupled PPO, "
         "AReaL); algorithm.tis_cap, when set, takes precedence. None = no weighting (the clip around the proximal "
         "policy only).")
-    steps_per_rollout: int = Field(
-        1, ge=1, description="Sample this many steps' batches in one rollout job (each keeps its prompts and seeds): "
-        "a bigger engine batch, but each later batch of a job lags one more update. 1..max_staleness+1; size "
-        "rollout.max_batch_size for it; not with algorithm.dynamic_sampling (docs/training.md).")
+    steps_per_rollout: int = Field(1, ge=1, description="Sample this many steps' batches in one rollout job (each "
+        "keeps its prompts and seeds): a bigger engine batch, but each later batch of a job lags one more update. "
+        "1..max_staleness+1; size rollout.max_batch_size for it; not with algorithm.dynamic_sampling (docs/training.md).")
     update_sm_fraction: float | None = Field(
         None, gt=0, lt=1, description="One GPU shared in space: the update runs on this fraction of the GPU's SMs "
         "(a CUDA green context; rounded down to a multiple of 8) and the rest stay free for the colocated engine's "
