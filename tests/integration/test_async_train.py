@@ -3,6 +3,8 @@ real step driver, in one process (`toolrl.trainer.local`, the path the GPU bench
 
 - async (max_staleness 1), 3 steps: batch 1 is sampled with version 0 (lag 0), batches 2 and 3 one update
   behind (lag 1) while the previous step trains; stale steps carry the importance weights; the policy moves.
+- two steps per rollout job (steps_per_rollout 2, max_staleness 2): one engine job per two steps, each step's
+  prompts with its own seed, every batch within the bound.
 - sync with rollout.sleep_during_update=true: the step calls sleep after the rollout and rewards, the update,
   then wake, then the weight sync (a recording wrapper around the real engines and trainer).
 """
