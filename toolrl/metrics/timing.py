@@ -18,7 +18,11 @@ class PhaseTimer:
         try:
             yield
         finally:
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+            self.add(phase, time.perf_counter() - t0)
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Count `seconds` to `phase` (time measured elsewhere, e.g. one rollout shared by several steps)."""
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
     def metrics(self, prefix: str = "timing/") -> dict[str, float]:
         out = {f"{prefix}{k}": v for k, v in self.seconds.items()}

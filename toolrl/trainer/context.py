@@ -16,7 +16,7 @@ from toolrl.algorithms.advantages import AdvantageInput, AdvantageOutput
 from toolrl.algorithms.kl import KLController
 from toolrl.metrics.timing import PhaseTimer
 from toolrl.rewards import PreparedReward, compute_rewards_sync
-from toolrl.trainer.collect import Collected, collect, round_seed
+from toolrl.trainer.collect import Collected, collect
 from toolrl.trainer.roles import Critic, Reference, RolloutEngines, RolloutJob, TrainerGroup
 from toolrl.trainer.sampler import TaskSampler
 from toolrl.types import Task, Trajectory
@@ -62,12 +62,20 @@ def gather(step: int, ctx: StepContext, timer: PhaseTimer) -> Collected:
         with timer("rollout"):
             return ctx.engines.rollout(RolloutJob(tuple(tasks), cfg.rollout.n, round_seed))
 
+    seed = step_seed(cfg.trainer.seed, step)
+    return collect(cfg, lambda: [ctx.tasks[i] for i in ctx.sampler.next_indices()], rollout, _scorer(ctx, timer),
+                   seed)
+
+
+def _scorer(ctx: StepContext, timer: PhaseTimer) -> Callable[[Sequence[Trajectory], Sequence[Task]],
+                                                             tuple[list[Any], dict[str, float]]]:
+    """Phase 3 for `collect`: the weighted reward plugins, timed as `reward`."""
+
     def score(trajs: Sequence[Trajectory], tasks: Sequence[Task]) -> tuple[list[Any], dict[str, float]]:
         with timer("reward"):
             return compute_rewards_sync(trajs, tasks, ctx.rewards)
 
-    seed = step_seed(cfg.trainer.seed, step)
-    return collect(cfg, lambda: [ctx.tasks[i] for i in ctx.sampler.next_indices()], rollout, score, seed)
+    return score
 
 
 def gather_many(steps: Sequence[int], ctx: StepContext, timers: Sequence[PhaseTimer]
@@ -93,17 +101,8 @@ def gather_many(steps: Sequence[int], ctx: StepContext, timers: Sequence[PhaseTi
     out, start = [], 0
     for (prompts, state, seed), timer in zip(drawn, timers):
         part, start = trajs[start:start + len(prompts) * n], start + len(prompts) * n
-        timer.seconds["rollout"] = timer.seconds.get("rollout", 0.0) + seconds
-
-        def rollout(tasks: Sequence[Task], got_seed: int, part: list[Trajectory] = part, seed: int = seed
-                    ) -> list[Trajectory]:
-            assert got_seed == round_seed(seed, 0), (got_seed, seed)
-            return part
-
-        def score(ts: Sequence[Trajectory], tasks: Sequence[Task], timer: PhaseTimer = timer
-                  ) -> tuple[list[Any], dict[str, float]]:
-            with timer("reward"):
-                return compute_rewards_sync(ts, tasks, ctx.rewards)
-
-        out.append((collect(cfg, lambda prompts=prompts: prompts, rollout, score, seed), state))
+        timer.add("rollout", seconds)
+        # one round (no dynamic sampling): collect asks for these prompts' rollouts once, with the step seed
+        out.append((collect(cfg, lambda p=prompts: p, lambda tasks, s, part=part: part, _scorer(ctx, timer), seed),
+                    state))
     return out

@@ -22,6 +22,7 @@ pool, an embedding model) stay usable from step to step.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,12 +61,11 @@ def seed_runs(seeds: Sequence[int], n_tasks: int) -> list[tuple[int, int, int]]:
     """(seed, start, stop) for each run of equal consecutive per-task seeds."""
     if len(seeds) != n_tasks:
         raise ValueError(f"{len(seeds)} task seeds for {n_tasks} tasks")
-    runs: list[tuple[int, int, int]] = []
-    for i, s in enumerate(seeds):
-        if runs and runs[-1][0] == s and runs[-1][2] == i:
-            runs[-1] = (s, runs[-1][1], i + 1)
-        else:
-            runs.append((int(s), i, i + 1))
+    runs, start = [], 0
+    for seed, group in itertools.groupby(seeds):
+        size = len(list(group))
+        runs.append((int(seed), start, start + size))
+        start += size
     return runs
 
 
