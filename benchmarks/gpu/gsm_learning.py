@@ -21,7 +21,9 @@ an asynchronous run's overlap is not shared with another seed's process (the 202
 its asynchronous mode was not faster). `--kv-cache fit` sizes each engine's KV cache to its batch
 (`rollout.backend_args.kv_cache=fit`) instead of what is left of `--gpu-mem`. Each child: held-out accuracy
 of the initial weights (greedy, the same prompts), then for each mode (sync = max_staleness 0, async =
-max_staleness 1) the weights, optimizer and engine are reset to the initial model, `--steps` steps are trained
+max_staleness 1, async2 = max_staleness 3 with two steps' batches per rollout job,
+`trainer.async_rollouts.steps_per_rollout` 2) the weights, optimizer and engine are reset to the initial
+model, `--steps` steps are trained
 (or fewer if `--budget-s` runs out: the result says how many), and the held-out accuracy is measured again. Reported:
 accuracy before/after, wall-clock minutes of training, the reward curve per step, step times.
 
@@ -47,7 +49,9 @@ for extra in ("sandbox/src", "plugins/envs/code", "plugins/rewards/math"):
     if str(ROOT / extra) not in sys.path:
         sys.path.insert(0, str(ROOT / extra))
 
-MODES = {"sync": 0, "async": 1}
+# mode: (trainer.async_rollouts.max_staleness, steps_per_rollout). async2 samples two steps' batches per rollout
+# job (one engine batch of 512 episodes), which needs max_staleness 3 for a whole job to overlap two updates.
+MODES = {"sync": (0, 1), "async": (1, 1), "async2": (3, 2)}
 
 
 def log(*a: Any) -> None:
@@ -56,7 +60,8 @@ def log(*a: Any) -> None:
 
 def learning_config(model: str, train: str, out: str, *, seed: int, staleness: int, steps: int, lr: float,
                     prompts: int, group: int, gpu_mem: float, dry: bool,
-                    engine_process: bool = False, kv_cache: str = "share") -> dict[str, Any]:
+                    engine_process: bool = False, kv_cache: str = "share",
+                    steps_per_rollout: int = 1) -> dict[str, Any]:
     backend_args = {} if dry else {"gpu_memory_utilization": gpu_mem, "max_model_len": 4096,
                                    "max_num_batched_tokens": 8192}
     if engine_process and not dry:  # vLLM's engine core in a process of its own (weights through CUDA IPC)
@@ -68,7 +73,7 @@ def learning_config(model: str, train: str, out: str, *, seed: int, staleness: i
                   "device": "cpu" if dry else "cuda", "gradient_checkpointing": not dry},
         "rollout": {"backend": "hf" if dry else "vllm", "n": group, "max_turns": 3,
                     "max_new_tokens": 48 if dry else 384, "max_total_tokens": 1024 if dry else 3072,
-                    "temperature": 1.0, "max_batch_size": 8 if dry else 256, "backend_args": backend_args,
+                    "temperature": 1.0, "max_batch_size": (8 if dry else 256) * steps_per_rollout, "backend_args": backend_args,
                     "sleep_during_update": False, "env_timeout": 30.0},
         "algorithm": {"advantage": "grpo", "kl_coef": 0.0},
         "envs": {"sandbox": {"backend": "process"}, "python": {"pool_size": 2 if dry else 8, "timeout": 5}},
@@ -77,15 +82,16 @@ def learning_config(model: str, train: str, out: str, *, seed: int, staleness: i
         "trainer": {"total_steps": steps, "lr": lr, "micro_batch_size": 4 if dry else 16,
                     "token_budget": None if dry else 32768, "output_dir": out, "metric_sinks": [], "seed": seed,
                     "accuracy_reward": "gsm8k_exact", "fsdp": {"enabled": not dry},
-                    "async_rollouts": {"max_staleness": staleness}},
+                    "async_rollouts": {"max_staleness": staleness, "steps_per_rollout": steps_per_rollout}},
     }
 
 
-def config_for(a: argparse.Namespace, out: str, *, seed: int, staleness: int) -> dict[str, Any]:
-    """learning_config with the command line's settings."""
+def config_for(a: argparse.Namespace, out: str, *, seed: int, mode: str) -> dict[str, Any]:
+    """learning_config with the command line's settings, for one of MODES."""
+    staleness, per_job = MODES[mode]
     return learning_config(a.model, a.train, out, seed=seed, staleness=staleness, steps=a.steps, lr=a.lr,
                            prompts=a.prompts, group=a.group, gpu_mem=a.gpu_mem, dry=a.dry_run,
-                           engine_process=a.engine_process, kv_cache=a.kv_cache)
+                           engine_process=a.engine_process, kv_cache=a.kv_cache, steps_per_rollout=per_job)
 
 
 def plugins() -> list[Any]:
@@ -137,7 +143,7 @@ class Reset:
         r.sync_engine(0)
 
 
-def train_mode(rank: Any, cfg_dict: dict, tasks: list, steps: int, budget_s: float, staleness: int) -> dict:
+def train_mode(rank: Any, cfg_dict: dict, tasks: list, steps: int, budget_s: float) -> dict:
     """`steps` steps (fewer if the budget runs out) from the current weights; per-step metrics."""
     import torch
 
@@ -202,7 +208,7 @@ def child(a: argparse.Namespace) -> None:
     from toolrl.types import load_tasks
 
     runtime.register_plugins(plugins())
-    base = config_for(a, str(work / f"run-s{a.seed}"), seed=a.seed, staleness=0)
+    base = config_for(a, str(work / f"run-s{a.seed}"), seed=a.seed, mode="sync")
     cfg = Config.model_validate(base)
     rank = PolicyRank(cfg.model_dump(), cfg.model.name_or_path, with_engine=True, plugins=plugins())
     if rank.fsdp:  # FSDP2 on one rank: float32 master weights and optimizer, bfloat16 compute
@@ -225,11 +231,10 @@ def child(a: argparse.Namespace) -> None:
     log(f"seed {a.seed}: before {before}")
     res: dict[str, Any] = {"seed": a.seed, "start_seconds": start_s, "before": before, "modes": {}}
     for mode in a.modes.split(","):
-        staleness = MODES[mode]
         reset()
-        cfg_dict = config_for(a, str(work / f"run-s{a.seed}-{mode}"), seed=a.seed, staleness=staleness)
-        log(f"seed {a.seed}: {mode} (max_staleness {staleness})")
-        run = train_mode(rank, cfg_dict, train_tasks, a.steps, a.budget_s, staleness)
+        cfg_dict = config_for(a, str(work / f"run-s{a.seed}-{mode}"), seed=a.seed, mode=mode)
+        log(f"seed {a.seed}: {mode} (max_staleness {MODES[mode][0]}, steps per rollout job {MODES[mode][1]})")
+        run = train_mode(rank, cfg_dict, train_tasks, a.steps, a.budget_s)
         run["after"] = evaluate(rank, eval_tasks, rewards, seed=10_000)
         log(f"seed {a.seed}: {mode} after {run['after']} ({run['steps_done']} steps, {run['train_seconds']:.0f}s)")
         res["modes"][mode] = run
@@ -310,7 +315,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--budget-s", type=float, default=150.0, help="training seconds per mode before it stops early")
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--modes", default="sync,async")
+    ap.add_argument("--modes", default="sync,async", help=f"comma-separated, of {', '.join(MODES)}")
     ap.add_argument("--lr", type=float, default=2e-6)
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--group", type=int, default=8)
@@ -360,7 +365,7 @@ def main() -> None:
         base.append("--engine-process")
     t0 = time.perf_counter()
     results: dict[str, Any] = {"config": {k: v for k, v in vars(a).items() if k not in ("child", "seed")},
-                               "config_example": config_for(a, "OUT", seed=0, staleness=1),
+                               "config_example": config_for(a, "OUT", seed=0, mode="async"),
                                "runs": {}}
     deadline = time.monotonic() + a.timeout
     last: dict[int, str] = {}

@@ -37,6 +37,18 @@ def test_kv_cache_fit_reaches_the_backend_args_of_a_valid_config(gsm, tmp_path):
     assert "kv_cache" not in dry["rollout"]["backend_args"]  # the CPU dry run's hf backend has no KV cache setting
 
 
+def test_each_mode_is_a_valid_config_with_its_staleness_and_job_size(gsm, tmp_path):
+    a = gsm.argparse.Namespace(model="some/model", train=str(tmp_path / "t.jsonl"), steps=3, lr=2e-6, prompts=32,
+                               group=8, gpu_mem=0.25, dry_run=False, engine_process=False, kv_cache="fit")
+    got = {}
+    for mode in gsm.MODES:
+        cfg = Config.model_validate(gsm.config_for(a, str(tmp_path / mode), seed=0, mode=mode))
+        ar = cfg.trainer.async_rollouts
+        got[mode] = (ar.max_staleness, ar.steps_per_rollout, cfg.rollout.max_batch_size)
+    # async2's job is two steps' 256 episodes: one engine batch of 512, and a bound that lets it overlap two updates
+    assert got == {"sync": (0, 1, 256), "async": (1, 1, 256), "async2": (3, 2, 512)}
+
+
 def test_seeds_run_together_or_one_at_a_time(gsm):
     assert gsm.waves([0, 1, 2], 3) == [[0, 1, 2]]
     assert gsm.waves([0, 1, 2], 1) == [[0], [1], [2]]
