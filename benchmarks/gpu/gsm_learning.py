@@ -73,7 +73,8 @@ def learning_config(model: str, train: str, out: str, *, seed: int, staleness: i
                   "device": "cpu" if dry else "cuda", "gradient_checkpointing": not dry},
         "rollout": {"backend": "hf" if dry else "vllm", "n": group, "max_turns": 3,
                     "max_new_tokens": 48 if dry else 384, "max_total_tokens": 1024 if dry else 3072,
-                    "temperature": 1.0, "max_batch_size": (8 if dry else 256) * steps_per_rollout, "backend_args": backend_args,
+                    "temperature": 1.0, "max_batch_size": (8 if dry else 256) * steps_per_rollout,
+                    "backend_args": backend_args,
                     "sleep_during_update": False, "env_timeout": 30.0},
         "algorithm": {"advantage": "grpo", "kl_coef": 0.0},
         "envs": {"sandbox": {"backend": "process"}, "python": {"pool_size": 2 if dry else 8, "timeout": 5}},
@@ -333,6 +334,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-children", type=int, default=1)
     a = ap.parse_args()
+    unknown = [m for m in a.modes.split(",") if m not in MODES]
+    if unknown:
+        ap.error(f"--modes: unknown mode(s) {', '.join(unknown)}; use a comma-separated list of {', '.join(MODES)}")
     if a.dry_run:
         a.model = a.model or "smollm2-135m-instruct"
         a.prompts, a.group, a.eval_n = min(a.prompts, 2), min(a.group, 2), min(a.eval_n, 4)

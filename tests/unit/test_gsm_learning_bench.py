@@ -49,6 +49,15 @@ def test_each_mode_is_a_valid_config_with_its_staleness_and_job_size(gsm, tmp_pa
     assert got == {"sync": (0, 1, 256), "async": (1, 1, 256), "async2": (3, 2, 512)}
 
 
+def test_an_unknown_mode_is_refused_with_the_modes_there_are(gsm, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["gsm_learning.py", "--modes", "sync,asink"])
+    with pytest.raises(SystemExit) as exc:
+        gsm.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown mode(s) asink" in err and "sync, async, async2" in err
+
+
 def test_seeds_run_together_or_one_at_a_time(gsm):
     assert gsm.waves([0, 1, 2], 3) == [[0, 1, 2]]
     assert gsm.waves([0, 1, 2], 1) == [[0], [1], [2]]
