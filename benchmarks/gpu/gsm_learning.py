@@ -23,8 +23,8 @@ its asynchronous mode was not faster). `--kv-cache fit` sizes each engine's KV c
 of the initial weights (greedy, the same prompts), then for each mode (sync = max_staleness 0, async =
 max_staleness 1, async2 = max_staleness 3 with two steps' batches per rollout job,
 `trainer.async_rollouts.steps_per_rollout` 2) the weights, optimizer and engine are reset to the initial
-model, `--steps` steps are trained
-(or fewer if `--budget-s` runs out: the result says how many), and the held-out accuracy is measured again. Reported:
+model, `--steps` steps are trained (or fewer if `--budget-s` runs out: the result says how many), and the
+held-out accuracy is measured again. Reported:
 accuracy before/after, wall-clock minutes of training, the reward curve per step, step times.
 
 `--dry-run` runs the same code on the CPU with SmolLM2-135M and the `hf` backend in tiny shapes.
